@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install the system libraries offscreen MuJoCo rendering needs (EGL, with OSMesa as fallback), if missing.
+set -u
+need=()
+ldconfig -p | grep -q 'libEGL.so.1 ' || need+=(libegl1)
+ldconfig -p | grep -q 'libOSMesa' || need+=(libosmesa6)
+ldconfig -p | grep -q 'libGL.so.1 ' || need+=(libgl1)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "sysdeps: installing ${need[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") >/dev/null \
+    || echo "sysdeps: apt-get failed; MuJoCo rendering tests may fail" >&2
+else
+  echo "sysdeps: missing ${need[*]}; install them (e.g. sudo apt-get install ${need[*]})" >&2
+fi
+exit 0
