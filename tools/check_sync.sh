@@ -11,4 +11,5 @@ if [ "$before" != "$after" ]; then
   diff <(echo "$before") <(echo "$after") | grep '^[<>]' | awk '{print $3}' | sort -u
   exit 1
 fi
-echo "export-check: notebooks and package in sync"
+.venv/bin/python tools/readme.py --check
+echo "export-check: notebooks, package and README in sync"

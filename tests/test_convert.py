@@ -1,0 +1,237 @@
+"""The `maniflow-convert` / `maniflow-info` command lines: real on-disk fixtures, bad input, exit codes, no partial output.
+
+Most cases call the CLI entry points in-process (same argv parsing and error handling, no interpreter start-up);
+a few run them in a subprocess to check exit codes and that no traceback reaches the user."""
+import os, sys, json, subprocess
+from pathlib import Path
+import numpy as np, pytest, h5py, zarr
+from maniflow_nb.convert import (convert_cli, info_cli, make_calvin_fixture, make_robomimic_fixture, convert_calvin)
+from maniflow_nb.data import ReplayBuffer, make_synthetic_store, _rewrite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def run_cli(fn, *args, capsys):
+    "Run a CLI entry point in-process; returns (exit code, stdout, stderr)."
+    try: fn([str(a) for a in args]); code = 0
+    except SystemExit as e: code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+def run_subprocess(fn, *args):
+    "Run a CLI entry point in a fresh interpreter (what the console script does)."
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
+    code = f'from maniflow_nb.convert import {fn}; {fn}()'
+    return subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+
+def assert_clean_failure(code, err, out_path, *expected):
+    "Exit code 1, one error line naming what went wrong, nothing left at (or next to) the output path."
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(('maniflow-convert: error:', 'maniflow-info: error:')), err
+    assert 'Traceback' not in err
+    for e in expected: assert e in lines[0], (e, lines[0])
+    if out_path is not None:
+        out_path = Path(out_path)
+        assert not out_path.exists()
+        assert not [p for p in out_path.parent.iterdir() if p.name.startswith(f'.{out_path.name}.')]
+
+# ---------------------------------------------------------------- fixtures in the real on-disk formats
+
+@pytest.fixture
+def calvin(tmp_path):
+    make_calvin_fixture(tmp_path/'calvin', n_episodes=2, episode_len=3)
+    return tmp_path/'calvin'
+
+@pytest.fixture
+def robomimic(tmp_path):
+    return make_robomimic_fixture(tmp_path/'lift.hdf5', n_demos=3)
+
+@pytest.fixture
+def dp3(tmp_path):
+    return make_synthetic_store(tmp_path/'dp3.zarr', n_episodes=3, episode_len=5, n_points=32, pc_channels=6, zarr_format=2)
+
+# ---------------------------------------------------------------- subprocess: exit codes as the user sees them
+
+def test_subprocess_calvin_and_info(calvin, tmp_path):
+    out = tmp_path/'out.zarr'
+    r = run_subprocess('convert_cli', 'calvin', calvin, out, '--n-points', 128)
+    assert r.returncode == 0, r.stderr
+    assert 'wrote' in r.stdout and '2 episodes, 6 steps' in r.stdout
+    rb = ReplayBuffer.from_path(out)
+    assert rb['point_cloud'].shape == (6, 128, 6) and rb['img'].shape == (6, 200, 200, 3)
+    assert np.allclose(rb['point_cloud'][..., 2], 0.4, atol=1e-4)         # the fixture's table plane
+    r = run_subprocess('info_cli', out)
+    assert r.returncode == 0, r.stderr
+    assert 'episodes: 2' in r.stdout and 'point_cloud' in r.stdout and 'zarr v3' in r.stdout
+
+def test_subprocess_bad_input_no_traceback(calvin, tmp_path):
+    f = calvin/'training'/'episode_0358657.npz'
+    frame = dict(np.load(f)); del frame['rel_actions']; np.savez(f, **frame)
+    out = tmp_path/'out.zarr'
+    r = run_subprocess('convert_cli', 'calvin', calvin, out)
+    assert_clean_failure(r.returncode, r.stderr, out, 'episode_0358657.npz', "'rel_actions'")
+    r = run_subprocess('info_cli', tmp_path/'nope.zarr')
+    assert_clean_failure(r.returncode, r.stderr, None, 'nope.zarr')
+
+# ---------------------------------------------------------------- CALVIN bad input
+
+def _edit_frame(path, **changes):
+    frame = dict(np.load(path))
+    for k, v in changes.items():
+        if v is None: del frame[k]
+        else: frame[k] = v
+    np.savez_compressed(path, **frame)
+
+CALVIN_CASES = {
+    'missing key': (lambda s: _edit_frame(s/'episode_0358667.npz', robot_obs=None), ['episode_0358667.npz', "no key 'robot_obs'"]),
+    'nan action': (lambda s: _edit_frame(s/'episode_0358656.npz', rel_actions=np.r_[np.nan, np.zeros(6)]), ["'rel_actions'", 'NaN']),
+    'inf state': (lambda s: _edit_frame(s/'episode_0358656.npz', robot_obs=np.r_[np.inf, np.zeros(14)]), ["'robot_obs'", 'NaN or inf']),
+    'wrong shape': (lambda s: _edit_frame(s/'episode_0358658.npz', robot_obs=np.zeros(14)), ["'robot_obs'", 'shape (14,), expected (15,)']),
+    'wrong dtype': (lambda s: _edit_frame(s/'episode_0358658.npz', rgb_static=np.zeros((200, 200, 3), np.float32)), ["'rgb_static'", 'expected uint8']),
+    'wrong image size': (lambda s: _edit_frame(s/'episode_0358658.npz', rgb_static=np.zeros((100, 100, 3), np.uint8)), ['do not match the camera']),
+    'missing frame': (lambda s: (s/'episode_0358667.npz').unlink(), ['missing frame file', 'episode_0358667.npz']),
+    'ragged ids': (lambda s: np.save(s/'ep_start_end_ids.npy', np.array([[0, 1], [2]], dtype=object)), ['ep_start_end_ids.npy']),
+    'ids not (n,2)': (lambda s: np.save(s/'ep_start_end_ids.npy', np.array([358656, 358658, 358666])), ['expected (n, 2)']),
+    'float ids': (lambda s: np.save(s/'ep_start_end_ids.npy', np.array([[358656., 358658.]])), ['expected (n, 2) integers']),
+    'overlapping ids': (lambda s: np.save(s/'ep_start_end_ids.npy', np.array([[358656, 358667], [358666, 358668]])), ['overlap']),
+    'end before start': (lambda s: np.save(s/'ep_start_end_ids.npy', np.array([[358658, 358656]])), ['ends before it starts']),
+    'empty ids': (lambda s: np.save(s/'ep_start_end_ids.npy', np.zeros((0, 2), np.int64)), ['lists no episodes']),
+    'no ids file': (lambda s: (s/'ep_start_end_ids.npy').unlink(), ['no ep_start_end_ids.npy', 'not a CALVIN']),
+    'not an npz': (lambda s: (s/'episode_0358657.npz').write_text('oops'), ['cannot read', 'episode_0358657.npz']),
+}
+
+@pytest.mark.parametrize('case', list(CALVIN_CASES))
+def test_calvin_bad_input(case, calvin, tmp_path, capsys):
+    breaker, expected = CALVIN_CASES[case]
+    breaker(calvin/'training')
+    out = tmp_path/'out.zarr'
+    code, _, err = run_cli(convert_cli, 'calvin', calvin, out, '--n-points', 64, capsys=capsys)
+    assert_clean_failure(code, err, out, *expected)
+
+def test_calvin_source_not_found(tmp_path, capsys):
+    code, _, err = run_cli(convert_cli, 'calvin', tmp_path/'missing', tmp_path/'o.zarr', capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'o.zarr', 'missing', 'is not a directory')
+
+def test_calvin_overwrite_and_options(calvin, tmp_path, capsys):
+    out = tmp_path/'out.zarr'
+    assert run_cli(convert_cli, 'calvin', calvin, out, '--n-points', 64, '--max-episodes', 1, capsys=capsys)[0] == 0
+    assert ReplayBuffer.from_path(out).n_steps == 3
+    code, _, err = run_cli(convert_cli, 'calvin', calvin, out, capsys=capsys)
+    assert code == 1 and 'already exists' in err and '--overwrite' in err
+    assert ReplayBuffer.from_path(out).n_steps == 3                        # the old store is untouched
+    code, _, err = run_cli(convert_cli, 'calvin', calvin, out, '--n-points', 32, '--overwrite', '--crop', -1, -1, 0, -0.03, 1, 1, capsys=capsys)
+    assert code == 0, err
+    rb = ReplayBuffer.from_path(out)
+    assert rb.episode_ends.tolist() == [3, 6] and rb['point_cloud'].shape == (6, 32, 6)
+    assert rb['point_cloud'][..., 0].max() <= -0.03
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []
+
+def test_calvin_validation_split(tmp_path, capsys):
+    make_calvin_fixture(tmp_path, n_episodes=1, episode_len=2, split='validation')
+    out = tmp_path/'val.zarr'
+    assert run_cli(convert_cli, 'calvin', tmp_path, out, '--split', 'validation', '--n-points', 16, capsys=capsys)[0] == 0
+    assert ReplayBuffer.from_path(out).n_steps == 2
+
+@pytest.mark.slow
+def test_calvin_workers_match_serial(calvin, tmp_path, monkeypatch):
+    monkeypatch.setenv('PYTHONPATH', str(ROOT))          # spawned workers import maniflow_nb
+    convert_calvin(calvin, tmp_path/'a.zarr', n_points=64, progress=False)
+    convert_calvin(calvin, tmp_path/'b.zarr', n_points=64, progress=False, workers=2)
+    a, b = ReplayBuffer.from_path(tmp_path/'a.zarr'), ReplayBuffer.from_path(tmp_path/'b.zarr')
+    assert a.episode_ends.tolist() == b.episode_ends.tolist()
+    for k in a.keys(): np.testing.assert_array_equal(a[k], b[k])
+
+# ---------------------------------------------------------------- robomimic
+
+def test_robomimic_cli(robomimic, tmp_path, capsys):
+    out = tmp_path/'r.zarr'
+    code, stdout, err = run_cli(convert_cli, 'robomimic', robomimic, out, '--obs-keys', 'robot0_eef_pos', 'robot0_gripper_qpos',
+                                '--image-key', 'robot0_eye_in_hand_image', '--filter-key', 'train', capsys=capsys)
+    assert code == 0, err
+    rb = ReplayBuffer.from_path(out)
+    assert rb.episode_lengths.tolist() == [5, 6] and rb['state'].shape == (11, 5) and rb['state'].dtype == np.float32
+    with h5py.File(robomimic) as f:
+        np.testing.assert_array_equal(rb['img'][5:], f['data/demo_1/obs/robot0_eye_in_hand_image'][:])
+        np.testing.assert_allclose(rb['state'][5:, :3], f['data/demo_1/obs/robot0_eef_pos'][:])
+        np.testing.assert_allclose(rb['action'][:5], f['data/demo_0/actions'][:], rtol=1e-6)
+
+def _h5_edit(path, key, value):
+    with h5py.File(path, 'r+') as f:
+        del f[key]
+        if value is not None: f.create_dataset(key, data=value)
+
+ROBOMIMIC_CASES = {
+    'nan actions': (lambda p: _h5_edit(p, 'data/demo_1/actions', np.full((6, 7), np.nan)), ['demo_1', "'actions'", 'NaN']),
+    'missing actions': (lambda p: _h5_edit(p, 'data/demo_2/actions', None), ['demo_2', "no 'actions'"]),
+    'missing obs key': (lambda p: _h5_edit(p, 'data/demo_2/obs/object', None), ['demo_2', "no 'obs/object'"]),
+    'length mismatch': (lambda p: _h5_edit(p, 'data/demo_0/obs/object', np.zeros((4, 10))), ["'obs/object'", '4 steps', "'actions' has 5"]),
+    'state dim changes': (lambda p: _h5_edit(p, 'data/demo_1/obs/object', np.zeros((6, 9))), ["'state'", 'like the first frame']),
+    'no data group': (lambda p: _h5_edit(p, 'data', None), ["no 'data' group", 'not a robomimic']),
+    'empty filter': (lambda p: _h5_edit(p, 'mask/train', np.array([], dtype='S')), ['no demos', 'mask/train']),
+}
+
+@pytest.mark.parametrize('case', list(ROBOMIMIC_CASES))
+def test_robomimic_bad_input(case, robomimic, tmp_path, capsys):
+    breaker, expected = ROBOMIMIC_CASES[case]
+    breaker(robomimic)
+    out = tmp_path/'r.zarr'
+    code, _, err = run_cli(convert_cli, 'robomimic', robomimic, out, '--filter-key', 'train', capsys=capsys)
+    assert_clean_failure(code, err, out, *expected)
+
+def test_robomimic_not_hdf5(tmp_path, capsys):
+    (tmp_path/'x.hdf5').write_text('not hdf5')
+    code, _, err = run_cli(convert_cli, 'robomimic', tmp_path/'x.hdf5', tmp_path/'r.zarr', capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'r.zarr', 'x.hdf5', 'not an HDF5 file')
+    code, _, err = run_cli(convert_cli, 'robomimic', tmp_path/'none.hdf5', tmp_path/'r.zarr', capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'r.zarr', 'none.hdf5', 'does not exist')
+
+# ---------------------------------------------------------------- DP3 / ManiFlow zarr v2
+
+def test_dp3_roundtrip(dp3, tmp_path, capsys):
+    out = tmp_path/'v3.zarr'
+    code, stdout, err = run_cli(convert_cli, 'dp3', dp3, out, capsys=capsys)
+    assert code == 0, err
+    src, dst = ReplayBuffer.from_path(dp3), ReplayBuffer.from_path(out)
+    assert sorted(src.keys()) == sorted(dst.keys())
+    for k in src.keys(): np.testing.assert_array_equal(src[k], dst[k])
+    assert zarr.open_group(str(dp3), mode='r').metadata.zarr_format == 2
+    assert zarr.open_group(str(out), mode='r').metadata.zarr_format == 3
+    code, _, err = run_cli(convert_cli, 'dp3', dp3, tmp_path/'sub.zarr', '--keys', 'state', 'action', capsys=capsys)
+    assert code == 0 and sorted(ReplayBuffer.from_path(tmp_path/'sub.zarr').keys()) == ['action', 'state']
+    code, stdout, _ = run_cli(info_cli, dp3, '--json', capsys=capsys)
+    info = json.loads(stdout)
+    assert info['zarr_format'] == 2 and info['episodes'] == 3 and info['episode_len'] == {'min': 5, 'mean': 5.0, 'max': 5}
+    assert info['keys']['point_cloud']['shape'] == [15, 32, 6] and 'Blosc' in info['keys']['point_cloud']['compressor']
+
+DP3_CASES = {
+    'no episode_ends': (lambda p: _rewrite(p, 'meta/episode_ends', None), ['meta/episode_ends']),
+    'short key': (lambda p: _rewrite(p, 'data/action', np.zeros((7, 4), np.float32)), ['data/action', 'expected 15 steps']),
+    'nan action': (lambda p: _rewrite(p, 'data/action', np.full((15, 4), np.nan, np.float32)), ['data/action', 'NaN']),
+    'missing key': (None, ['data/nope']),
+}
+
+@pytest.mark.parametrize('case', list(DP3_CASES))
+def test_dp3_bad_input(case, dp3, tmp_path, capsys):
+    breaker, expected = DP3_CASES[case]
+    if breaker: breaker(dp3)
+    out = tmp_path/'v3.zarr'
+    extra = ['--keys', 'nope'] if case == 'missing key' else []
+    code, _, err = run_cli(convert_cli, 'dp3', dp3, out, *extra, capsys=capsys)
+    assert_clean_failure(code, err, out, *expected)
+
+def test_dp3_not_a_store(tmp_path, capsys):
+    (tmp_path/'dir').mkdir()
+    code, _, err = run_cli(convert_cli, 'dp3', tmp_path/'dir', tmp_path/'o.zarr', capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'o.zarr', 'not a Zarr store')
+    code, _, err = run_cli(convert_cli, 'dp3', tmp_path/'missing.zarr', tmp_path/'o.zarr', capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'o.zarr', 'missing.zarr', 'does not exist')
+
+def test_dp3_output_exists(dp3, tmp_path, capsys):
+    (tmp_path/'o.zarr').mkdir()
+    code, _, err = run_cli(convert_cli, 'dp3', dp3, tmp_path/'o.zarr', capsys=capsys)
+    assert code == 1 and 'already exists' in err and (tmp_path/'o.zarr').is_dir()
+
+def test_info_bad_store(tmp_path, capsys):
+    (tmp_path/'d').mkdir()
+    code, _, err = run_cli(info_cli, tmp_path/'d', capsys=capsys)
+    assert_clean_failure(code, err, None, 'not a Zarr store')
