@@ -37,13 +37,19 @@ def measure(pc, device, batch, horizon, n_obs, n_act, seconds, n_episodes=50, ep
     while time.perf_counter() - t0 < seconds: gather(sampler, data, idx[n % 64], n_obs, device); n += 1
     return n * batch / (time.perf_counter() - t0)
 
+def cpu_name():
+    "The CPU model (from /proc/cpuinfo where there is one) and the core count."
+    try: model = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): model = platform.processor() or platform.machine()
+    return f'cpu: {model} ({os.cpu_count()} cores)'
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--device', default='cpu'); ap.add_argument('--seconds', type=float, default=3.)
     ap.add_argument('--batch', type=int, default=256); ap.add_argument('--no-record', action='store_true')
     a = ap.parse_args()
     horizon, n_obs, n_act = 16, 2, 8
-    name = torch.cuda.get_device_name() if a.device.startswith('cuda') else f'cpu ({platform.processor() or platform.machine()})'
+    name = torch.cuda.get_device_name() if a.device.startswith('cuda') else cpu_name()
     rows = []
     for key, pc in SHAPES.items():
         w = measure(pc, a.device, a.batch, horizon, n_obs, n_act, a.seconds)

@@ -8,7 +8,7 @@ __all__ = ['CALVIN_STATIC_CAMERA', 'CALVIN_KEYS', 'ConvertError', 'StoreWriter',
            'read_calvin_frame', 'calvin_step', 'convert_calvin', 'make_robomimic_fixture', 'robomimic_demos',
            'convert_robomimic', 'convert_dp3', 'store_info', 'format_info', 'convert_cli', 'info_cli']
 
-# %% ../nbs/03_convert.ipynb #00e9633a
+# %% ../nbs/03_convert.ipynb #fb8aa746
 import sys, json, re, argparse, multiprocessing
 from functools import partial
 from pathlib import Path
@@ -19,11 +19,11 @@ from .config import atomic_path, in_batch_job
 from .data import ReplayBuffer, DataError, open_store, _store_parts, _time_chunk, _compressor
 from .pointcloud import camera_intrinsics, look_at_pose, rgbd_to_point_cloud
 
-# %% ../nbs/03_convert.ipynb #7c7d11ac
+# %% ../nbs/03_convert.ipynb #b537468a
 class ConvertError(DataError):
     "A source dataset that is missing, malformed, or not in the expected format."
 
-# %% ../nbs/03_convert.ipynb #f0ca87c6
+# %% ../nbs/03_convert.ipynb #c8975dd3
 class StoreWriter:
     "Append episodes frame by frame to a new Zarr v3 store (`data/<key>`, `meta/episode_ends`)."
     def __init__(self, path, attrs=None, chunk_len:int=None): # chunk_len: steps per chunk (default: as `ReplayBuffer.save`)
@@ -65,7 +65,7 @@ class StoreWriter:
         self.group.create_array('meta/episode_ends', data=np.asarray(self.ends, dtype=np.int64), chunks=(4096,), compressors=_compressor(3))
         return len(self.ends)
 
-# %% ../nbs/03_convert.ipynb #41340563
+# %% ../nbs/03_convert.ipynb #c0e9d0d3
 CALVIN_STATIC_CAMERA = dict(  # calvin_env conf/cameras/cameras/static.yaml; override with `camera=` / --camera-config
     fov=10.0, width=200, height=200,
     look_from=[2.871459009488717, -2.166602199425597, 2.555159848480571],
@@ -79,7 +79,7 @@ def calvin_camera_matrices(camera:dict=None) -> tuple: # (K (3,3), cam2world (4,
     c = {**CALVIN_STATIC_CAMERA, **(camera or {})}
     return camera_intrinsics(c['fov'], c['width'], c['height']), look_at_pose(c['look_from'], c['look_at'], c['up_vector'])
 
-# %% ../nbs/03_convert.ipynb #a7fa94ba
+# %% ../nbs/03_convert.ipynb #3531132c
 def load_calvin_camera(path) -> dict:
     "The static-camera fields (`fov, width, height, look_from, look_at, up_vector`) of a YAML camera config."
     try: cfg = yaml.safe_load(Path(path).read_text())
@@ -95,7 +95,7 @@ def calvin_split_camera(split_dir, camera_config=None) -> dict:
     path = camera_config or (merged if merged.exists() else None)
     return {**CALVIN_STATIC_CAMERA, **(load_calvin_camera(path) if path else {})}
 
-# %% ../nbs/03_convert.ipynb #e52cdd2f
+# %% ../nbs/03_convert.ipynb #fc9ac6a5
 def _plane_depth(K, T, h, w, z):
     "(h,w) depth of the plane `world z = z` seen by a camera (`K`, OpenGL `cam2world` `T`)."
     v, u = np.indices((h, w), dtype=np.float64)
@@ -132,7 +132,7 @@ def make_calvin_fixture(root,                # dataset root; the split folder is
     np.save(out/'ep_start_end_ids.npy', np.stack([starts, starts + episode_len - 1], 1))
     return out
 
-# %% ../nbs/03_convert.ipynb #6004f037
+# %% ../nbs/03_convert.ipynb #3422902d
 def calvin_split_dir(src, split:str='training') -> Path:
     "The split folder: `src/split` if it exists, else `src` itself if it holds `ep_start_end_ids.npy`."
     src = Path(src)
@@ -156,7 +156,7 @@ def calvin_episode_ranges(split_dir) -> np.ndarray: # (n,2) int64 [start, end] i
         i = bad[0]; raise ConvertError(f"{path}: episodes [{ids[i, 0]}, {ids[i, 1]}] and [{ids[i+1, 0]}, {ids[i+1, 1]}] overlap")
     return ids
 
-# %% ../nbs/03_convert.ipynb #e3f3f48d
+# %% ../nbs/03_convert.ipynb #53fe6b33
 def read_calvin_frame(path, keys=CALVIN_KEYS) -> dict:
     "Load the `keys` of one CALVIN frame file, checking presence, rank/shape and finiteness."
     try:
@@ -178,11 +178,11 @@ def _check_array(a, shape, what):
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool): raise ConvertError(f"{what} has dtype {a.dtype}, expected numbers")
     if len(shape) == 1 and not np.isfinite(a).all(): raise ConvertError(f"{what} contains NaN or inf")
 
-# %% ../nbs/03_convert.ipynb #5e9e20d3
+# %% ../nbs/03_convert.ipynb #d940ad1f
 def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=None, path='') -> dict:
     "Our time step from a CALVIN frame: img, depth, point_cloud (XYZRGB, world frame), state, action."
     rgb, depth = frame['rgb_static'], frame['depth_static']
-    hw = (round(2 * K[1, 2]) + 1, round(2 * K[0, 2]) + 1)
+    hw = (round(2 * K[1, 2]) + 1, round(2 * K[0, 2]) + 1)   # (H, W) of the camera: cx = (W-1)/2, cy = (H-1)/2
     if rgb.shape[:2] != hw or depth.shape != hw:
         raise ConvertError(f"{path}: rgb_static {rgb.shape} / depth_static {depth.shape} do not match the camera's {hw[0]}x{hw[1]} (--camera-config)")
     lo, hi = (None, None) if crop is None else crop
@@ -191,7 +191,7 @@ def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=Non
     return dict(img=rgb, depth=depth.astype(np.float32), point_cloud=pc,
                 state=frame['robot_obs'].astype(np.float32), action=frame['rel_actions'].astype(np.float32))
 
-# %% ../nbs/03_convert.ipynb #9350dbc8
+# %% ../nbs/03_convert.ipynb #7c09c0f8
 def _progress(total, desc, progress): return tqdm(total=total, desc=desc, unit='frame', disable=not progress or in_batch_job())
 
 def _calvin_job(job, K, cam2world, n_points, crop):
@@ -238,7 +238,7 @@ def _validated(tmp, out, keys=None) -> dict:
     except DataError as e: raise ConvertError(f"the converted store failed validation: {e}") from None
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/03_convert.ipynb #c6650501
+# %% ../nbs/03_convert.ipynb #3f87d75f
 def make_robomimic_fixture(path,              # .hdf5 file to write
                            n_demos:int=3,     # demos (numbered 0, 1, ..., so demo_10 sorts after demo_9 if n_demos > 10)
                            lengths=None,      # frames per demo; default 5, 6, 7, ...
@@ -266,7 +266,7 @@ def make_robomimic_fixture(path,              # .hdf5 file to write
         f.create_dataset('mask/valid', data=np.array(names[-1:], dtype='S'))
     return Path(path)
 
-# %% ../nbs/03_convert.ipynb #b8e8a253
+# %% ../nbs/03_convert.ipynb #b89ca0ae
 def _demo_number(name):
     m = re.fullmatch(r'demo_(\d+)', name)
     return int(m.group(1)) if m else None
@@ -282,7 +282,7 @@ def robomimic_demos(f, filter_key:str=None) -> list:
     if not names: raise ConvertError(f"{f.filename} has no demos (data/demo_N)" + (f" in mask/{filter_key}" if filter_key else ''))
     return sorted(names, key=_demo_number)
 
-# %% ../nbs/03_convert.ipynb #9ff6ff15
+# %% ../nbs/03_convert.ipynb #b403a39e
 def _obs_kinds(obs) -> tuple:
     "Sorted names of the low-dim (rank-2) and image (uint8 (T,H,W,3)) observations of a demo's `obs` group."
     low = sorted(k for k, v in obs.items() if v.ndim == 2)
@@ -308,7 +308,7 @@ def _robomimic_episode(demo, where, obs_keys, image_key, keep_obs) -> dict:
     if keep_obs: ep.update({k: v.astype(np.float32) for k, v in obs.items()})
     return ep
 
-# %% ../nbs/03_convert.ipynb #c5794e0a
+# %% ../nbs/03_convert.ipynb #644de924
 def convert_robomimic(src,                  # robomimic .hdf5 file
                       out,                  # output store (.zarr directory)
                       obs_keys=None,        # low-dim obs keys concatenated into `state`, in this order; default all, sorted
@@ -331,7 +331,9 @@ def convert_robomimic(src,                  # robomimic .hdf5 file
                                         env_args=f['data'].attrs.get('env_args', '')))
         for n in tqdm(names, desc='robomimic', unit='demo', disable=not progress or in_batch_job()):
             ep = _robomimic_episode(f[f'data/{n}'], f"{src}:data/{n}", obs_keys, image_key, keep_obs)
-            for t in range(len(ep['action'])): w.add_frame({k: v[t] for k, v in ep.items()})
+            try:
+                for t in range(len(ep['action'])): w.add_frame({k: v[t] for k, v in ep.items()})
+            except ConvertError as e: raise ConvertError(f"{src}:data/{n}: {e}") from None
             w.end_episode()
         w.close()
         return _validated(tmp, out, keys=['state', 'action'])
@@ -342,7 +344,7 @@ def _open_hdf5(path):
     try: return h5py.File(path, 'r')
     except OSError as e: raise ConvertError(f"{path} is not an HDF5 file ({e})") from None
 
-# %% ../nbs/03_convert.ipynb #a32d6a5f
+# %% ../nbs/03_convert.ipynb #047e0ca0
 def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr store (v2 or v3)
                 out,                  # output store (.zarr directory)
                 keys=None,            # keys to keep (default all)
@@ -356,7 +358,7 @@ def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr s
     rb.save(out, overwrite=overwrite)
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/03_convert.ipynb #d4ae53b5
+# %% ../nbs/03_convert.ipynb #853ebb14
 def _codec_names(a) -> str:
     "Compressor(s) of a zarr v2 or v3 array, as text."
     return ', '.join(repr(c) for c in (getattr(a, 'compressors', None) or ())) or 'none'
@@ -381,15 +383,22 @@ def format_info(info:dict) -> str:
               for k, v in info['keys'].items()]
     return '\n'.join(lines)
 
-# %% ../nbs/03_convert.ipynb #b17d4310
+# %% ../nbs/03_convert.ipynb #475b996e
+def _count(lo):
+    "argparse type: an integer >= lo."
+    def f(s):
+        if not re.fullmatch(r'\d+', s) or int(s) < lo: raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got '{s}'")
+        return int(s)
+    return f
+
 def _convert_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='maniflow-convert', description='Convert a dataset into a maniflow_nb Zarr v3 store.')
     sub = p.add_subparsers(dest='format', required=True)
     c = sub.add_parser('calvin', help='CALVIN raw split (episode_XXXXXXX.npz + ep_start_end_ids.npy)')
     c.add_argument('--split', default='training', help='split folder (training / validation)')
-    c.add_argument('--n-points', type=int, default=2048, help='points per cloud (farthest point sampling)')
+    c.add_argument('--n-points', type=_count(1), default=2048, help='points per cloud (farthest point sampling)')
     c.add_argument('--camera-config', help="YAML with the static camera (CALVIN's merged_config.yaml or fov/look_from/look_at/up_vector)")
-    c.add_argument('--workers', type=int, default=0, help='processes making point clouds (default: this process)')
+    c.add_argument('--workers', type=_count(0), default=0, help='processes making point clouds (default: this process)')
     c.add_argument('--crop', type=float, nargs=6, metavar=('X0', 'Y0', 'Z0', 'X1', 'Y1', 'Z1'), help='world-frame box for the clouds')
     r = sub.add_parser('robomimic', help='robomimic HDF5 (data/demo_N/obs/<key>, actions)')
     r.add_argument('--obs-keys', nargs='+', help='low-dim obs keys concatenated into state (default: all, sorted)')
@@ -401,7 +410,7 @@ def _convert_parser() -> argparse.ArgumentParser:
     for s in (c, r, z):
         s.add_argument('src', help='source dataset'); s.add_argument('out', help='output .zarr store')
         s.add_argument('--overwrite', action='store_true', help='replace an existing output store')
-    for s in (c, r): s.add_argument('--max-episodes', type=int, help='keep only the first N episodes')
+    for s in (c, r): s.add_argument('--max-episodes', type=_count(1), help='keep only the first N episodes')
     return p
 
 def _run_convert(a) -> dict:
@@ -419,7 +428,7 @@ def convert_cli(argv=None):
     "Entry point of `maniflow-convert`."
     a = _convert_parser().parse_args(argv)
     try: res = _run_convert(a)
-    except (DataError, FileExistsError, FileNotFoundError, NotADirectoryError) as e: _fail('maniflow-convert', e)
+    except (DataError, OSError) as e: _fail('maniflow-convert', e)   # bad input, existing output, unreadable files
     except KeyboardInterrupt: _fail('maniflow-convert', 'interrupted; no output written', 130)
     print(f"wrote {res['out']}: {res['episodes']} episodes, {res['steps']} steps")
 

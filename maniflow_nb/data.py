@@ -7,9 +7,9 @@ __all__ = ['OBS_TYPES', 'DataError', 'executed_window', 'check_timeline', 'open_
            'check_finite', 'write_store', 'ReplayBuffer', 'make_synthetic_store', 'append_episodes', 'channel_stats',
            'FieldNormalizer', 'LinearNormalizer', 'window_table', 'SequenceSampler', 'get_val_mask', 'downsample_mask',
            'prepare_obs', 'prepare_action', 'SequenceDataset', 'fit_normalizer', 'unbatch', 'collate_batch',
-           'check_batch', 'split_domains', 'MultiDomainDataset', 'ManiFlowDataModule']
+           'check_batch', 'split_domains', 'MultiDomainDataset', 'EpochSampler', 'ManiFlowDataModule']
 
-# %% ../nbs/01_data.ipynb #9cb166fd
+# %% ../nbs/01_data.ipynb #7c27c218
 import os, copy, shutil
 from pathlib import Path
 import numpy as np, torch, zarr, numcodecs
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, DataLoader, default_collate
 import pytorch_lightning as pl
 from .config import atomic_path, to_plain
 
-# %% ../nbs/01_data.ipynb #4ce1b553
+# %% ../nbs/01_data.ipynb #679af6f3
 class DataError(ValueError):
     "A store, episode or batch that breaks the data contract; the message names the file, key and expectation."
 
@@ -34,14 +34,14 @@ def check_timeline(horizon:int, n_obs_steps:int, n_action_steps:int):
         raise DataError(f"horizon={horizon}, n_obs_steps={n_obs_steps}, n_action_steps={n_action_steps}: "
                         f"expected 1 <= To <= T and To-1+Ta <= T")
 
-# %% ../nbs/01_data.ipynb #c74c5356
+# %% ../nbs/01_data.ipynb #e7b6702c
 def open_store(path, mode='r') -> zarr.Group:
     "Open the Zarr group (v2 or v3, directory or .zip) at `path`, or raise `DataError`."
     p = Path(path)
-    if p.is_file() and p.suffix == '.zip': return zarr.open_group(zarr.storage.ZipStore(p, mode='r'), mode='r')
-    if not ((p/'zarr.json').exists() or (p/'.zgroup').exists()):
-        raise DataError(f"{p}: not a Zarr store (expected a directory with zarr.json (v3) or .zgroup (v2))")
-    return zarr.open_group(str(p), mode=mode)
+    if not (p.suffix == '.zip' and p.is_file() or (p/'zarr.json').exists() or (p/'.zgroup').exists()):
+        raise DataError(f"{p}: not a Zarr store (expected a directory with zarr.json (v3) or .zgroup (v2), or a .zip)")
+    try: return zarr.open_group(zarr.storage.ZipStore(p, mode='r') if p.is_file() else str(p), mode='r' if p.is_file() else mode)
+    except Exception as e: raise DataError(f"{p}: not a readable Zarr store ({type(e).__name__}: {e})") from None
 
 def _store_parts(g: zarr.Group, path):
     "The `data` group and the validated `meta/episode_ends` of an open store."
@@ -78,7 +78,7 @@ def check_finite(data:dict, path='<buffer>', keys=('action',)):
             bad = ~np.isfinite(data[k].reshape(len(data[k]), -1)).all(1)
             if bad.any(): raise DataError(f"{path}: data/{k} has NaN/inf at step {int(np.argmax(bad))}, expected finite values")
 
-# %% ../nbs/01_data.ipynb #445edbb0
+# %% ../nbs/01_data.ipynb #e9e65c1f
 def _time_chunk(step_bytes:int, target=8<<20, lo=16, hi=1024) -> int:
     "Steps per chunk: about `target` bytes, a few hundred steps for point clouds and images."
     return int(np.clip(target // max(step_bytes, 1), lo, hi))
@@ -98,7 +98,7 @@ def write_store(path, data:dict, episode_ends, zarr_format:int=3):
     m.create_array('episode_ends', data=np.asarray(episode_ends, np.int64), chunks=(4096,),
                    compressors=_compressor(zarr_format))
 
-# %% ../nbs/01_data.ipynb #b607db4c
+# %% ../nbs/01_data.ipynb #3598cf11
 class ReplayBuffer:
     "Episodes of time-major arrays in RAM: `rb[key]` (N,...) and exclusive `episode_ends` (E,)."
     def __init__(self, data:dict=None, # key -> (N,...) arrays
@@ -106,6 +106,7 @@ class ReplayBuffer:
                  path=None):           # the store it came from (for messages)
         self.path, self._pending = path, []
         self._data = {k: np.asarray(v) for k, v in (data or {}).items()}
+        if self._data and episode_ends is None: raise DataError(f"{path or '<buffer>'}: data given without episode_ends")
         self._ends = np.zeros(0, np.int64) if episode_ends is None else check_episode_ends(episode_ends, path)
         if self._data: check_lengths({k: v.shape for k, v in self._data.items()}, self._ends, path)
 
@@ -169,7 +170,7 @@ def _check_episode(ep:dict, keys:list, i:int, path=None):
     if len(set(lens.values())) != 1 or min(lens.values()) < 1:
         raise DataError(f"{path or '<buffer>'}: episode {i} has lengths {lens}, expected one common length >= 1")
 
-# %% ../nbs/01_data.ipynb #1f1b3c3e
+# %% ../nbs/01_data.ipynb #e3ae930c
 def make_synthetic_store(path, n_episodes:int=4, episode_len=20, # steps per episode (int, or one per episode)
                          n_points:int=512, state_dim:int=9, action_dim:int=4,
                          pc_channels:int=3,  # 3 (xyz) or 6 (xyz + rgb in [0,255])
@@ -194,14 +195,14 @@ def _synthetic_episode(rng, L, n_points, state_dim, action_dim, pc_channels, img
     if img: ep |= {'img': rng.integers(0, 256, (L, 84, 84, 3), dtype=np.uint8), 'depth': rng.uniform(0, 2, (L, 84, 84)).astype(np.float32)}
     return ep
 
-# %% ../nbs/01_data.ipynb #28329554
+# %% ../nbs/01_data.ipynb #382ca266
 def _rewrite(path, key, value):
     "Replace one array of a store in place (test helper for malformed stores)."
     g = zarr.open_group(str(path), mode='r+')
     if key in g: del g[key]
     if value is not None: g.create_array(key, data=np.asarray(value))
 
-# %% ../nbs/01_data.ipynb #0ec92502
+# %% ../nbs/01_data.ipynb #bd54a6c8
 def _link_or_copy(src, dst):
     "Hard-link `src` to `dst` (copy where the filesystem has no hard links)."
     try: os.link(src, dst)
@@ -234,7 +235,7 @@ def _check_append(d: zarr.Group, new: ReplayBuffer, path):
             raise DataError(f"{path}: appended data/{k} has step shape {new[k].shape[1:]}, expected {d[k].shape[1:]}")
     check_finite(new.data, path)
 
-# %% ../nbs/01_data.ipynb #d36ccb7d
+# %% ../nbs/01_data.ipynb #f281441f
 def channel_stats(x, # (..., C) array or tensor; statistics per channel C over all other axes
                   chunk:int=1<<20) -> dict:
     "min, max, mean, std per channel, accumulated in float64 over row chunks."
@@ -279,7 +280,7 @@ class FieldNormalizer(nn.Module):
 def _as_tensor(x, like): return x if torch.is_tensor(x) else torch.as_tensor(x, dtype=torch.float32, device=like.device)
 def _dt(x): return x.dtype if torch.is_tensor(x) and x.is_floating_point() else torch.float32
 
-# %% ../nbs/01_data.ipynb #45ece515
+# %% ../nbs/01_data.ipynb #62393f81
 class LinearNormalizer(nn.Module):
     "Per-key `FieldNormalizer`s; `normalize`/`unnormalize` map (nested) dicts of tensors key by key."
     def __init__(self):
@@ -312,7 +313,7 @@ class LinearNormalizer(nn.Module):
         for name, bufs in found.items(): self.fields[name] = FieldNormalizer(**bufs)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-# %% ../nbs/01_data.ipynb #c9b189aa
+# %% ../nbs/01_data.ipynb #0ba51d71
 def window_table(episode_ends, horizon:int, pad_before:int=0, pad_after:int=0, episode_mask=None) -> np.ndarray:
     "(M,3) int64 rows `(start, first, last)`: window start step (may precede `first`) and its episode's bounds."
     ends = np.asarray(episode_ends, np.int64); starts = np.r_[0, ends[:-1]]
@@ -334,8 +335,10 @@ class SequenceSampler:
 
     def steps(self, idx) -> np.ndarray:
         "(B,T) buffer steps of windows `idx` (B,), edge frames repeated."
-        rows = self.table[np.asarray(idx, np.int64)]
-        return np.clip(rows[:, :1] + self._arange, rows[:, 1:2], rows[:, 2:3])
+        rows = np.take(self.table, np.asarray(idx, np.int64), axis=0)
+        t = rows[:, :1] + self._arange
+        np.maximum(t, rows[:, 1:2], out=t); np.minimum(t, rows[:, 2:3], out=t)
+        return t
 
     def sample_batch(self, data:dict, # key -> (N,...) numpy array or torch tensor
                      idx,             # (B,) window indices
@@ -353,15 +356,17 @@ class SequenceSampler:
         return {k: _pad_edges(v[a:b], a - start, start + self.horizon - b) for k, v in data.items()}
 
 def _take(v, t):
-    "v[t] for a numpy array or a torch tensor (index moved to its device)."
-    return v[torch.from_numpy(t).to(v.device)] if torch.is_tensor(v) else v[t]
+    "v[t] for a numpy array or a torch tensor (index moved to its device); `take` is much faster than `v[t]`."
+    if not torch.is_tensor(v): return np.take(v, t, axis=0)
+    i = torch.from_numpy(np.ascontiguousarray(t)).to(v.device)
+    return v.index_select(0, i.reshape(-1)).reshape(*t.shape, *v.shape[1:])
 
 def _pad_edges(x, before:int, after:int):
     "Repeat the first frame `before` times and the last `after` times along axis 0."
     cat = torch.cat if torch.is_tensor(x) else np.concatenate
     return cat([x[:1]] * before + [x] + [x[-1:]] * after)
 
-# %% ../nbs/01_data.ipynb #659a98e1
+# %% ../nbs/01_data.ipynb #8d24cc9a
 def get_val_mask(n_episodes:int, val_ratio:float, seed:int=0) -> np.ndarray:
     "(E,) bool: the seeded validation episodes, at least one when `val_ratio > 0` and `n_episodes > 1`."
     mask = np.zeros(n_episodes, bool)
@@ -378,7 +383,7 @@ def downsample_mask(mask, max_n=None, seed:int=0) -> np.ndarray:
     out = np.zeros_like(mask); out[keep] = True
     return out
 
-# %% ../nbs/01_data.ipynb #c9bcd9f7
+# %% ../nbs/01_data.ipynb #58e5bd02
 OBS_TYPES = ('point_cloud', 'low_dim', 'rgb')
 
 def _plain_meta(shape_meta) -> dict:
@@ -414,7 +419,7 @@ def prepare_action(x:np.ndarray, meta:dict, path='<buffer>') -> np.ndarray:
             f"(N, {', '.join(map(str, meta['shape']))}) float", "shape_meta['action']")
     return x.astype(np.float32, copy=False)
 
-# %% ../nbs/01_data.ipynb #685c84e8
+# %% ../nbs/01_data.ipynb #08d1e22b
 class SequenceDataset(Dataset):
     "Windows of a Zarr store as `{'obs': {k: (To,...)}, 'action': (T,Da)}` float32 tensors, per `shape_meta`."
     def __init__(self, zarr_path, shape_meta, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -455,7 +460,7 @@ class SequenceDataset(Dataset):
     def _to_tensor(self, k, x):
         "(B,To,...) numpy -> float32 tensor; rgb HWC uint8 -> CHW in [0,1]."
         t = torch.from_numpy(x)
-        return t.permute(0, 1, 4, 2, 3).float().div_(255) if self.shape_meta['obs'][k]['type'] == 'rgb' else t
+        return t.permute(0, 1, 4, 2, 3).contiguous().float().div_(255) if self.shape_meta['obs'][k]['type'] == 'rgb' else t
 
 def fit_normalizer(data:dict, # 'action' and obs name -> (N,...) arrays
                    obs_meta:dict, mode='limits', **kwargs) -> LinearNormalizer:
@@ -473,7 +478,7 @@ def collate_batch(samples):
     "Collate for `DataLoader`: a batch already gathered by `__getitems__` passes through; a list of items is stacked."
     return samples if isinstance(samples, dict) else default_collate(samples)
 
-# %% ../nbs/01_data.ipynb #04cdd4e3
+# %% ../nbs/01_data.ipynb #a0e13d5d
 def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
     "Raise `DataError` unless `batch` is `{'obs': {k: (B,To,*shape)}, 'action': (B,T,Da)}` float32."
     m = _plain_meta(shape_meta); a = batch['action']; B = a.shape[0]
@@ -484,7 +489,7 @@ def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
         if x is None or tuple(x.shape) != shape or x.dtype != torch.float32:
             raise DataError(f"batch[{']['.join(map(repr, key))}] is {None if x is None else (tuple(x.shape), x.dtype)}, expected {shape} float32")
 
-# %% ../nbs/01_data.ipynb #205933e8
+# %% ../nbs/01_data.ipynb #c2c18633
 def split_domains(domains) -> list:
     "A comma-separated string (or a list) of store paths -> list of paths."
     paths = [str(p).strip() for p in (domains.split(',') if isinstance(domains, str) else domains) if str(p).strip()]
@@ -539,7 +544,26 @@ def _tree(fn, *trees):
     "Apply `fn` leaf-wise across nested dicts of the same structure."
     return {k: _tree(fn, *(t[k] for t in trees)) if isinstance(trees[0][k], dict) else fn(*(t[k] for t in trees)) for k in trees[0]}
 
-# %% ../nbs/01_data.ipynb #a00e727d
+# %% ../nbs/01_data.ipynb #58b31b33
+class EpochSampler(torch.utils.data.Sampler):
+    "Indices `0..n-1`, shuffled by a generator seeded with `(seed, epoch)`; `set_epoch`, `skip` and a state_dict."
+    def __init__(self, n:int, seed:int=0, shuffle:bool=True):
+        self.n, self.seed, self.shuffle, self.epoch, self.start = n, seed, shuffle, 0, 0
+    def set_epoch(self, epoch:int): self.epoch = int(epoch)
+    def set_start(self, n:int): "Start the next pass at position `n`."; self.start = int(n)
+    def order(self, epoch:int) -> torch.Tensor:
+        "The full index order of `epoch`."
+        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        return torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
+    def __len__(self): return self.n - self.start
+    def __iter__(self):
+        start, self.start = self.start, 0
+        yield from self.order(self.epoch)[start:].tolist()
+        self.epoch += 1
+    def state_dict(self) -> dict: return {'epoch': self.epoch, 'start': self.start, 'seed': self.seed}
+    def load_state_dict(self, state:dict): self.epoch, self.start, self.seed = state['epoch'], state['start'], state['seed']
+
+# %% ../nbs/01_data.ipynb #81a861aa
 class ManiFlowDataModule(pl.LightningDataModule):
     "Train/val loaders of a `SequenceDataset` (or `MultiDomainDataset`) and its normalizer."
     def __init__(self, dataset_path, shape_meta, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -580,7 +604,6 @@ class ManiFlowDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader: self.setup(); return self._loader(self.val_set, shuffle=False)
 
     def _loader(self, ds, shuffle:bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate_batch,
-                          generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(len(ds), self.seed, shuffle),
+                          collate_fn=collate_batch, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())

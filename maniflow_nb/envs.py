@@ -7,7 +7,7 @@ __all__ = ['WORKSPACE', 'OBS_KEYS', 'VISUAL_KEYS', 'STORE_KEYS', 'metaworld_task
            'MetaWorldEnv', 'episode_seed', 'expert_episode', 'collect_demos', 'demos_cli', 'rollout', 'ExpertPolicy',
            'RandomPolicy', 'MetaWorldRunner', 'write_video']
 
-# %% ../nbs/04_envs.ipynb #dc79d374
+# %% ../nbs/04_envs.ipynb #be06829e
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco is imported: headless rendering
 import sys, argparse, hashlib, warnings, multiprocessing as mp
@@ -19,10 +19,9 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.policies import ENV_POLICY_MAP
-from .data import ReplayBuffer
 from .pointcloud import camera_intrinsics, pose_matrix, depth_to_points, crop_points, rgbd_to_point_cloud
 
-# %% ../nbs/04_envs.ipynb #83f53c59
+# %% ../nbs/04_envs.ipynb #3dfa8df9
 def metaworld_tasks() -> list:
     "Names of the MetaWorld v3 tasks that have a scripted expert."
     return sorted(set(ALL_V3_ENVIRONMENTS) & set(ENV_POLICY_MAP))
@@ -33,7 +32,7 @@ def check_task(task:str) -> str:
         raise ValueError(f"unknown MetaWorld task '{task}'; valid tasks: {', '.join(metaworld_tasks())}")
     return task
 
-# %% ../nbs/04_envs.ipynb #5fdf84fd
+# %% ../nbs/04_envs.ipynb #a127293c
 def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
                     model,  # mujoco.MjModel (clip planes from `vis.map` and `stat.extent`)
                    ) -> np.ndarray: # (H,W) float32 depth along the viewing axis, metres
@@ -42,7 +41,7 @@ def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
     near, far = model.vis.map.znear * ext, model.vis.map.zfar * ext
     return (near / (1 - zbuf * (1 - near / far))).astype(np.float32)
 
-# %% ../nbs/04_envs.ipynb #f71cf489
+# %% ../nbs/04_envs.ipynb #f8d39342
 class Camera:
     "Offscreen RGB and metric depth from a fixed MuJoCo camera in one render pass (upright images)."
     def __init__(self, model,           # mujoco.MjModel
@@ -86,7 +85,7 @@ class Camera:
         "Free the OpenGL context (do this explicitly: EGL teardown at interpreter exit is noisy)."
         if self._gl is not None: self._con.free(); self._gl.free(); self._gl = None
 
-# %% ../nbs/04_envs.ipynb #9db1c553
+# %% ../nbs/04_envs.ipynb #6f493017
 WORKSPACE = ((-0.5, 0.25, 0.005), (0.5, 0.95, 0.7))  # (lo, hi) xyz box in metres, MetaWorld world frame
 OBS_KEYS = ('full_state', 'agent_pos', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -117,7 +116,7 @@ class MetaWorldEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._mw.model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/04_envs.ipynb #84199baa
+# %% ../nbs/04_envs.ipynb #c55aff1b
 def _make_metaworld(task, max_steps, seed):
     "A MetaWorld env with the goal observable and a fresh, seeded scene at each reset."
     mw = ALL_V3_ENVIRONMENTS[task]()
@@ -134,7 +133,7 @@ def _obs_space(key, size, n_points, pc_color):
     shape = {'full_state': (39,), 'agent_pos': (9,), 'depth': (size, size), 'point_cloud': (n_points, 6 if pc_color else 3)}[key]
     return spaces.Box(-np.inf, np.inf, shape, np.float32)
 
-# %% ../nbs/04_envs.ipynb #88898f19
+# %% ../nbs/04_envs.ipynb #6afab43c
 @patch
 def _observe(self:MetaWorldEnv, state):
     "Observation dict from MetaWorld's 39-d state (and a render when needed)."
@@ -186,7 +185,7 @@ def close(self:MetaWorldEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._mw.close()
 
-# %% ../nbs/04_envs.ipynb #4d7c8a16
+# %% ../nbs/04_envs.ipynb #45f6587e
 STORE_KEYS = {'agent_pos': 'state'}   # observation key -> store key where they differ
 
 def episode_seed(seed:int, i:int, purpose:str='train') -> int:
@@ -207,7 +206,7 @@ def expert_episode(env:MetaWorldEnv, seed:int, # environment; scene seed
         if truncated or (first is not None and t - first >= post_success_steps): break
     return {k: np.stack([s[k] for s in steps]) for k in steps[0]}, first is not None
 
-# %% ../nbs/04_envs.ipynb #7d0ee86d
+# %% ../nbs/04_envs.ipynb #0192533f
 def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful episodes to collect
                   obs_keys=('full_state', 'agent_pos'), # observations to record (`agent_pos` is stored as `state`)
                   seed:int=0, progress:bool=True, # run seed; show a progress bar
@@ -215,6 +214,7 @@ def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful epi
                   **env_kwargs,                 # image_size, n_points, pc_color, camera, bounds, max_steps
                  ) -> tuple:                    # (ReplayBuffer, number of failed episodes)
     "Scripted-expert demonstrations of a MetaWorld task, successful episodes only."
+    from maniflow_nb.data import ReplayBuffer   # here, not at the top: maniflow_nb.data imports Lightning (seconds)
     max_failures = n_episodes + 10 if max_failures is None else max_failures
     rb, failed, i = ReplayBuffer(), 0, 0
     env = MetaWorldEnv(task, obs_keys=obs_keys, seed=seed, **env_kwargs)
@@ -228,7 +228,7 @@ def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful epi
     finally: env.close()
     return rb, failed
 
-# %% ../nbs/04_envs.ipynb #cbc9b7bc
+# %% ../nbs/04_envs.ipynb #52b644ed
 def _demos_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='maniflow-demos', description='Scripted-expert demonstrations as a Zarr store.')
     p.add_argument('--env', default='metaworld', choices=['metaworld'], help='simulator')
@@ -270,32 +270,42 @@ def demos_cli(argv=None):
     print(f"wrote {rb.n_episodes} episodes ({rb.n_steps} steps, {failed} failed episodes skipped) "
           f"with keys {sorted(rb.keys())} to {a.out}")
 
-# %% ../nbs/04_envs.ipynb #3a56919a
+# %% ../nbs/04_envs.ipynb #e8ebadb2
 def _env_key(spec) -> str:
     "Environment observation key that feeds a policy observation with this shape_meta entry."
     store_key = spec.get('store_key', None)
     return {v: k for k, v in STORE_KEYS.items()}.get(store_key, store_key)
 
-def _env_kwargs(shape_meta) -> dict:
+def _obs_meta(shape_meta) -> dict:
+    "policy key -> (env key, type, shape) from `shape_meta['obs']` (types as in `maniflow_nb.data`)."
+    return {k: (_env_key(v), v.get('type', 'low_dim'), tuple(v['shape'])) for k, v in shape_meta['obs'].items()}
+
+def _env_kwargs(obs_meta) -> dict:
     "MetaWorldEnv arguments implied by the policy's observations."
-    obs = {_env_key(v): tuple(v['shape']) for v in shape_meta['obs'].values()}
-    kw = {'obs_keys': tuple(dict.fromkeys(['full_state', *obs]))}
-    if 'point_cloud' in obs: kw.update(n_points=obs['point_cloud'][0], pc_color=obs['point_cloud'][-1] == 6)
-    for k in ('img', 'depth'):
-        if k in obs: kw['image_size'] = obs[k][0]
+    kw = {'obs_keys': tuple(dict.fromkeys(['full_state', *(e for e, _, _ in obs_meta.values())]))}
+    for e, typ, shape in obs_meta.values():
+        if e == 'point_cloud': kw.update(n_points=shape[0], pc_color=shape[1] > 3)
+        if e == 'img': kw['image_size'] = shape[1]      # rgb shape is (3,H,W)
+        if e == 'depth': kw['image_size'] = shape[0]
     return kw
 
-def _policy_obs(history, obs_map, device) -> dict:
-    "Stack a To-deque of env observations into policy inputs `{key: (1,To,...)}`."
-    return {k: torch.from_numpy(np.stack([o[e] for o in history])[None]).float().to(device) for k, e in obs_map.items()}
+def _to_policy(x, typ, shape) -> torch.Tensor:
+    "One stacked observation `(1,To,...)` as the dataset delivers it: rgb to (1,To,3,H,W) in [0,1], point clouds cut to `shape[1]` channels."
+    t = torch.from_numpy(x)
+    if typ == 'rgb': return t.permute(0, 1, 4, 2, 3).float().div_(255)
+    return (t[..., :shape[1]] if typ == 'point_cloud' else t).float()
 
-# %% ../nbs/04_envs.ipynb #4578b58a
+def _policy_obs(history, obs_meta, device) -> dict:
+    "Stack a To-deque of env observations into policy inputs `{key: (1,To,...)}`."
+    return {k: _to_policy(np.stack([o[e] for o in history])[None], typ, shape).to(device) for k, (e, typ, shape) in obs_meta.items()}
+
+# %% ../nbs/04_envs.ipynb #9e039353
 def _device(policy):
     "Device of a torch policy's parameters (CPU for anything else)."
     try: return next(policy.parameters()).device
     except (AttributeError, StopIteration): return torch.device('cpu')
 
-def rollout(env:MetaWorldEnv, policy, obs_map:dict, # environment; policy; policy key -> env key
+def rollout(env:MetaWorldEnv, policy, obs_meta:dict, # environment; policy; policy key -> (env key, type, shape)
             n_obs_steps:int, n_action_steps:int, seed:int, # To; Ta; scene seed
             record:bool=False,                       # keep RGB frames for a video
            ) -> dict:                                # success, reward, length, frames
@@ -304,7 +314,7 @@ def rollout(env:MetaWorldEnv, policy, obs_map:dict, # environment; policy; polic
     hist, frames = deque([obs] * n_obs_steps, maxlen=n_obs_steps), [env.render()] if record else []
     reward, t, success, done, device = 0.0, 0, False, False, _device(policy)
     while not done:
-        with torch.no_grad(): actions = policy.predict_action(_policy_obs(hist, obs_map, device))['action']
+        with torch.no_grad(): actions = policy.predict_action(_policy_obs(hist, obs_meta, device))['action']
         for a in actions[0, :n_action_steps].detach().cpu().numpy():
             obs, r, success, truncated, _ = env.step(a)
             hist.append(obs); reward += r; t += 1
@@ -312,7 +322,7 @@ def rollout(env:MetaWorldEnv, policy, obs_map:dict, # environment; policy; polic
             if done := success or truncated: break
     return {'success': float(success), 'reward': reward, 'length': t, 'frames': frames}
 
-# %% ../nbs/04_envs.ipynb #fddf1288
+# %% ../nbs/04_envs.ipynb #46590e1c
 class ExpertPolicy:
     "MetaWorld's scripted expert as a policy: the current expert action repeated for `Ta` steps."
     def __init__(self, task:str, n_action_steps:int=1, state_key:str='full_state'):
@@ -335,7 +345,7 @@ class RandomPolicy:
         a = np.stack([np.random.default_rng(s).uniform(-1, 1, (self.n_action_steps, self.action_dim)) for s in seeds])
         return {'action': torch.from_numpy(a).float(), 'action_pred': torch.from_numpy(a).float()}
 
-# %% ../nbs/04_envs.ipynb #2501fef6
+# %% ../nbs/04_envs.ipynb #cf663cc6
 class MetaWorldRunner:
     "Evaluate a policy on a MetaWorld task: success rate per seed and overall (`test_mean_score`)."
     def __init__(self, task:str, shape_meta:dict,         # MetaWorld task; the policy's shape_meta (obs keys, store_keys)
@@ -345,8 +355,8 @@ class MetaWorldRunner:
                  n_procs:int=1, output_dir=None,          # worker processes (1: this process); where videos go
                  camera:str='corner4'):                   # camera for point clouds, images and videos
         self.task, self.n_obs_steps, self.n_action_steps = check_task(task), n_obs_steps, n_action_steps
-        self.obs_map = {k: _env_key(v) for k, v in shape_meta['obs'].items()}
-        self.env_kwargs = dict(_env_kwargs(shape_meta), max_steps=max_steps, camera=camera)
+        self.obs_meta = _obs_meta(shape_meta)
+        self.env_kwargs = dict(_env_kwargs(self.obs_meta), max_steps=max_steps, camera=camera)
         self.n_episodes, self.seeds, self.video, self.n_procs = n_episodes, [int(s) for s in seeds], video, n_procs
         self.output_dir = Path(output_dir) if output_dir is not None else None
         if video and self.output_dir is None: raise ValueError("video=True needs an output_dir for the video files")
@@ -367,20 +377,20 @@ def _to_dict(x):
         return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else x
     except ImportError: return x
 
-# %% ../nbs/04_envs.ipynb #f5885354
+# %% ../nbs/04_envs.ipynb #95dc2645
 @patch
 def _episodes(self:MetaWorldRunner) -> list:
     "(index, eval seed, episode index, video path or None) of every episode."
     eps = [(s, j) for s in self.seeds for j in range(self.n_episodes)]
     return [(i, s, j, self.output_dir/f'{self.task}_seed{s}' if self.video and j == 0 else None) for i, (s, j) in enumerate(eps)]
 
-def _run_episodes(task, env_kwargs, policy, obs_map, n_obs_steps, n_action_steps, episodes) -> list:
+def _run_episodes(task, env_kwargs, policy, obs_meta, n_obs_steps, n_action_steps, episodes) -> list:
     "Run `episodes` in one environment (in this process or a worker); video files are written here."
-    torch.set_num_threads(1) if mp.parent_process() is not None else None
+    if mp.parent_process() is not None: torch.set_num_threads(1)   # a worker: one thread each
     env, out = MetaWorldEnv(task, **env_kwargs), []
     try:
         for i, s, j, video in episodes:
-            r = rollout(env, policy, obs_map, n_obs_steps, n_action_steps, episode_seed(s, j, 'eval'), record=video is not None)
+            r = rollout(env, policy, obs_meta, n_obs_steps, n_action_steps, episode_seed(s, j, 'eval'), record=video is not None)
             frames = r.pop('frames')
             out.append({'index': i, 'seed': s, **r, 'video': str(write_video(frames, video, env.metadata['render_fps'])) if video else None})
     finally: env.close()
@@ -400,13 +410,17 @@ def write_video(frames, path, fps:int=10) -> Path:
 @patch
 def run(self:MetaWorldRunner, policy) -> dict:
     "Evaluate `policy`: `test_mean_score`, `success_seed<s>`, `mean_reward`, `mean_length`, `video_paths`, `episodes`."
-    if hasattr(policy, 'eval'): policy.eval()
-    eps, args = self._episodes(), (self.task, self.env_kwargs, policy, self.obs_map, self.n_obs_steps, self.n_action_steps)
-    if self.n_procs <= 1: res = _run_episodes(*args, eps)
-    else:
-        chunks = [eps[k::self.n_procs] for k in range(self.n_procs) if eps[k::self.n_procs]]
-        with mp.get_context('spawn').Pool(len(chunks)) as pool:
-            res = [r for rs in pool.starmap(_run_episodes, [(*args, c) for c in chunks]) for r in rs]
+    training = getattr(policy, 'training', None)
+    if training is not None: policy.eval()
+    eps, args = self._episodes(), (self.task, self.env_kwargs, policy, self.obs_meta, self.n_obs_steps, self.n_action_steps)
+    try:
+        if self.n_procs <= 1: res = _run_episodes(*args, eps)
+        else:
+            chunks = [eps[k::self.n_procs] for k in range(self.n_procs) if eps[k::self.n_procs]]
+            with mp.get_context('spawn').Pool(len(chunks)) as pool:
+                res = [r for rs in pool.starmap(_run_episodes, [(*args, c) for c in chunks]) for r in rs]
+    finally:
+        if training is not None: policy.train(training)
     return _summarize(sorted(res, key=lambda r: r['index']), self.seeds)
 
 def _summarize(res, seeds) -> dict:

@@ -9,16 +9,16 @@ __all__ = ['CONTEXT_KEYS', 'TARGET_KEY', 'LEGACY_KEYS', 'SCENE_SHAPE', 'FM_SCHED
            'modulate', 'DiTBlock', 'DiT', 'FlowMatchingPath', 'DiffusionPath', 'ODESampler', 'DiffusionSampler',
            'mask_iou', 'soft_dice_loss', 'coord_grid', 'context_rgb', 'GenerativeModule', 'resolve_precision',
            'progress_bar', 'build_callbacks', 'build_strategy', 'build_loggers', 'build_trainer', 'save_run_config',
-           'build_module', 'train_generative', 'generative_cli']
+           'build_module', 'train_generative', 'generative_main', 'generative_cli']
 
-# %% ../nbs/14_generative.ipynb #0ce56220
+# %% ../nbs/14_generative.ipynb #a8df566b
 import os, sys, math, time, datetime
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from fastcore.script import call_parse, Param
+from fastcore.script import call_parse, Param, anno_parser
 from tqdm.auto import tqdm
 from flow_matching.path import AffineProbPath
 from flow_matching.path.scheduler import CondOTScheduler, CosineScheduler, VPScheduler, LinearVPScheduler
@@ -27,7 +27,7 @@ from diffusers import DDPMScheduler, DDIMScheduler
 from .config import (compose_config, ConfigError, atomic_path, save_config, to_plain, seed_everything,
                                 in_batch_job)
 
-# %% ../nbs/14_generative.ipynb #edd8456d
+# %% ../nbs/14_generative.ipynb #1a56b0c1
 CONTEXT_KEYS = ('robot_image', 'goal_image', 'movable_objects_image', 'static_objects_image', 'target_object')
 TARGET_KEY = 'target_goal'
 LEGACY_KEYS = {'robot': 'robot_image', 'goal': 'goal_image', 'movable': 'movable_objects_image',
@@ -50,7 +50,7 @@ def read_scene(path) -> dict:
             raise SceneFileError(f"scene file {path}: key '{k}' has shape {tuple(raw[k].shape)}, expected {SCENE_SHAPE}")
     return {k: raw[k].astype(np.float32) for k in need}
 
-# %% ../nbs/14_generative.ipynb #4d14d10b
+# %% ../nbs/14_generative.ipynb #8b7b6f5b
 def resize_masks(x: torch.Tensor, # (C,H,W) masks in [0,1]
                  size: int,       # output side length
                 ) -> torch.Tensor:
@@ -64,7 +64,7 @@ def scene_tensors(scene: dict, image_size: int = 64):
     tgt = (resize_masks(torch.from_numpy(scene[TARGET_KEY])[None], image_size) > 0.5).float()
     return ctx, tgt
 
-# %% ../nbs/14_generative.ipynb #15ef9914
+# %% ../nbs/14_generative.ipynb #c017b269
 def box_mask(size: int, y: int, x: int, h: int, w: int) -> np.ndarray:
     "A `(size,size)` uint8 mask with the rectangle `[y,y+h) x [x,x+w)` set."
     m = np.zeros((size, size), np.uint8); m[y:y+h, x:x+w] = 1
@@ -85,7 +85,7 @@ def _free_box(rng, occ, h, w, tries=200):
         if not occ[max(y-2, 0):y+h+2, max(x-2, 0):x+w+2].any(): return (y, x, h, w)
     return None
 
-# %% ../nbs/14_generative.ipynb #6cb29269
+# %% ../nbs/14_generative.ipynb #438f3af9
 def _walls(rng, S):
     "Border walls, an optional inner wall with a doorway, and 0-2 pillars."
     t = max(2, S // 32); m = np.zeros((S, S), np.uint8)
@@ -124,7 +124,7 @@ def make_scene(seed: int,          # scene seed (the generator is seeded with it
     while (s := _try_scene(rng, size)) is None: pass
     return s
 
-# %% ../nbs/14_generative.ipynb #e3750167
+# %% ../nbs/14_generative.ipynb #440589d8
 def gen_scenes(n: int,             # number of scenes
                out,                # output directory
                seed: int = 0,      # base seed; scene i uses seed + i
@@ -156,7 +156,7 @@ def _die(msg: str):
     "Print one line on stderr and exit with status 2."
     print(f"error: {msg}", file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/14_generative.ipynb #6b17fe36
+# %% ../nbs/14_generative.ipynb #855dd6b5
 class SceneDataset(torch.utils.data.Dataset):
     "Scenes from `.npz` files, held in RAM as `context (N,5,S,S)` and `target (N,1,S,S)`."
     def __init__(self, files, image_size: int = 64):
@@ -179,7 +179,7 @@ def split_files(files, val_ratio: float = 0.1, seed: int = 42, max_scenes=None):
     n_val = min(max(1, round(val_ratio * len(files))), max(len(files) - 1, 1))
     return [files[i] for i in sorted(idx[n_val:])], [files[i] for i in sorted(idx[:n_val])]
 
-# %% ../nbs/14_generative.ipynb #72cbb374
+# %% ../nbs/14_generative.ipynb #f59f2d41
 class SceneDataModule(pl.LightningDataModule):
     "Train/val loaders over a directory of NAMO scene files."
     def __init__(self, data_dir, image_size: int = 64, batch_size: int = 64, val_ratio: float = 0.1,
@@ -197,7 +197,7 @@ class SceneDataModule(pl.LightningDataModule):
     def train_dataloader(self): return self._loader(self.train_set, True)
     def val_dataloader(self): return self._loader(self.val_set, False)
 
-# %% ../nbs/14_generative.ipynb #f6c8b94e
+# %% ../nbs/14_generative.ipynb #335dcfba
 def timestep_embedding(t: torch.Tensor, # (B,) times in [0,1]
                        dim: int,        # embedding width (even)
                       ) -> torch.Tensor:
@@ -217,7 +217,7 @@ def modulate(x, shift, scale):
     "adaLN modulation of tokens `(B,N,D)` by `(B,1,D)` shift and scale."
     return x * (1 + scale) + shift
 
-# %% ../nbs/14_generative.ipynb #eb897dcc
+# %% ../nbs/14_generative.ipynb #80691b3a
 class DiTBlock(nn.Module):
     "Self-attention + MLP, both adaLN-Zero modulated by the conditioning vector."
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
@@ -241,7 +241,7 @@ class DiTBlock(nn.Module):
         x = x + g1 * self.attn(modulate(self.norm1(x), s1, k1))
         return x + g2 * self.mlp(modulate(self.norm2(x), s2, k2))
 
-# %% ../nbs/14_generative.ipynb #566a6252
+# %% ../nbs/14_generative.ipynb #c735d590
 class DiT(nn.Module):
     "Image DiT: `(B,in_ch,S,S)` and times `(B,)` in [0,1] -> `(B,out_ch,S,S)`."
     def __init__(self, in_ch: int = 8, out_ch: int = 1, image_size: int = 64, patch_size: int = 4,
@@ -271,7 +271,7 @@ class DiT(nn.Module):
         shift, scale = self.ada(c)[:, None].chunk(2, -1)
         return self.unpatchify(self.out(modulate(self.norm(h), shift, scale)))
 
-# %% ../nbs/14_generative.ipynb #f1d89caf
+# %% ../nbs/14_generative.ipynb #83d267b4
 FM_SCHEDULERS = {'condot': CondOTScheduler, 'cosine': CosineScheduler, 'vp': VPScheduler, 'linear_vp': LinearVPScheduler}
 
 class FlowMatchingPath:
@@ -293,7 +293,7 @@ class FlowMatchingPath:
         "Estimate of the clean sample `x1` from a velocity prediction."
         return self.path.velocity_to_target(pred, x_t, t.view(-1, *[1] * (x_t.dim() - 1)))
 
-# %% ../nbs/14_generative.ipynb #b8776d06
+# %% ../nbs/14_generative.ipynb #9ecb5ca1
 class DiffusionPath:
     "DDPM forward process (diffusers' `DDPMScheduler`); the target is set by `prediction_type`."
     family = 'diffusion'
@@ -322,7 +322,7 @@ class DiffusionPath:
         if self.prediction_type == 'sample': return pred
         return a.sqrt() * x_t - (1 - a).sqrt() * pred
 
-# %% ../nbs/14_generative.ipynb #ca2ddef4
+# %% ../nbs/14_generative.ipynb #403dd6c2
 class ODESampler:
     "Sample a flow model with flow_matching's `ODESolver` (euler | midpoint | rk4 | dopri5)."
     family = 'flow'
@@ -346,7 +346,7 @@ class ODESampler:
         grid = torch.linspace(0, path.t_max, n + 1, device=x0.device)
         return ODESolver(velocity).sample(x0, step_size=None, method=self.method, atol=self.atol, rtol=self.rtol, time_grid=grid)
 
-# %% ../nbs/14_generative.ipynb #c25063f9
+# %% ../nbs/14_generative.ipynb #6b2414c6
 class DiffusionSampler:
     "Sample a diffusion model with diffusers' DDIM (eta 0 = deterministic) or DDPM scheduler."
     family = 'diffusion'
@@ -367,7 +367,7 @@ class DiffusionSampler:
             x = sch.step(out, int(t), x, generator=generator, **kw).prev_sample
         return x
 
-# %% ../nbs/14_generative.ipynb #fdf2d3de
+# %% ../nbs/14_generative.ipynb #f8435948
 def mask_iou(pred: torch.Tensor,   # (B,1,S,S) binary or boolean
              target: torch.Tensor, # (B,1,S,S) binary or boolean
             ) -> torch.Tensor:
@@ -381,7 +381,7 @@ def soft_dice_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     inter = (p * t).flatten(1).sum(1)
     return (1 - (2 * inter + 1) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + 1)).mean()
 
-# %% ../nbs/14_generative.ipynb #26117389
+# %% ../nbs/14_generative.ipynb #f3f5f469
 def coord_grid(size: int, device=None) -> torch.Tensor:
     "Coordinate channels `(2,size,size)` (y, x) in [-1,1]."
     r = torch.linspace(-1, 1, size, device=device)
@@ -393,7 +393,7 @@ def context_rgb(ctx: torch.Tensor) -> torch.Tensor:
     rgb = torch.stack([torch.maximum(target, robot), torch.maximum(goal, robot), movable * (1 - target)], 1)
     return (rgb + 0.5 * static[:, None]).clamp(0, 1)
 
-# %% ../nbs/14_generative.ipynb #cc6bf373
+# %% ../nbs/14_generative.ipynb #a38cef3d
 class GenerativeModule(pl.LightningModule):
     "Network + path + sampler (each a `_target_` config) trained to generate the target-goal mask."
     def __init__(self, network: dict, path: dict, sampler: dict,
@@ -434,7 +434,7 @@ class GenerativeModule(pl.LightningModule):
         x0 = torch.randn((context.shape[0], 1, S, S), device=context.device, generator=generator)
         return self.sampler.sample(lambda x, t: self.predict(x, t, context), x0, self.path, generator=generator)
 
-# %% ../nbs/14_generative.ipynb #dd52c453
+# %% ../nbs/14_generative.ipynb #99544d74
 def _training_step(self, batch, batch_idx):
     loss, parts = self.compute_loss(batch)
     bs = batch['target'].shape[0]
@@ -460,7 +460,7 @@ def _on_validation_epoch_end(self):
 GenerativeModule.training_step, GenerativeModule.validation_step = _training_step, _validation_step
 GenerativeModule.on_validation_epoch_end = _on_validation_epoch_end
 
-# %% ../nbs/14_generative.ipynb #1c2e0915
+# %% ../nbs/14_generative.ipynb #6d62bf56
 def _log_samples(self, batch, gen):
     "Write a `context | generated | ground truth` grid of the first samples to TensorBoard."
     n = self.hparams.n_log_images
@@ -482,7 +482,7 @@ def _configure_optimizers(self):
 
 GenerativeModule.log_samples, GenerativeModule.configure_optimizers = _log_samples, _configure_optimizers
 
-# %% ../nbs/14_generative.ipynb #523b1ccd
+# %% ../nbs/14_generative.ipynb #1e0e6d8b
 def resolve_precision(precision, accelerator: str = 'auto') -> str:
     "The precision to use: half precision falls back to `32-true` (with a printed note) without CUDA."
     precision = str(precision)
@@ -501,7 +501,7 @@ def progress_bar(kind: str = 'rich'): # rich | tqdm | none
         except ImportError: print("note: rich is not installed; using the TQDM progress bar")
     return TQDMProgressBar()
 
-# %% ../nbs/14_generative.ipynb #57428596
+# %% ../nbs/14_generative.ipynb #121df3a8
 def build_callbacks(tcfg, run_dir) -> list:
     "ModelCheckpoint (last + best by the monitored metric), LearningRateMonitor and the progress bar."
     from pytorch_lightning.callbacks import ModelCheckpoint, LearningRateMonitor
@@ -512,10 +512,13 @@ def build_callbacks(tcfg, run_dir) -> list:
     return cbs + [b] if (b := progress_bar(tcfg.progress_bar)) is not None else cbs
 
 def build_strategy(tcfg):
-    "`DDPStrategy` with the config's kwargs for `strategy: ddp`, else the strategy name."
+    "`DDPStrategy` with the config's kwargs for `strategy: ddp` (forked inside a notebook), else the strategy name."
     if tcfg.strategy != 'ddp': return tcfg.strategy
     from pytorch_lightning.strategies import DDPStrategy
-    return DDPStrategy(**to_plain(tcfg.ddp or {}))
+    from lightning_fabric.utilities.imports import _IS_INTERACTIVE
+    kw = to_plain(tcfg.ddp or {})
+    if _IS_INTERACTIVE: print("note: in a notebook DDP forks its workers (Lightning's ddp_notebook)"); kw['start_method'] = 'fork'
+    return DDPStrategy(**kw)
 
 def build_loggers(tcfg, run_dir) -> list:
     "CSV logger always (`metrics.csv` in the run dir); TensorBoard under `tensorboard/`."
@@ -536,7 +539,7 @@ def build_trainer(cfg) -> pl.Trainer:
                       limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
                       num_sanity_val_steps=t.num_sanity_val_steps, enable_model_summary=False)
 
-# %% ../nbs/14_generative.ipynb #b97d74fb
+# %% ../nbs/14_generative.ipynb #6819b32e
 def save_run_config(cfg, overrides=()):
     "Write the resolved config to `run_dir/config.yaml` and Hydra-style `run_dir/.hydra/{config,overrides}.yaml`."
     rd = Path(cfg.run_dir)
@@ -561,23 +564,24 @@ def train_generative(cfg, overrides=()):
     "Fit the generative model of a composed config; returns `(trainer, module)`."
     seed_everything(cfg.seed); ckpt = _ckpt_path(cfg)
     dm = SceneDataModule(**to_plain(cfg.gen_data)); dm.setup()
+    module, trainer = build_module(cfg), build_trainer(cfg)    # bad input fails here, before any file is written
     save_run_config(cfg, overrides)
-    module, trainer = build_module(cfg), build_trainer(cfg)
     trainer.fit(module, dm, ckpt_path=ckpt)
     return trainer, module
 
-# %% ../nbs/14_generative.ipynb #9b80d3e2
-@call_parse
-def _generative_main(config_name: str = 'train_fb_flow_matching', # top-level config: train_fb_flow_matching | train_hf_diffusion
-                     overrides: Param("dotted overrides, e.g. model.sampler.method=dopri5 sampling_steps=20", str, nargs='*', opt=False) = None,
-                    ):
+# %% ../nbs/14_generative.ipynb #844c7926
+def generative_main(config_name: str = 'train_fb_flow_matching', # top-level config: train_fb_flow_matching | train_hf_diffusion
+                    overrides: Param("dotted overrides, e.g. model.sampler.method=dopri5 sampling_steps=20", str, nargs='*', opt=False) = None,
+                   ):
     "Train a generative mask model (flow matching or diffusion) from a Hydra config."
     try:
         cfg = compose_config(config_name, overrides or [])
         train_generative(cfg, overrides or [])
     except (ConfigError, SceneFileError) as e: _die(str(e))
 
-def generative_cli():
-    "Console entry point; accepts Hydra's `--config-name` spelling."
-    sys.argv = [a.replace('--config-name', '--config_name', 1) if a.startswith('--config-name') else a for a in sys.argv]
-    return _generative_main()
+def generative_cli(argv=None): # arguments; defaults to `sys.argv[1:]`
+    "Console entry point of `generative_main`; accepts Hydra's `--config-name` spelling too."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = [a.replace('--config-name', '--config_name', 1) if a.startswith('--config-name') else a for a in argv]
+    args = anno_parser(generative_main, prog='maniflow-generative').parse_args(argv)
+    generative_main(args.config_name, args.overrides)

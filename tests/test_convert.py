@@ -52,7 +52,7 @@ def dp3(tmp_path):
 
 # ---------------------------------------------------------------- subprocess: exit codes as the user sees them
 
-def test_subprocess_calvin_and_info(calvin, tmp_path):
+def test_subprocess_calvin_and_info(calvin, tmp_path, capsys):
     out = tmp_path/'out.zarr'
     r = run_subprocess('convert_cli', 'calvin', calvin, out, '--n-points', 128)
     assert r.returncode == 0, r.stderr
@@ -60,9 +60,9 @@ def test_subprocess_calvin_and_info(calvin, tmp_path):
     rb = ReplayBuffer.from_path(out)
     assert rb['point_cloud'].shape == (6, 128, 6) and rb['img'].shape == (6, 200, 200, 3)
     assert np.allclose(rb['point_cloud'][..., 2], 0.4, atol=1e-4)         # the fixture's table plane
-    r = run_subprocess('info_cli', out)
-    assert r.returncode == 0, r.stderr
-    assert 'episodes: 2' in r.stdout and 'point_cloud' in r.stdout and 'zarr v3' in r.stdout
+    code, stdout, err = run_cli(info_cli, out, capsys=capsys)
+    assert code == 0, err
+    assert 'episodes: 2' in stdout and 'point_cloud' in stdout and 'zarr v3' in stdout and 'min/mean/max: 3/3.0/3' in stdout
 
 def test_subprocess_bad_input_no_traceback(calvin, tmp_path):
     f = calvin/'training'/'episode_0358657.npz'
@@ -70,8 +70,10 @@ def test_subprocess_bad_input_no_traceback(calvin, tmp_path):
     out = tmp_path/'out.zarr'
     r = run_subprocess('convert_cli', 'calvin', calvin, out)
     assert_clean_failure(r.returncode, r.stderr, out, 'episode_0358657.npz', "'rel_actions'")
-    r = run_subprocess('info_cli', tmp_path/'nope.zarr')
-    assert_clean_failure(r.returncode, r.stderr, None, 'nope.zarr')
+
+def test_info_missing_store(tmp_path, capsys):
+    code, _, err = run_cli(info_cli, tmp_path/'nope.zarr', capsys=capsys)
+    assert_clean_failure(code, err, None, 'nope.zarr')
 
 # ---------------------------------------------------------------- CALVIN bad input
 
@@ -162,10 +164,10 @@ def _h5_edit(path, key, value):
 
 ROBOMIMIC_CASES = {
     'nan actions': (lambda p: _h5_edit(p, 'data/demo_1/actions', np.full((6, 7), np.nan)), ['demo_1', "'actions'", 'NaN']),
-    'missing actions': (lambda p: _h5_edit(p, 'data/demo_2/actions', None), ['demo_2', "no 'actions'"]),
-    'missing obs key': (lambda p: _h5_edit(p, 'data/demo_2/obs/object', None), ['demo_2', "no 'obs/object'"]),
+    'missing actions': (lambda p: _h5_edit(p, 'data/demo_1/actions', None), ['demo_1', "no 'actions'"]),
+    'missing obs key': (lambda p: _h5_edit(p, 'data/demo_1/obs/object', None), ['demo_1', "no 'obs/object'"]),
     'length mismatch': (lambda p: _h5_edit(p, 'data/demo_0/obs/object', np.zeros((4, 10))), ["'obs/object'", '4 steps', "'actions' has 5"]),
-    'state dim changes': (lambda p: _h5_edit(p, 'data/demo_1/obs/object', np.zeros((6, 9))), ["'state'", 'like the first frame']),
+    'state dim changes': (lambda p: _h5_edit(p, 'data/demo_1/obs/object', np.zeros((6, 9))), ['data/demo_1', "'state'", 'like the first frame']),
     'no data group': (lambda p: _h5_edit(p, 'data', None), ["no 'data' group", 'not a robomimic']),
     'empty filter': (lambda p: _h5_edit(p, 'mask/train', np.array([], dtype='S')), ['no demos', 'mask/train']),
 }
@@ -235,3 +237,9 @@ def test_info_bad_store(tmp_path, capsys):
     (tmp_path/'d').mkdir()
     code, _, err = run_cli(info_cli, tmp_path/'d', capsys=capsys)
     assert_clean_failure(code, err, None, 'not a Zarr store')
+
+@pytest.mark.parametrize('args', [['--max-episodes', '0'], ['--n-points', '-3'], ['--workers', 'x']])
+def test_calvin_bad_arguments(args, calvin, tmp_path, capsys):
+    code, _, err = run_cli(convert_cli, 'calvin', calvin, tmp_path/'o.zarr', *args, capsys=capsys)
+    assert code == 2 and 'expected an integer' in err and 'Traceback' not in err
+    assert not (tmp_path/'o.zarr').exists()

@@ -1,0 +1,166 @@
+"""End-to-end tests of the generative mask models: the two CLIs, bad input through the CLI, the papermill job
+notebook for both families, and every named option of path, sampler and trainer on a tiny model."""
+import os, sys, subprocess, json
+from pathlib import Path
+import numpy as np, pytest, torch
+from hydra.utils import instantiate
+from maniflow_nb.config import compose_config
+from maniflow_nb.generative import gen_scenes, FM_SCHEDULERS, ODESampler, SceneDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'PATH': f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+TINY = ['image_size=16', 'batch_size=4', 'max_epochs=1', 'model.network.hidden=32', 'model.network.depth=1',
+        'model.network.heads=2', 'sampling_steps=2', 'model.lr_warmup_steps=2', 'trainer.progress_bar=none',
+        'trainer.log_every_n_steps=1', 'gen_data.val_ratio=0.25']
+
+def run_cli(func, *args, timeout=300):
+    "Run a console entry point of maniflow_nb.generative in a fresh process, as its console script does."
+    script = Path(os.environ.get('PYTEST_TMP', '/tmp')) / f'maniflow_test_{func}_{os.getpid()}.py'
+    script.write_text(f"import sys\nfrom maniflow_nb.generative import {func}\nif __name__ == '__main__':\n    sys.exit({func}())\n")
+    try: return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, env=ENV,
+                               timeout=timeout, cwd=ROOT)
+    finally: script.unlink()
+
+@pytest.fixture(scope='module')
+def scenes(tmp_path_factory):
+    return gen_scenes(12, tmp_path_factory.mktemp('gen') / 'namo', seed=3, progress=False)
+
+def assert_one_line_error(r, *contains):
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert 'Traceback' not in r.stderr, r.stderr
+    err = [l for l in r.stderr.splitlines() if l.startswith('error:')]
+    assert len(err) == 1, r.stderr
+    for c in contains: assert c in err[0], err[0]
+
+# ---------------------------------------------------------------- maniflow-gen-scenes
+
+def test_gen_scenes_cli(tmp_path):
+    out = tmp_path / 'namo'
+    r = run_cli('gen_scenes_cli', '--n', 3, '--out', out, '--seed', 7)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ['scene_00000.npz', 'scene_00001.npz', 'scene_00002.npz']
+    first = np.load(out / 'scene_00000.npz')['target_goal']
+    r = run_cli('gen_scenes_cli', '--n', 3, '--out', out)           # refuses to overwrite, leaves the data alone
+    assert_one_line_error(r, 'already exists')
+    assert (np.load(out / 'scene_00000.npz')['target_goal'] == first).all()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temp dirs left
+
+# ---------------------------------------------------------------- maniflow-generative: both families
+
+def test_flow_cli_dopri5_cosine_then_resume(tmp_path, scenes):
+    run = tmp_path / 'fm'
+    r = run_cli('generative_cli', '--config-name', 'train_fb_flow_matching', *TINY, f'run_dir={run}',
+                f'gen_data.data_dir={scenes}', 'model.sampler.method=dopri5', 'model.path.scheduler=cosine')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'falling back to 32-true' in r.stdout                     # 16-mixed on CPU: a note, not an error
+    ck = sorted(p.name for p in (run / 'checkpoints').iterdir())
+    assert ck[-1] == 'last.ckpt' and ck[0].startswith('epoch000-val_loss') and len(ck) == 2
+    cfg = (run / '.hydra' / 'config.yaml').read_text()
+    assert 'method: dopri5' in cfg and 'scheduler: cosine' in cfg
+    assert 'model.sampler.method=dopri5' in (run / '.hydra' / 'overrides.yaml').read_text()
+    r = run_cli('generative_cli', '--config-name', 'train_fb_flow_matching', *TINY, f'run_dir={run}', 'max_epochs=2',
+                f'gen_data.data_dir={scenes}', 'model.sampler.method=dopri5', 'model.path.scheduler=cosine',
+                f'ckpt_path={run}/checkpoints/last.ckpt')
+    assert r.returncode == 0, r.stderr[-3000:]
+    sd = torch.load(run / 'checkpoints' / 'last.ckpt', weights_only=True)
+    assert sd['epoch'] == 1 and sd['global_step'] == 2 * 3          # 9 training scenes / batch 4 = 3 steps per epoch
+    assert sd['hyper_parameters']['sampler']['method'] == 'dopri5'
+
+def test_diffusion_cli_ddpm(tmp_path, scenes):
+    run = tmp_path / 'df'
+    r = run_cli('generative_cli', '--config_name', 'train_hf_diffusion', *TINY, f'run_dir={run}', f'gen_data.data_dir={scenes}',
+                'model.sampler.sampler_type=ddpm', 'model.path.beta_schedule=linear', 'model.aux_loss_weight=0.05')
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = (run / 'metrics.csv').read_text().splitlines()[0].split(',')
+    assert {'train_loss_epoch', 'val_loss', 'val_loss_best', 'val_iou', 'train_aux_loss'} <= set(metrics)
+    assert (run / 'checkpoints' / 'last.ckpt').exists()
+
+def test_multi_gpu_trainer_on_cpu(tmp_path, scenes):
+    "The DDP trainer group runs (one CPU process, gloo) outside a notebook."
+    run = tmp_path / 'ddp'
+    r = run_cli('generative_cli', '--config-name', 'train_fb_flow_matching', *TINY, f'run_dir={run}',
+                f'gen_data.data_dir={scenes}', 'trainer=multi_gpu', 'trainer.accelerator=cpu', 'trainer.devices=1')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / 'checkpoints' / 'last.ckpt').exists()
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('case', ['unknown_key', 'bad_value', 'no_scenes', 'bad_scene', 'missing_ckpt', 'unknown_config'])
+def test_cli_errors(tmp_path, scenes, case):
+    run = tmp_path / 'run'
+    args = ['--config-name', 'train_fb_flow_matching', *TINY, f'run_dir={run}', f'gen_data.data_dir={scenes}']
+    if case == 'unknown_key': args.append('model.sampler.methd=rk4'); want = ["unknown config key 'model.sampler.methd'"]
+    if case == 'bad_value': args.append('model.sampler.method=heun'); want = ["model.sampler.method is 'heun'"]
+    if case == 'no_scenes': args.append(f'gen_data.data_dir={tmp_path}/empty'); want = ['no .npz scene files in', 'maniflow-gen-scenes']
+    if case == 'bad_scene':
+        bad = tmp_path / 'bad'; bad.mkdir()
+        z = dict(np.load(next(Path(scenes).glob('*.npz')))); z['goal_image'] = z['goal_image'][:100]
+        np.savez(bad / 'scene_x.npz', **z)
+        args.append(f'gen_data.data_dir={bad}'); want = ['scene_x.npz', "key 'goal_image' has shape (100, 224), expected (224, 224)"]
+    if case == 'missing_ckpt': args.append('ckpt_path=/no/such/last.ckpt'); want = ['ckpt_path /no/such/last.ckpt does not exist']
+    if case == 'unknown_config': args[1] = 'train_nope'; want = ["no config named 'train_nope'"]
+    r = run_cli('generative_cli', *args)
+    assert_one_line_error(r, *want)
+    assert not run.exists()                                            # nothing written on bad input
+
+# ---------------------------------------------------------------- the papermill job notebook
+
+@pytest.mark.parametrize('config_name', ['train_fb_flow_matching', 'train_hf_diffusion'])
+def test_papermill_job(tmp_path, scenes, config_name):
+    pm = pytest.importorskip('papermill')
+    run = tmp_path / 'run'; run.mkdir()
+    out = run / 'train_generative.ipynb'
+    pm.execute_notebook(str(ROOT / 'nbs' / 'train_generative.ipynb'), str(out), kernel_name='python3', language='python',
+                        cwd=str(tmp_path), progress_bar=False,
+                        parameters=dict(config_name=config_name, run_dir=str(run), data_dir=str(scenes), n_scenes=0))
+    nb = json.loads(out.read_text())
+    text = ''.join(''.join(o.get('text', '')) for c in nb['cells'] for o in c.get('outputs', []))
+    assert 'val_loss_best' in text and 'last.ckpt' in text
+    assert (run / 'checkpoints' / 'last.ckpt').exists() and (run / '.hydra' / 'config.yaml').exists()
+    assert not list((ROOT / 'nbs').glob('runs')) and not (ROOT / 'nbs' / 'data').exists()
+
+# ---------------------------------------------------------------- every option on a tiny model, in process
+
+def tiny_module(config_name, *overrides):
+    cfg = compose_config(config_name, [*TINY, *overrides])
+    return instantiate(cfg.model)
+
+@pytest.fixture(scope='module')
+def batch(scenes):
+    dm = SceneDataModule(scenes, image_size=16, batch_size=3); dm.setup()
+    return next(iter(dm.val_dataloader()))
+
+@pytest.mark.parametrize('scheduler', list(FM_SCHEDULERS))
+@pytest.mark.parametrize('method', ODESampler.METHODS)
+def test_flow_options(batch, scheduler, method):
+    torch.manual_seed(0)
+    m = tiny_module('train_fb_flow_matching', f'model.path.scheduler={scheduler}', f'model.sampler.method={method}')
+    loss, _ = m.compute_loss(batch); loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in m.net.parameters())
+    out = m.generate(batch['context'])
+    assert out.shape == batch['target'].shape and torch.isfinite(out).all()
+    assert m.sampler.nfe == {'euler': 2, 'midpoint': 4, 'rk4': 8}.get(method, m.sampler.nfe) and m.sampler.nfe > 0
+
+@pytest.mark.parametrize('beta_schedule', ['squaredcos_cap_v2', 'linear'])
+@pytest.mark.parametrize('sampler_type', ['ddim', 'ddpm'])
+def test_diffusion_options(batch, beta_schedule, sampler_type):
+    torch.manual_seed(0)
+    m = tiny_module('train_hf_diffusion', f'model.path.beta_schedule={beta_schedule}', f'model.sampler.sampler_type={sampler_type}')
+    with torch.no_grad(): m.net.out.weight.normal_(std=0.1)
+    loss, _ = m.compute_loss(batch)
+    assert torch.isfinite(loss)
+    a = m.generate(batch['context'], generator=torch.Generator().manual_seed(1))
+    b = m.generate(batch['context'], generator=torch.Generator().manual_seed(2))
+    assert m.sampler.nfe == 2 and a.shape == batch['target'].shape
+    assert not torch.equal(a, b)                                       # different seeds, different samples
+    if sampler_type == 'ddim':                                         # eta 0: a fixed start gives a fixed sample
+        assert torch.equal(a, m.generate(batch['context'], generator=torch.Generator().manual_seed(1)))
+
+@pytest.mark.parametrize('config_name', ['train_fb_flow_matching', 'train_hf_diffusion'])
+def test_aux_loss(batch, config_name):
+    torch.manual_seed(0)
+    m = tiny_module(config_name, 'model.aux_loss_weight=0.1')
+    with torch.no_grad(): m.net.out.weight.normal_(std=0.1)
+    g = lambda: torch.Generator().manual_seed(0)
+    loss, parts = m.compute_loss(batch, generator=g())
+    assert 0 < parts['aux'] <= 1 and torch.allclose(loss, parts['mse'] + 0.1 * parts['aux'])

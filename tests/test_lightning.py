@@ -1,0 +1,59 @@
+"""Lightning trainer end to end: a CPU run killed with SIGKILL mid-epoch resumes to the uninterrupted run's weights."""
+import os, sys, subprocess, textwrap
+from pathlib import Path
+import pytest, torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'WANDB_MODE': 'offline', 'PYTHONWARNINGS': 'ignore'}
+
+def overrides(store, run_dir, epochs=3):
+    return ['policy=mlp', f'task.dataset_path={store}', 'task.shape_meta.obs.point_cloud.shape=[64,3]', 'horizon=4',
+            'n_action_steps=2', 'training.batch_size=8', f'training.num_epochs={epochs}', 'training.lr_warmup_steps=2',
+            'training.checkpoint_every_steps=1', 'trainer.deterministic=true', 'trainer.accelerator=cpu',
+            'trainer.progress_bar=false', 'logger.tensorboard=false', f'run_dir={run_dir}']
+
+@pytest.fixture(scope='module')
+def store(tmp_path_factory):
+    from maniflow_nb.data import make_synthetic_store
+    return make_synthetic_store(tmp_path_factory.mktemp('data')/'s.zarr', n_episodes=4, episode_len=20, n_points=64)
+
+def cli(*args, check=True):
+    r = subprocess.run([PY, '-m', 'maniflow_nb.train', '--config-name', 'maniflow_pointcloud_metaworld', *args],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    if check: assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+KILL_SCRIPT = textwrap.dedent('''
+    import os, signal, sys
+    from pytorch_lightning.callbacks import Callback
+    from maniflow_nb.config import compose_config
+    from maniflow_nb.lightning import fit
+    class KillAt(Callback):
+        "SIGKILL this process at optimizer step `step` (before that step's checkpoint is written)."
+        def __init__(self, step): self.step = step
+        def on_train_batch_end(self, trainer, *a):
+            if trainer.global_step == self.step: os.kill(os.getpid(), signal.SIGKILL)
+    fit(compose_config('maniflow_pointcloud_metaworld', sys.argv[2:]), callbacks=[KillAt(int(sys.argv[1]))])
+''')
+
+def load(run_dir): return torch.load(Path(run_dir)/'checkpoints'/'last.ckpt', weights_only=True)
+
+def test_sigkill_resume_is_exact(store, tmp_path):
+    straight, killed = tmp_path/'straight', tmp_path/'killed'
+    r = cli(*overrides(store, straight))
+    assert 'best checkpoint:' in r.stdout
+    k = subprocess.run([PY, '-c', KILL_SCRIPT, '13', *overrides(store, killed)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and k.returncode == -9, k.stderr[-2000:]
+    mid = load(killed)
+    assert mid['global_step'] == 12 and mid['maniflow']['loop']['batch_idx'] > 0      # killed in the middle of an epoch
+    assert not [p for p in (killed/'checkpoints').iterdir() if '.tmp-' in p.name]        # no half-written files left visible
+    cli(*overrides(store, killed))                                                      # resumes from last.ckpt
+    a, b = load(straight), load(killed)
+    assert a['global_step'] == b['global_step'] and a['maniflow']['ema_step'] == b['maniflow']['ema_step']
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for n in a['state_dict']: assert torch.equal(a['state_dict'][n], b['state_dict'][n]), n
+    sa, sb = a['optimizer_states'][0]['state'], b['optimizer_states'][0]['state']
+    for i in sa: assert torch.equal(sa[i]['exp_avg'], sb[i]['exp_avg'])
+    assert a['lr_schedulers'] == b['lr_schedulers']
+    assert (killed/'config.yaml').exists() and not (killed/'lightning_logs').exists()
