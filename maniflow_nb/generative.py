@@ -7,16 +7,17 @@ __all__ = ['CONTEXT_KEYS', 'TARGET_KEY', 'LEGACY_KEYS', 'SCENE_SHAPE', 'FM_SCHED
            'resize_masks', 'scene_tensors', 'box_mask', 'place_in_goal', 'make_scene', 'gen_scenes', 'gen_scenes_cli',
            'SceneDataset', 'scene_files', 'split_files', 'SceneDataModule', 'timestep_embedding', 'sincos_2d',
            'modulate', 'DiTBlock', 'DiT', 'FlowMatchingPath', 'DiffusionPath', 'ODESampler', 'DiffusionSampler',
-           'mask_iou', 'soft_dice_loss', 'coord_grid', 'context_rgb', 'GenerativeModule', 'resolve_precision',
+           'mask_iou', 'soft_dice_loss', 'coord_grid', 'context_rgb', 'build', 'GenerativeModule', 'resolve_precision',
            'progress_bar', 'build_callbacks', 'build_strategy', 'build_loggers', 'build_trainer', 'save_run_config',
            'build_module', 'train_generative', 'generative_main', 'generative_cli']
 
-# %% ../nbs/14_generative.ipynb #a8df566b
+# %% ../nbs/14_generative.ipynb #9fa6df15
 import os, sys, math, time, datetime
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import pytorch_lightning as pl
 from hydra.utils import instantiate
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from fastcore.script import call_parse, Param, anno_parser
 from tqdm.auto import tqdm
@@ -27,7 +28,7 @@ from diffusers import DDPMScheduler, DDIMScheduler
 from .config import (compose_config, ConfigError, atomic_path, save_config, to_plain, seed_everything,
                                 in_batch_job)
 
-# %% ../nbs/14_generative.ipynb #1a56b0c1
+# %% ../nbs/14_generative.ipynb #52bd8be2
 CONTEXT_KEYS = ('robot_image', 'goal_image', 'movable_objects_image', 'static_objects_image', 'target_object')
 TARGET_KEY = 'target_goal'
 LEGACY_KEYS = {'robot': 'robot_image', 'goal': 'goal_image', 'movable': 'movable_objects_image',
@@ -50,7 +51,7 @@ def read_scene(path) -> dict:
             raise SceneFileError(f"scene file {path}: key '{k}' has shape {tuple(raw[k].shape)}, expected {SCENE_SHAPE}")
     return {k: raw[k].astype(np.float32) for k in need}
 
-# %% ../nbs/14_generative.ipynb #8b7b6f5b
+# %% ../nbs/14_generative.ipynb #9d324af7
 def resize_masks(x: torch.Tensor, # (C,H,W) masks in [0,1]
                  size: int,       # output side length
                 ) -> torch.Tensor:
@@ -64,7 +65,7 @@ def scene_tensors(scene: dict, image_size: int = 64):
     tgt = (resize_masks(torch.from_numpy(scene[TARGET_KEY])[None], image_size) > 0.5).float()
     return ctx, tgt
 
-# %% ../nbs/14_generative.ipynb #c017b269
+# %% ../nbs/14_generative.ipynb #b4a5dff9
 def box_mask(size: int, y: int, x: int, h: int, w: int) -> np.ndarray:
     "A `(size,size)` uint8 mask with the rectangle `[y,y+h) x [x,x+w)` set."
     m = np.zeros((size, size), np.uint8); m[y:y+h, x:x+w] = 1
@@ -85,7 +86,7 @@ def _free_box(rng, occ, h, w, tries=200):
         if not occ[max(y-2, 0):y+h+2, max(x-2, 0):x+w+2].any(): return (y, x, h, w)
     return None
 
-# %% ../nbs/14_generative.ipynb #438f3af9
+# %% ../nbs/14_generative.ipynb #82c28560
 def _walls(rng, S):
     "Border walls, an optional inner wall with a doorway, and 0-2 pillars."
     t = max(2, S // 32); m = np.zeros((S, S), np.uint8)
@@ -124,7 +125,7 @@ def make_scene(seed: int,          # scene seed (the generator is seeded with it
     while (s := _try_scene(rng, size)) is None: pass
     return s
 
-# %% ../nbs/14_generative.ipynb #440589d8
+# %% ../nbs/14_generative.ipynb #c302316e
 def gen_scenes(n: int,             # number of scenes
                out,                # output directory
                seed: int = 0,      # base seed; scene i uses seed + i
@@ -156,7 +157,7 @@ def _die(msg: str):
     "Print one line on stderr and exit with status 2."
     print(f"error: {msg}", file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/14_generative.ipynb #855dd6b5
+# %% ../nbs/14_generative.ipynb #6864b193
 class SceneDataset(torch.utils.data.Dataset):
     "Scenes from `.npz` files, held in RAM as `context (N,5,S,S)` and `target (N,1,S,S)`."
     def __init__(self, files, image_size: int = 64):
@@ -179,7 +180,7 @@ def split_files(files, val_ratio: float = 0.1, seed: int = 42, max_scenes=None):
     n_val = min(max(1, round(val_ratio * len(files))), max(len(files) - 1, 1))
     return [files[i] for i in sorted(idx[n_val:])], [files[i] for i in sorted(idx[:n_val])]
 
-# %% ../nbs/14_generative.ipynb #f59f2d41
+# %% ../nbs/14_generative.ipynb #533a5272
 class SceneDataModule(pl.LightningDataModule):
     "Train/val loaders over a directory of NAMO scene files."
     def __init__(self, data_dir, image_size: int = 64, batch_size: int = 64, val_ratio: float = 0.1,
@@ -197,7 +198,7 @@ class SceneDataModule(pl.LightningDataModule):
     def train_dataloader(self): return self._loader(self.train_set, True)
     def val_dataloader(self): return self._loader(self.val_set, False)
 
-# %% ../nbs/14_generative.ipynb #335dcfba
+# %% ../nbs/14_generative.ipynb #6e5c8a64
 def timestep_embedding(t: torch.Tensor, # (B,) times in [0,1]
                        dim: int,        # embedding width (even)
                       ) -> torch.Tensor:
@@ -217,7 +218,7 @@ def modulate(x, shift, scale):
     "adaLN modulation of tokens `(B,N,D)` by `(B,1,D)` shift and scale."
     return x * (1 + scale) + shift
 
-# %% ../nbs/14_generative.ipynb #80691b3a
+# %% ../nbs/14_generative.ipynb #3d2f3b25
 class DiTBlock(nn.Module):
     "Self-attention + MLP, both adaLN-Zero modulated by the conditioning vector."
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
@@ -241,7 +242,7 @@ class DiTBlock(nn.Module):
         x = x + g1 * self.attn(modulate(self.norm1(x), s1, k1))
         return x + g2 * self.mlp(modulate(self.norm2(x), s2, k2))
 
-# %% ../nbs/14_generative.ipynb #c735d590
+# %% ../nbs/14_generative.ipynb #ff108423
 class DiT(nn.Module):
     "Image DiT: `(B,in_ch,S,S)` and times `(B,)` in [0,1] -> `(B,out_ch,S,S)`."
     def __init__(self, in_ch: int = 8, out_ch: int = 1, image_size: int = 64, patch_size: int = 4,
@@ -271,7 +272,7 @@ class DiT(nn.Module):
         shift, scale = self.ada(c)[:, None].chunk(2, -1)
         return self.unpatchify(self.out(modulate(self.norm(h), shift, scale)))
 
-# %% ../nbs/14_generative.ipynb #83d267b4
+# %% ../nbs/14_generative.ipynb #4ed0af64
 FM_SCHEDULERS = {'condot': CondOTScheduler, 'cosine': CosineScheduler, 'vp': VPScheduler, 'linear_vp': LinearVPScheduler}
 
 class FlowMatchingPath:
@@ -293,7 +294,7 @@ class FlowMatchingPath:
         "Estimate of the clean sample `x1` from a velocity prediction."
         return self.path.velocity_to_target(pred, x_t, t.view(-1, *[1] * (x_t.dim() - 1)))
 
-# %% ../nbs/14_generative.ipynb #9ecb5ca1
+# %% ../nbs/14_generative.ipynb #38c84601
 class DiffusionPath:
     "DDPM forward process (diffusers' `DDPMScheduler`); the target is set by `prediction_type`."
     family = 'diffusion'
@@ -322,7 +323,7 @@ class DiffusionPath:
         if self.prediction_type == 'sample': return pred
         return a.sqrt() * x_t - (1 - a).sqrt() * pred
 
-# %% ../nbs/14_generative.ipynb #403dd6c2
+# %% ../nbs/14_generative.ipynb #84969538
 class ODESampler:
     "Sample a flow model with flow_matching's `ODESolver` (euler | midpoint | rk4 | dopri5)."
     family = 'flow'
@@ -346,7 +347,7 @@ class ODESampler:
         grid = torch.linspace(0, path.t_max, n + 1, device=x0.device)
         return ODESolver(velocity).sample(x0, step_size=None, method=self.method, atol=self.atol, rtol=self.rtol, time_grid=grid)
 
-# %% ../nbs/14_generative.ipynb #6b2414c6
+# %% ../nbs/14_generative.ipynb #86e3dd2a
 class DiffusionSampler:
     "Sample a diffusion model with diffusers' DDIM (eta 0 = deterministic) or DDPM scheduler."
     family = 'diffusion'
@@ -367,7 +368,7 @@ class DiffusionSampler:
             x = sch.step(out, int(t), x, generator=generator, **kw).prev_sample
         return x
 
-# %% ../nbs/14_generative.ipynb #f8435948
+# %% ../nbs/14_generative.ipynb #ee760904
 def mask_iou(pred: torch.Tensor,   # (B,1,S,S) binary or boolean
              target: torch.Tensor, # (B,1,S,S) binary or boolean
             ) -> torch.Tensor:
@@ -381,7 +382,7 @@ def soft_dice_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     inter = (p * t).flatten(1).sum(1)
     return (1 - (2 * inter + 1) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + 1)).mean()
 
-# %% ../nbs/14_generative.ipynb #f3f5f469
+# %% ../nbs/14_generative.ipynb #c22d2045
 def coord_grid(size: int, device=None) -> torch.Tensor:
     "Coordinate channels `(2,size,size)` (y, x) in [-1,1]."
     r = torch.linspace(-1, 1, size, device=device)
@@ -393,7 +394,16 @@ def context_rgb(ctx: torch.Tensor) -> torch.Tensor:
     rgb = torch.stack([torch.maximum(target, robot), torch.maximum(goal, robot), movable * (1 - target)], 1)
     return (rgb + 0.5 * static[:, None]).clamp(0, 1)
 
-# %% ../nbs/14_generative.ipynb #a38cef3d
+# %% ../nbs/14_generative.ipynb #841b7d12
+def build(cfg):
+    "`hydra.utils.instantiate`, with a bad value reported as the `ConfigError` that names it."
+    try: return instantiate(cfg)
+    except InstantiationException as e:
+        c = e
+        while c.__cause__ is not None and isinstance(c, InstantiationException): c = c.__cause__
+        if isinstance(c, ConfigError): raise c from None
+        raise ConfigError(str(c).splitlines()[0]) from None
+
 class GenerativeModule(pl.LightningModule):
     "Network + path + sampler (each a `_target_` config) trained to generate the target-goal mask."
     def __init__(self, network: dict, path: dict, sampler: dict,
@@ -402,7 +412,7 @@ class GenerativeModule(pl.LightningModule):
         super().__init__()
         network, path, sampler = to_plain(network), to_plain(path), to_plain(sampler)
         self.save_hyperparameters()
-        self.net, self.path, self.sampler = instantiate(network), instantiate(path), instantiate(sampler)
+        self.net, self.path, self.sampler = build(network), build(path), build(sampler)
         if self.path.family != self.sampler.family:
             raise ConfigError(f"model.sampler {type(self.sampler).__name__} samples a {self.sampler.family} model, but model.path is {type(self.path).__name__}")
         self.register_buffer('val_loss_best', torch.tensor(float('inf')))
@@ -434,7 +444,7 @@ class GenerativeModule(pl.LightningModule):
         x0 = torch.randn((context.shape[0], 1, S, S), device=context.device, generator=generator)
         return self.sampler.sample(lambda x, t: self.predict(x, t, context), x0, self.path, generator=generator)
 
-# %% ../nbs/14_generative.ipynb #99544d74
+# %% ../nbs/14_generative.ipynb #116193b4
 def _training_step(self, batch, batch_idx):
     loss, parts = self.compute_loss(batch)
     bs = batch['target'].shape[0]
@@ -460,7 +470,7 @@ def _on_validation_epoch_end(self):
 GenerativeModule.training_step, GenerativeModule.validation_step = _training_step, _validation_step
 GenerativeModule.on_validation_epoch_end = _on_validation_epoch_end
 
-# %% ../nbs/14_generative.ipynb #6d62bf56
+# %% ../nbs/14_generative.ipynb #e3a8ee55
 def _log_samples(self, batch, gen):
     "Write a `context | generated | ground truth` grid of the first samples to TensorBoard."
     n = self.hparams.n_log_images
@@ -482,7 +492,7 @@ def _configure_optimizers(self):
 
 GenerativeModule.log_samples, GenerativeModule.configure_optimizers = _log_samples, _configure_optimizers
 
-# %% ../nbs/14_generative.ipynb #1e0e6d8b
+# %% ../nbs/14_generative.ipynb #c59bb76e
 def resolve_precision(precision, accelerator: str = 'auto') -> str:
     "The precision to use: half precision falls back to `32-true` (with a printed note) without CUDA."
     precision = str(precision)
@@ -501,7 +511,7 @@ def progress_bar(kind: str = 'rich'): # rich | tqdm | none
         except ImportError: print("note: rich is not installed; using the TQDM progress bar")
     return TQDMProgressBar()
 
-# %% ../nbs/14_generative.ipynb #121df3a8
+# %% ../nbs/14_generative.ipynb #c62e069c
 def build_callbacks(tcfg, run_dir) -> list:
     "ModelCheckpoint (last + best by the monitored metric), LearningRateMonitor and the progress bar."
     from pytorch_lightning.callbacks import ModelCheckpoint, LearningRateMonitor
@@ -539,7 +549,7 @@ def build_trainer(cfg) -> pl.Trainer:
                       limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
                       num_sanity_val_steps=t.num_sanity_val_steps, enable_model_summary=False)
 
-# %% ../nbs/14_generative.ipynb #6819b32e
+# %% ../nbs/14_generative.ipynb #7ec30712
 def save_run_config(cfg, overrides=()):
     "Write the resolved config to `run_dir/config.yaml` and Hydra-style `run_dir/.hydra/{config,overrides}.yaml`."
     rd = Path(cfg.run_dir)
@@ -548,7 +558,7 @@ def save_run_config(cfg, overrides=()):
 
 def build_module(cfg) -> GenerativeModule:
     "The `GenerativeModule` of a composed config."
-    return instantiate(cfg.model)
+    return build(cfg.model)
 
 def _ckpt_path(cfg):
     "Resolve `cfg.ckpt_path`: None, 'last' (the run dir's last.ckpt when present) or an existing file."
@@ -569,7 +579,7 @@ def train_generative(cfg, overrides=()):
     trainer.fit(module, dm, ckpt_path=ckpt)
     return trainer, module
 
-# %% ../nbs/14_generative.ipynb #844c7926
+# %% ../nbs/14_generative.ipynb #c0d416f5
 def generative_main(config_name: str = 'train_fb_flow_matching', # top-level config: train_fb_flow_matching | train_hf_diffusion
                     overrides: Param("dotted overrides, e.g. model.sampler.method=dopri5 sampling_steps=20", str, nargs='*', opt=False) = None,
                    ):

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from hydra.utils import instantiate
 from maniflow_nb.config import compose_config
-from maniflow_nb.generative import gen_scenes, FM_SCHEDULERS, ODESampler, SceneDataModule
+from maniflow_nb.generative import gen_scenes, gen_scenes_cli, generative_cli, FM_SCHEDULERS, ODESampler, SceneDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'PATH': f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
@@ -40,8 +40,8 @@ def test_gen_scenes_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ['scene_00000.npz', 'scene_00001.npz', 'scene_00002.npz']
     first = np.load(out / 'scene_00000.npz')['target_goal']
-    r = run_cli('gen_scenes_cli', '--n', 3, '--out', out)           # refuses to overwrite, leaves the data alone
-    assert_one_line_error(r, 'already exists')
+    with pytest.raises(SystemExit) as e: gen_scenes_cli(n=3, out=str(out))   # refuses to overwrite, leaves the data alone
+    assert e.value.code == 2
     assert (np.load(out / 'scene_00000.npz')['target_goal'] == first).all()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temp dirs left
 
@@ -75,6 +75,7 @@ def test_diffusion_cli_ddpm(tmp_path, scenes):
     assert {'train_loss_epoch', 'val_loss', 'val_loss_best', 'val_iou', 'train_aux_loss'} <= set(metrics)
     assert (run / 'checkpoints' / 'last.ckpt').exists()
 
+@pytest.mark.slow
 def test_multi_gpu_trainer_on_cpu(tmp_path, scenes):
     "The DDP trainer group runs (one CPU process, gloo) outside a notebook."
     run = tmp_path / 'ddp'
@@ -85,27 +86,39 @@ def test_multi_gpu_trainer_on_cpu(tmp_path, scenes):
 
 # ---------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize('case', ['unknown_key', 'bad_value', 'no_scenes', 'bad_scene', 'missing_ckpt', 'unknown_config'])
-def test_cli_errors(tmp_path, scenes, case):
-    run = tmp_path / 'run'
-    args = ['--config-name', 'train_fb_flow_matching', *TINY, f'run_dir={run}', f'gen_data.data_dir={scenes}']
-    if case == 'unknown_key': args.append('model.sampler.methd=rk4'); want = ["unknown config key 'model.sampler.methd'"]
-    if case == 'bad_value': args.append('model.sampler.method=heun'); want = ["model.sampler.method is 'heun'"]
-    if case == 'no_scenes': args.append(f'gen_data.data_dir={tmp_path}/empty'); want = ['no .npz scene files in', 'maniflow-gen-scenes']
-    if case == 'bad_scene':
-        bad = tmp_path / 'bad'; bad.mkdir()
-        z = dict(np.load(next(Path(scenes).glob('*.npz')))); z['goal_image'] = z['goal_image'][:100]
-        np.savez(bad / 'scene_x.npz', **z)
-        args.append(f'gen_data.data_dir={bad}'); want = ['scene_x.npz', "key 'goal_image' has shape (100, 224), expected (224, 224)"]
-    if case == 'missing_ckpt': args.append('ckpt_path=/no/such/last.ckpt'); want = ['ckpt_path /no/such/last.ckpt does not exist']
-    if case == 'unknown_config': args[1] = 'train_nope'; want = ["no config named 'train_nope'"]
-    r = run_cli('generative_cli', *args)
-    assert_one_line_error(r, *want)
-    assert not run.exists()                                            # nothing written on bad input
+def error_args(case, tmp_path, scenes):
+    "CLI arguments for a bad-input case and the fragments its one-line error must contain."
+    args = ['--config-name', 'train_fb_flow_matching', *TINY, f'run_dir={tmp_path}/run', f'gen_data.data_dir={scenes}']
+    if case == 'unknown_key': return args + ['model.sampler.methd=rk4'], ["unknown config key 'model.sampler.methd'"]
+    if case == 'bad_value': return args + ['model.sampler.method=heun'], ["model.sampler.method is 'heun'"]
+    if case == 'bad_scheduler': return args + ['model.path.scheduler=sigmoid'], ["model.path.scheduler is 'sigmoid'"]
+    if case == 'no_scenes': return args + [f'gen_data.data_dir={tmp_path}/empty'], ['no .npz scene files in', 'maniflow-gen-scenes']
+    if case == 'missing_ckpt': return args + ['ckpt_path=/no/such/last.ckpt'], ['ckpt_path /no/such/last.ckpt does not exist']
+    if case == 'unknown_config': return ['--config-name', 'train_nope'], ["no config named 'train_nope'"]
+    bad = tmp_path / 'bad'; bad.mkdir()
+    z = dict(np.load(next(Path(scenes).glob('*.npz')))); z['goal_image'] = z['goal_image'][:100]
+    np.savez(bad / 'scene_x.npz', **z)
+    return args + [f'gen_data.data_dir={bad}'], ['scene_x.npz', "key 'goal_image' has shape (100, 224), expected (224, 224)"]
+
+def test_cli_bad_scene_file(tmp_path, scenes):
+    "In a real process: one line on stderr, exit code 2, no traceback, no run dir."
+    args, want = error_args('bad_scene', tmp_path, scenes)
+    assert_one_line_error(run_cli('generative_cli', *args), *want)
+    assert not (tmp_path / 'run').exists()
+
+@pytest.mark.parametrize('case', ['unknown_key', 'bad_value', 'bad_scheduler', 'no_scenes', 'missing_ckpt', 'unknown_config'])
+def test_cli_errors(tmp_path, scenes, case, capsys):
+    "The same checks in process for the other kinds of bad input (same code path as the console script)."
+    args, want = error_args(case, tmp_path, scenes)
+    with pytest.raises(SystemExit) as e: generative_cli(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error:') and all(w in err[0] for w in want), err
+    assert not (tmp_path / 'run').exists()                             # nothing written on bad input
 
 # ---------------------------------------------------------------- the papermill job notebook
 
-@pytest.mark.parametrize('config_name', ['train_fb_flow_matching', 'train_hf_diffusion'])
+@pytest.mark.parametrize('config_name', ['train_fb_flow_matching', pytest.param('train_hf_diffusion', marks=pytest.mark.slow)])
 def test_papermill_job(tmp_path, scenes, config_name):
     pm = pytest.importorskip('papermill')
     run = tmp_path / 'run'; run.mkdir()
