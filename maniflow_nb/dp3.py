@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SCHEDULERS', 'SinusoidalPosEmb', 'conv_block', 'CondResBlock1D', 'ConditionalUnet1D', 'make_scheduler', 'DP3Policy']
 
-# %% ../nbs/13_dp3.ipynb #e5b5b870
+# %% ../nbs/13_dp3.ipynb #4fda0078
 import math, copy
 import torch, torch.nn as nn, torch.nn.functional as F
 from omegaconf import OmegaConf, DictConfig
@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from .encoders import ObsEncoder
 from .data import LinearNormalizer
 
-# %% ../nbs/13_dp3.ipynb #bca84ffd
+# %% ../nbs/13_dp3.ipynb #a1caebfc
 class SinusoidalPosEmb(nn.Module):
     "Sinusoidal embedding of diffusion steps `(B,) -> (B,dim)`."
     def __init__(self, dim): super().__init__(); self.dim = dim
@@ -41,7 +41,7 @@ class CondResBlock1D(nn.Module):
         scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)   # (B,C_out,1) each
         return self.block2(scale * self.block1(x) + bias) + self.skip(x)
 
-# %% ../nbs/13_dp3.ipynb #cbbd68a0
+# %% ../nbs/13_dp3.ipynb #3acaef41
 class ConditionalUnet1D(nn.Module):
     "FiLM-conditioned 1-D UNet: `(sample (B,T,Da), timestep (B,)|scalar, global_cond (B,Dg)) -> (B,T,Da)`."
     def __init__(self, input_dim,                   # action size Da
@@ -80,7 +80,7 @@ class ConditionalUnet1D(nn.Module):
             x = up(r2(r1(x, cond), cond))
         return self.final(x)[..., :T].transpose(1, 2)   # (B,T,Da)
 
-# %% ../nbs/13_dp3.ipynb #3b53ce61
+# %% ../nbs/13_dp3.ipynb #fb2b26cf
 SCHEDULERS = {'ddim': DDIMScheduler, 'ddpm': DDPMScheduler}
 
 def make_scheduler(type='ddim',                        # 'ddim' or 'ddpm'
@@ -99,7 +99,7 @@ def make_scheduler(type='ddim',                        # 'ddim' or 'ddpm'
     else: kw.update(variance_type='fixed_small')
     return SCHEDULERS[type](**kw)
 
-# %% ../nbs/13_dp3.ipynb #76bc6694
+# %% ../nbs/13_dp3.ipynb #fd4a7b13
 def _plain(d):
     "A config group (DictConfig, dict or None) as a plain dict."
     return OmegaConf.to_container(d, resolve=True) if isinstance(d, DictConfig) else dict(d or {})

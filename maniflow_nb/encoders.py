@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['mlp', 'PointNetEncoder', 'MLPEncoder', 'ImageEncoder', 'ObsEncoder']
 
-# %% ../nbs/10_encoders.ipynb #ed4748ae
+# %% ../nbs/10_encoders.ipynb #e279d1e9
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 
-# %% ../nbs/10_encoders.ipynb #2ee1d287
+# %% ../nbs/10_encoders.ipynb #28494303
 def mlp(dims,                   # layer widths, input first: (3, 64, 128)
         use_layernorm=True,     # LayerNorm after every Linear
         final_act=True,         # activation (and norm) after the last layer too
@@ -23,7 +23,7 @@ def mlp(dims,                   # layer widths, input first: (3, 64, 128)
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
-# %% ../nbs/10_encoders.ipynb #67918c3c
+# %% ../nbs/10_encoders.ipynb #88d907b5
 class PointNetEncoder(nn.Module):
     "DP3's point encoder: per-point MLP, then max-pool to `(B,out_dim)` or keep per-point tokens `(B,P,out_dim)`."
     def __init__(self, in_channels=3,        # 3 for XYZ, 6 for XYZRGB
@@ -44,7 +44,7 @@ class PointNetEncoder(nn.Module):
         if self.pool == 'max': h = h.max(dim=-2).values  # (B,H)
         return self.proj(h)                              # (B,out_dim) or (B,P,out_dim)
 
-# %% ../nbs/10_encoders.ipynb #3126390b
+# %% ../nbs/10_encoders.ipynb #9690e63d
 class MLPEncoder(nn.Module):
     "MLP for low-dim state `(B,Ds) -> (B,out_dim)`: ReLU after each hidden layer, linear output."
     def __init__(self, in_dim,           # state size Ds
@@ -56,7 +56,7 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x): return self.net(x)  # (B,Ds) -> (B,out_dim)
 
-# %% ../nbs/10_encoders.ipynb #5d1e18ad
+# %% ../nbs/10_encoders.ipynb #7c4782cc
 class ImageEncoder(nn.Module):
     "Small CNN `(B,C,H,W) -> (B,out_dim)`: stride-2 Conv → GroupNorm → ReLU blocks, average pool, Linear."
     def __init__(self, in_channels=3,        # image channels
@@ -73,7 +73,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x): return self.net(x)  # (B,C,H,W) -> (B,out_dim)
 
-# %% ../nbs/10_encoders.ipynb #91969310
+# %% ../nbs/10_encoders.ipynb #8f4f75cd
 def _pc_channels(shape, use_pc_color):
     "Channels the point encoder sees for a stored point-cloud shape `(P,C)`."
     if use_pc_color and shape[-1] < 6: raise ValueError(f"use_pc_color=True but point_cloud shape is {list(shape)}, expected (P,6)")

@@ -7,21 +7,22 @@ __all__ = ['WORKSPACE', 'OBS_KEYS', 'VISUAL_KEYS', 'STORE_KEYS', 'metaworld_task
            'MetaWorldEnv', 'episode_seed', 'expert_episode', 'collect_demos', 'demos_cli', 'rollout', 'ExpertPolicy',
            'RandomPolicy', 'MetaWorldRunner', 'write_video']
 
-# %% ../nbs/04_envs.ipynb #be06829e
+# %% ../nbs/04_envs.ipynb #2854555a
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco is imported: headless rendering
-import sys, argparse, hashlib, warnings, multiprocessing as mp
+import argparse, atexit, hashlib, warnings, weakref, multiprocessing as mp
 from collections import deque
 from pathlib import Path
 import numpy as np, torch, mujoco, gymnasium as gym
 from gymnasium import spaces
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.policies import ENV_POLICY_MAP
-from .pointcloud import camera_intrinsics, pose_matrix, depth_to_points, crop_points, rgbd_to_point_cloud
+from .pointcloud import camera_intrinsics, pose_matrix, rgbd_to_point_cloud
 
-# %% ../nbs/04_envs.ipynb #3dfa8df9
+# %% ../nbs/04_envs.ipynb #a9b926a4
 def metaworld_tasks() -> list:
     "Names of the MetaWorld v3 tasks that have a scripted expert."
     return sorted(set(ALL_V3_ENVIRONMENTS) & set(ENV_POLICY_MAP))
@@ -32,7 +33,7 @@ def check_task(task:str) -> str:
         raise ValueError(f"unknown MetaWorld task '{task}'; valid tasks: {', '.join(metaworld_tasks())}")
     return task
 
-# %% ../nbs/04_envs.ipynb #a127293c
+# %% ../nbs/04_envs.ipynb #d3464cf0
 def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
                     model,  # mujoco.MjModel (clip planes from `vis.map` and `stat.extent`)
                    ) -> np.ndarray: # (H,W) float32 depth along the viewing axis, metres
@@ -41,7 +42,17 @@ def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
     near, far = model.vis.map.znear * ext, model.vis.map.zfar * ext
     return (near / (1 - zbuf * (1 - near / far))).astype(np.float32)
 
-# %% ../nbs/04_envs.ipynb #f8d39342
+# %% ../nbs/04_envs.ipynb #c34c180e
+_OPEN_CAMERAS = weakref.WeakSet()
+
+def _close_cameras():
+    "Free the OpenGL contexts still open at interpreter exit."
+    for cam in list(_OPEN_CAMERAS): cam.close()
+
+def _track(cam):
+    "Remember an open camera; (re-)register the exit hook so that it runs before MuJoCo's EGL teardown."
+    _OPEN_CAMERAS.add(cam); atexit.unregister(_close_cameras); atexit.register(_close_cameras)
+
 class Camera:
     "Offscreen RGB and metric depth from a fixed MuJoCo camera in one render pass (upright images)."
     def __init__(self, model,           # mujoco.MjModel
@@ -64,6 +75,7 @@ class Camera:
             for f in ('SHADOW', 'REFLECTION', 'SKYBOX'): self._scn.flags[getattr(mujoco.mjtRndFlag, f'mjRND_{f}')] = 0
         self._rect = mujoco.MjrRect(0, 0, width, height)
         self.K = camera_intrinsics(model.cam_fovy[self.id], width, height)  # (3,3)
+        _track(self)
 
     def cam2world(self, data) -> np.ndarray:
         "(4,4) camera pose (OpenGL axes), rolled by 180° when the camera is mounted upside down."
@@ -83,9 +95,9 @@ class Camera:
 
     def close(self):
         "Free the OpenGL context (do this explicitly: EGL teardown at interpreter exit is noisy)."
-        if self._gl is not None: self._con.free(); self._gl.free(); self._gl = None
+        if self._gl is not None: self._con.free(); self._gl.free(); self._gl = None; _OPEN_CAMERAS.discard(self)
 
-# %% ../nbs/04_envs.ipynb #6f493017
+# %% ../nbs/04_envs.ipynb #0104fcb7
 WORKSPACE = ((-0.5, 0.25, 0.005), (0.5, 0.95, 0.7))  # (lo, hi) xyz box in metres, MetaWorld world frame
 OBS_KEYS = ('full_state', 'agent_pos', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -116,7 +128,7 @@ class MetaWorldEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._mw.model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/04_envs.ipynb #c55aff1b
+# %% ../nbs/04_envs.ipynb #d18b06ac
 def _make_metaworld(task, max_steps, seed):
     "A MetaWorld env with the goal observable and a fresh, seeded scene at each reset."
     mw = ALL_V3_ENVIRONMENTS[task]()
@@ -133,7 +145,7 @@ def _obs_space(key, size, n_points, pc_color):
     shape = {'full_state': (39,), 'agent_pos': (9,), 'depth': (size, size), 'point_cloud': (n_points, 6 if pc_color else 3)}[key]
     return spaces.Box(-np.inf, np.inf, shape, np.float32)
 
-# %% ../nbs/04_envs.ipynb #6afab43c
+# %% ../nbs/04_envs.ipynb #547ffa81
 @patch
 def _observe(self:MetaWorldEnv, state):
     "Observation dict from MetaWorld's 39-d state (and a render when needed)."
@@ -185,7 +197,7 @@ def close(self:MetaWorldEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._mw.close()
 
-# %% ../nbs/04_envs.ipynb #45f6587e
+# %% ../nbs/04_envs.ipynb #868001c4
 STORE_KEYS = {'agent_pos': 'state'}   # observation key -> store key where they differ
 
 def episode_seed(seed:int, i:int, purpose:str='train') -> int:
@@ -206,7 +218,7 @@ def expert_episode(env:MetaWorldEnv, seed:int, # environment; scene seed
         if truncated or (first is not None and t - first >= post_success_steps): break
     return {k: np.stack([s[k] for s in steps]) for k in steps[0]}, first is not None
 
-# %% ../nbs/04_envs.ipynb #0192533f
+# %% ../nbs/04_envs.ipynb #9f7af7a5
 def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful episodes to collect
                   obs_keys=('full_state', 'agent_pos'), # observations to record (`agent_pos` is stored as `state`)
                   seed:int=0, progress:bool=True, # run seed; show a progress bar
@@ -228,7 +240,7 @@ def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful epi
     finally: env.close()
     return rb, failed
 
-# %% ../nbs/04_envs.ipynb #52b644ed
+# %% ../nbs/04_envs.ipynb #ca909ff4
 def _demos_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='maniflow-demos', description='Scripted-expert demonstrations as a Zarr store.')
     p.add_argument('--env', default='metaworld', choices=['metaworld'], help='simulator')
@@ -253,7 +265,6 @@ def _check_demo_args(a):
     check_task(a.task)
     for k in ('episodes', 'n_points', 'image_size', 'max_steps'):
         if getattr(a, k) < 1: raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(a, k)}")
-    if a.max_steps > 500: raise ValueError(f"--max-steps must be <= 500 (MetaWorld's limit), got {a.max_steps}")
     if Path(a.out).exists() and not a.overwrite: raise FileExistsError(f"{a.out} already exists (use --overwrite to replace it)")
 
 def demos_cli(argv=None):
@@ -270,7 +281,7 @@ def demos_cli(argv=None):
     print(f"wrote {rb.n_episodes} episodes ({rb.n_steps} steps, {failed} failed episodes skipped) "
           f"with keys {sorted(rb.keys())} to {a.out}")
 
-# %% ../nbs/04_envs.ipynb #e8ebadb2
+# %% ../nbs/04_envs.ipynb #0fa0aa7e
 def _env_key(spec) -> str:
     "Environment observation key that feeds a policy observation with this shape_meta entry."
     store_key = spec.get('store_key', None)
@@ -299,7 +310,7 @@ def _policy_obs(history, obs_meta, device) -> dict:
     "Stack a To-deque of env observations into policy inputs `{key: (1,To,...)}`."
     return {k: _to_policy(np.stack([o[e] for o in history])[None], typ, shape).to(device) for k, (e, typ, shape) in obs_meta.items()}
 
-# %% ../nbs/04_envs.ipynb #9e039353
+# %% ../nbs/04_envs.ipynb #8c014f75
 def _device(policy):
     "Device of a torch policy's parameters (CPU for anything else)."
     try: return next(policy.parameters()).device
@@ -322,7 +333,7 @@ def rollout(env:MetaWorldEnv, policy, obs_meta:dict, # environment; policy; poli
             if done := success or truncated: break
     return {'success': float(success), 'reward': reward, 'length': t, 'frames': frames}
 
-# %% ../nbs/04_envs.ipynb #46590e1c
+# %% ../nbs/04_envs.ipynb #f8513848
 class ExpertPolicy:
     "MetaWorld's scripted expert as a policy: the current expert action repeated for `Ta` steps."
     def __init__(self, task:str, n_action_steps:int=1, state_key:str='full_state'):
@@ -345,7 +356,7 @@ class RandomPolicy:
         a = np.stack([np.random.default_rng(s).uniform(-1, 1, (self.n_action_steps, self.action_dim)) for s in seeds])
         return {'action': torch.from_numpy(a).float(), 'action_pred': torch.from_numpy(a).float()}
 
-# %% ../nbs/04_envs.ipynb #cf663cc6
+# %% ../nbs/04_envs.ipynb #e70c43d1
 class MetaWorldRunner:
     "Evaluate a policy on a MetaWorld task: success rate per seed and overall (`test_mean_score`)."
     def __init__(self, task:str, shape_meta:dict,         # MetaWorld task; the policy's shape_meta (obs keys, store_keys)
@@ -363,21 +374,15 @@ class MetaWorldRunner:
 
     @classmethod
     def from_config(cls, cfg, output_dir=None, **overrides) -> 'MetaWorldRunner':
-        "Runner of a composed training config (`cfg.task.env_runner`, `cfg.n_obs_steps`, `cfg.n_action_steps`)."
-        r, sm = dict(cfg.task.env_runner), _to_dict(cfg.task.shape_meta)
+        "Runner of a composed training config, a DictConfig or plain dict (`task.env_runner`, `n_obs_steps`, `n_action_steps`)."
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
+        r = cfg.task.get('env_runner', {})
         kw = dict(n_obs_steps=cfg.n_obs_steps, n_action_steps=cfg.n_action_steps, max_steps=r.get('max_steps', 200),
                   n_episodes=r.get('n_episodes', 20), seeds=list(r.get('seeds', [0])), video=r.get('video', False),
                   n_procs=r.get('n_procs', 1), output_dir=output_dir)
-        return cls(cfg.task.name, sm, **{**kw, **overrides})
+        return cls(cfg.task.name, OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
 
-def _to_dict(x):
-    "Plain containers from an OmegaConf node (or a dict)."
-    try:
-        from omegaconf import OmegaConf
-        return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else x
-    except ImportError: return x
-
-# %% ../nbs/04_envs.ipynb #95dc2645
+# %% ../nbs/04_envs.ipynb #8b621bae
 @patch
 def _episodes(self:MetaWorldRunner) -> list:
     "(index, eval seed, episode index, video path or None) of every episode."

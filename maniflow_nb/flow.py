@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['NOISE_T', 'DATA_T', 'PATHS', 'TIME_SAMPLERS', 'ODE_METHODS', 'LOG_SQRT_2PI', 'SDE_MODES', 'make_path',
-           'check_convention', 'sample_path', 'sample_time', 'time_grid', 'euler_chain', 'ode_sample', 'flow_sde_std',
-           'flow_sde_mean', 'flow_sde_step', 'gaussian_log_prob', 'window_mask', 'sde_chain', 'flow_sde_log_prob']
+           'check_convention', 'randn_like_on', 'sample_path', 'sample_time', 'time_grid', 'euler_chain', 'ode_sample',
+           'flow_sde_std', 'flow_sde_mean', 'flow_sde_step', 'gaussian_log_prob', 'window_mask', 'sde_chain',
+           'flow_sde_log_prob']
 
-# %% ../nbs/11_flow.ipynb #8ce63c5e
+# %% ../nbs/11_flow.ipynb #3716ada1
 import math
 import torch
 from torch import Tensor
@@ -15,7 +16,7 @@ from flow_matching.path import AffineProbPath
 from flow_matching.path.scheduler import CondOTScheduler, CosineScheduler, VPScheduler, LinearVPScheduler
 from flow_matching.solver import ODESolver
 
-# %% ../nbs/11_flow.ipynb #77f90adf
+# %% ../nbs/11_flow.ipynb #dd1bcef0
 NOISE_T, DATA_T = 0.0, 1.0   # t at which x_t is pure noise / pure data
 
 PATHS = {'condot': CondOTScheduler, 'cosine': CosineScheduler, 'vp': VPScheduler, 'linear_vp': LinearVPScheduler}
@@ -31,7 +32,12 @@ def check_convention(path:AffineProbPath, tol:float=1e-2):
     assert abs(s0.alpha_t) < tol and abs(s0.sigma_t - 1) < tol, f"path is not noise at t={NOISE_T}"
     assert abs(s1.alpha_t - 1) < tol and abs(s1.sigma_t) < tol, f"path is not data at t={DATA_T}"
 
-# %% ../nbs/11_flow.ipynb #d58e824d
+# %% ../nbs/11_flow.ipynb #cf5b228c
+def randn_like_on(x:Tensor, generator=None) -> Tensor:
+    "Standard normal noise shaped like `x`, drawn on the generator's device, returned on `x`'s."
+    dev = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+
 def sample_path(path:AffineProbPath, # from `make_path`
                 x1:Tensor,           # data (B,...)
                 t:Tensor,            # times (B,)
@@ -39,11 +45,11 @@ def sample_path(path:AffineProbPath, # from `make_path`
                 generator=None,      # torch.Generator for the noise
                ) -> tuple:
     "`(x_t, dx_t, x0)`: a point on the path at `t` and the path's velocity there."
-    if x0 is None: x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+    if x0 is None: x0 = randn_like_on(x1, generator)
     s = path.sample(x_0=x0, x_1=x1, t=t)
     return s.x_t, s.dx_t, x0
 
-# %% ../nbs/11_flow.ipynb #b6d12728
+# %% ../nbs/11_flow.ipynb #63e167b6
 TIME_SAMPLERS = ('uniform', 'beta', 'logit_normal', 'discrete')
 
 def sample_time(n:int,                 # number of times
@@ -64,7 +70,7 @@ def sample_time(n:int,                 # number of times
     u = torch.rand(n, generator=generator, device=device)
     return u if mode == 'uniform' else beta_scale * (1 - (1 - u)**(1/beta_b))
 
-# %% ../nbs/11_flow.ipynb #d30ca95b
+# %% ../nbs/11_flow.ipynb #e367bfb8
 def time_grid(K:int, device=None) -> Tensor:
     "The K+1 grid times `t_i = i/K` (t_0 = 0 noise, t_K = 1 data)."
     if K < 1: raise ValueError(f"number of steps must be >= 1, got {K}")
@@ -81,7 +87,7 @@ def euler_chain(velocity,      # callable (x (B,...), t (B,), dt float) -> (B,..
         xs.append(x + velocity(x, ts[i].expand(x.shape[0]), dt) * dt)
     return torch.stack(xs, 1)
 
-# %% ../nbs/11_flow.ipynb #a6638cec
+# %% ../nbs/11_flow.ipynb #63c8a54a
 ODE_METHODS = ('euler', 'midpoint', 'rk4', 'dopri5')
 
 def ode_sample(velocity,         # callable (x, t (B,), dt) -> velocity
@@ -99,7 +105,7 @@ def ode_sample(velocity,         # callable (x, t (B,), dt) -> velocity
     return ODESolver(velocity_model=fn).sample(x_init=x0, step_size=step, method=method, atol=atol, rtol=rtol,
                                                time_grid=torch.tensor([NOISE_T, DATA_T]))
 
-# %% ../nbs/11_flow.ipynb #3d61aa95
+# %% ../nbs/11_flow.ipynb #f1c87464
 def flow_sde_std(t:Tensor, # grid times t_i (...)
                  dt:float, # step δ = 1/K
                  a:float,  # noise level
@@ -124,10 +130,10 @@ def flow_sde_step(x:Tensor, u:Tensor, t:Tensor, dt:float, a:float,
     "One stochastic step: `(x_next, mean, std)`; with `a = 0` exactly the Euler step."
     mean = flow_sde_mean(x, u, t, dt, a)
     std = flow_sde_std(t, dt, a).reshape(-1, *([1] * (x.dim() - 1))).expand_as(x)
-    if eps is None: eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if eps is None: eps = randn_like_on(x, generator)
     return mean + std*eps, mean, std
 
-# %% ../nbs/11_flow.ipynb #19bd3a39
+# %% ../nbs/11_flow.ipynb #d9ca0cc7
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 def gaussian_log_prob(x:Tensor, mean:Tensor, std:Tensor, # (B,T,Da)
@@ -152,7 +158,7 @@ def window_mask(horizon:int, n_obs_steps:int, n_action_steps:int, device=None) -
     m[n_obs_steps - 1 : n_obs_steps - 1 + n_action_steps] = True
     return m
 
-# %% ../nbs/11_flow.ipynb #5669ac1b
+# %% ../nbs/11_flow.ipynb #577e1cde
 SDE_MODES = ('single', 'joint')
 
 def _check_mode(mode):
@@ -190,7 +196,7 @@ def _step_lp(xn, mean, std, mask, j, i, mode):
     lp = gaussian_log_prob(xn, mean, std, mask)
     return lp if mode == 'joint' else lp * (j == i).to(lp)
 
-# %% ../nbs/11_flow.ipynb #32e26f58
+# %% ../nbs/11_flow.ipynb #ebdbaa2e
 def flow_sde_log_prob(velocity,         # callable (x, t (B,), dt) -> velocity; gradients flow through it
                       chain:Tensor,     # stored chain (B,K+1,T,Da)
                       step_index:Tensor,# (B,) the stochastic step (single mode; ignored in joint mode)

@@ -6,17 +6,18 @@
 __all__ = ['OBS_TYPES', 'farthest_point_sample', 'TokenObsEncoder', 'timestep_embedding', 'TimeEmbedder', 'modulate', 'DiTXBlock',
            'DiTX', 'ManiFlowPolicy', 'ema_update']
 
-# %% ../nbs/12_maniflow.ipynb #75a68dec
+# %% ../nbs/12_maniflow.ipynb #50bf6403
 import math, copy
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
 from .encoders import PointNetEncoder, MLPEncoder, ImageEncoder
 from .data import LinearNormalizer
-from .flow import (make_path, sample_path, sample_time, euler_chain, ode_sample, ODE_METHODS, TIME_SAMPLERS,
-                              sde_chain, flow_sde_log_prob, window_mask, PATHS)
+from .flow import (
+    make_path, sample_path, sample_time, euler_chain, ode_sample, ODE_METHODS, TIME_SAMPLERS, PATHS,
+    sde_chain, flow_sde_log_prob, window_mask)
 
-# %% ../nbs/12_maniflow.ipynb #0d0e7672
+# %% ../nbs/12_maniflow.ipynb #2d9d0683
 def farthest_point_sample(xyz:Tensor, # (N,P,3) points
                           k:int,      # points to keep
                          ) -> Tensor:
@@ -33,7 +34,7 @@ def farthest_point_sample(xyz:Tensor, # (N,P,3) points
         far = dist.argmax(-1)
     return idx
 
-# %% ../nbs/12_maniflow.ipynb #44894178
+# %% ../nbs/12_maniflow.ipynb #cdae1a1e
 def _channels_last(shape): return shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
 
 class TokenObsEncoder(nn.Module):
@@ -88,7 +89,7 @@ class TokenObsEncoder(nn.Module):
             out.append(self._tokens(k, x.reshape(B * To, *x.shape[2:])).reshape(B, -1, self.token_dim))
         return torch.cat(out, 1)
 
-# %% ../nbs/12_maniflow.ipynb #5ef7cde2
+# %% ../nbs/12_maniflow.ipynb #4d93c75f
 def timestep_embedding(t:Tensor, # (B,) times in [0,1]
                        dim:int, scale:float=1000.) -> Tensor:
     "Sinusoidal embedding (B,dim) of `scale·t`."
@@ -106,7 +107,7 @@ class TimeEmbedder(nn.Module):
 
 def modulate(x, shift, scale): return x * (1 + scale[:, None]) + shift[:, None]
 
-# %% ../nbs/12_maniflow.ipynb #f76e15fa
+# %% ../nbs/12_maniflow.ipynb #9b10c1dd
 class DiTXBlock(nn.Module):
     "adaLN-modulated self-attention over action tokens, cross-attention to obs tokens, and MLP."
     def __init__(self, dim:int, n_head:int, mlp_ratio:float=4.0, p_drop:float=0.0):
@@ -130,7 +131,7 @@ class DiTXBlock(nn.Module):
         x = x + m[5][:, None] * self.cross_attn(h, cond, cond, need_weights=False)[0]
         return x + m[8][:, None] * self.mlp(modulate(self.norms[2](x), m[6], m[7]))
 
-# %% ../nbs/12_maniflow.ipynb #f1035bb3
+# %% ../nbs/12_maniflow.ipynb #68fc9c87
 class DiTX(nn.Module):
     "Velocity network `(x (B,T,Da), t (B,), Δt (B,), obs tokens (B,N,Dc)) -> (B,T,Da)`."
     def __init__(self, action_dim:int, horizon:int, cond_dim:int, n_cond_tokens:int,
@@ -162,7 +163,7 @@ def _as_batch(v, B, like):
     v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
     return v.expand(B) if v.dim() == 0 else v
 
-# %% ../nbs/12_maniflow.ipynb #6ecd40aa
+# %% ../nbs/12_maniflow.ipynb #a8382640
 OBS_TYPES = {'point_cloud': 'point_cloud', 'rgb': 'rgb', 'state': 'low_dim'}
 
 def _check_obs_type(obs_type, shape_meta):
@@ -174,7 +175,7 @@ def _check_obs_type(obs_type, shape_meta):
     if want not in types or (obs_type == 'state' and types != {'low_dim'}):
         raise ValueError(f"policy.obs_type={obs_type!r} but task shape_meta.obs has types {sorted(types)}")
 
-# %% ../nbs/12_maniflow.ipynb #16cf816c
+# %% ../nbs/12_maniflow.ipynb #4bf69305
 class ManiFlowPolicy(nn.Module):
     "ManiFlow: DiT-X flow policy with consistency training; `compute_loss`, `predict_action`, `sample_actions`."
     def __init__(self, shape_meta, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -189,6 +190,7 @@ class ManiFlowPolicy(nn.Module):
                  denoise_timesteps:int=10,             # grid of the consistency term's t
                  flow_batch_ratio:float=0.75,          # share of the batch in the flow term (rest: consistency)
                  consistency_weight:float=1.0,         # weight of the consistency term
+                 sample_seed:int=0,                    # seed of predict_action's initial noise (None: global RNG)
                  add_value_head:bool=False, value_hidden:int=256, # value head for RL
                  name:str='maniflow', obs_type:str=None): # config bookkeeping; obs_type is checked against shape_meta
         super().__init__()
@@ -198,7 +200,7 @@ class ManiFlowPolicy(nn.Module):
         self.action_dim = int(math.prod(shape_meta['action']['shape']))
         self.path_name, self.path, self.time_sampler, self.sampler = path, make_path(path), time_sampler, sampler
         self.num_inference_steps, self.denoise_timesteps = num_inference_steps, denoise_timesteps
-        self.flow_batch_ratio, self.consistency_weight = flow_batch_ratio, consistency_weight
+        self.flow_batch_ratio, self.consistency_weight, self.sample_seed = flow_batch_ratio, consistency_weight, sample_seed
         self.obs_encoder = TokenObsEncoder(shape_meta, n_obs_steps, token_dim, n_point_tokens, pointnet_hidden,
                                            state_hidden, img_channels, use_pc_color)
         self.model = DiTX(self.action_dim, horizon, token_dim, self.obs_encoder.n_tokens, n_layer, n_head, n_emb,
@@ -223,7 +225,7 @@ class ManiFlowPolicy(nn.Module):
         self.normalizer.load_state_dict(normalizer.state_dict())
         self.normalizer.to(self.device)
 
-# %% ../nbs/12_maniflow.ipynb #f7e4983d
+# %% ../nbs/12_maniflow.ipynb #a26a0b36
 @patch
 def _normalize_obs(self:ManiFlowPolicy, obs:dict) -> dict:
     "Normalize each obs key the normalizer knows (uint8 images first scaled to [0,1]); others pass through."
@@ -233,7 +235,7 @@ def _normalize_obs(self:ManiFlowPolicy, obs:dict) -> dict:
 @patch
 def encode_obs(self:ManiFlowPolicy, obs:dict) -> Tensor:
     "Raw obs `{key: (B,To,...)}` -> observation tokens `(B,N,token_dim)`."
-    return self.obs_encoder({k: v.to(self.device) for k, v in self._normalize_obs(obs).items()})
+    return self.obs_encoder(self._normalize_obs({k: v.to(self.device) for k, v in obs.items()}))
 
 @patch
 def velocity_fn(self:ManiFlowPolicy, cond:Tensor, net=None):
@@ -244,7 +246,7 @@ def velocity_fn(self:ManiFlowPolicy, cond:Tensor, net=None):
         return net(x, t, dt, c)
     return velocity
 
-# %% ../nbs/12_maniflow.ipynb #c701e9ad
+# %% ../nbs/12_maniflow.ipynb #e041cea4
 @patch
 def _teacher(self:ManiFlowPolicy, ema_model):
     "The consistency teacher: the EMA copy's network, or the online network when EMA is off."
@@ -298,7 +300,7 @@ def _check_action(self:ManiFlowPolicy, a:Tensor):
     if a.dim() != 3 or a.shape[1:] != (self.horizon, self.action_dim):
         raise ValueError(f"action has shape {tuple(a.shape)}, expected (B, {self.horizon}, {self.action_dim}) from horizon and shape_meta")
 
-# %% ../nbs/12_maniflow.ipynb #554c422e
+# %% ../nbs/12_maniflow.ipynb #22605829
 @patch
 def _noise(self:ManiFlowPolicy, B, generator):
     return torch.randn((B, self.horizon, self.action_dim), generator=generator, device=generator.device if generator else self.device)
@@ -317,12 +319,13 @@ def predict_action(self:ManiFlowPolicy, obs:dict,     # raw {key: (B,To,...)}
                    num_steps:int=None, # overrides `num_inference_steps`
                   ) -> dict:
     "`{'action': (B,Ta,Da), 'action_pred': (B,T,Da)}`, unnormalized, by the configured ODE sampler."
+    if generator is None and self.sample_seed is not None: generator = torch.Generator(self.device).manual_seed(self.sample_seed)
     cond = self.encode_obs(obs)
     x0 = self._noise(cond.shape[0], generator).to(self.device)
     x1 = ode_sample(self.velocity_fn(cond), x0, self.sampler, num_steps or self.num_inference_steps)
     return self._outputs(x1)
 
-# %% ../nbs/12_maniflow.ipynb #ee43bc2e
+# %% ../nbs/12_maniflow.ipynb #9316a6c7
 @patch
 def value(self:ManiFlowPolicy, obs:dict=None, cond:Tensor=None) -> Tensor:
     "Value (B,) from the value head on the detached mean obs token; gradients reach only the head."
@@ -357,7 +360,7 @@ def chain_log_prob(self:ManiFlowPolicy, obs:dict, chain:Tensor, step_index:Tenso
     return flow_sde_log_prob(self.velocity_fn(self.encode_obs(obs)), chain.to(self.device), step_index.to(self.device),
                              noise_level, mode, W)
 
-# %% ../nbs/12_maniflow.ipynb #312b9489
+# %% ../nbs/12_maniflow.ipynb #7d1fce51
 def ema_update(ema:nn.Module, model:nn.Module, step:int, max_decay:float=0.9999):
     "diffusion_policy's warm-up EMA rule: decay = min(1 − (1+step)^−0.75, max_decay)."
     d = min(1 - (1 + step) ** -0.75, max_decay)

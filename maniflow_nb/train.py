@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['train', 'train_cli', 'main', 'check_job_parameters', 'override_list', 'job_config', 'evaluate_checkpoint']
 
-# %% ../nbs/21a_train.ipynb #97e6d5d2
+# %% ../nbs/21a_train.ipynb #beed7d07
 import sys
 from pathlib import Path
 from fastcore.script import anno_parser, Param
 from .config import compose_config, ConfigError
 
-# %% ../nbs/21a_train.ipynb #5faada53
+# %% ../nbs/21a_train.ipynb #c03e06da
 def train(cfg) -> dict:
     "Train a composed config with the trainer it names; returns the best checkpoint path and score."
     if cfg.trainer.name == 'legacy':
@@ -26,10 +26,15 @@ def train(cfg) -> dict:
 def train_cli(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides, e.g. training.num_epochs=10 trainer=legacy', str, nargs='*', opt=False)=None):
     "Train a policy: `maniflow-train --config-name NAME [key=value ...]`."
-    from maniflow_nb.data import DataError
     try: return train(compose_config(config_name, overrides or []))
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except Exception as e:
+        if not _user_error(e): raise
         print(f'maniflow-train: {e}', file=sys.stderr); sys.exit(2)
+
+def _user_error(e:Exception) -> bool:
+    "Errors about the config or the data that deserve one line, not a traceback (data's `DataError` included)."
+    return isinstance(e, (ConfigError, FileNotFoundError)) or type(e).__name__ == 'DataError'
+
 
 def _hydra_spelling(argv:list) -> list:
     "Accept Hydra's `--config-name NAME` / `--config-name=NAME` (and `-cn`) for `--config_name`."
@@ -37,15 +42,15 @@ def _hydra_spelling(argv:list) -> list:
             ('--config_name' if a == '-cn' else a) for a in argv]
 
 def main(argv=None):
-    "Console entry point `maniflow-train`."
+    "Console entry point `maniflow-train` (returns None: the console script exits with `sys.exit(main())`)."
     args = anno_parser(train_cli, prog='maniflow-train').parse_args(_hydra_spelling(sys.argv[1:] if argv is None else argv))
     train_cli(args.config_name, args.overrides)
 
-# %% ../nbs/21a_train.ipynb #989343d5
+# %% ../nbs/21a_train.ipynb #e2a875b0
 #| eval: false
 if __name__ == '__main__': main()
 
-# %% ../nbs/21a_train.ipynb #105a6974
+# %% ../nbs/21a_train.ipynb #11d48d6d
 _IPYTHON_NAMES = {'In', 'Out', 'get_ipython', 'exit', 'quit', 'open'}
 
 def check_job_parameters(ns:dict,   # the notebook's globals after the parameters cells
@@ -85,7 +90,7 @@ def job_config(config_name:str, overrides:list, run_dir:str='', synthetic_data:b
         cfg = compose_config(config_name, ov + [f'task.dataset_path={store.absolute()}'])
     return cfg
 
-# %% ../nbs/21a_train.ipynb #5ee1a969
+# %% ../nbs/21a_train.ipynb #4d494b7f
 def evaluate_checkpoint(cfg, path) -> dict:
     "Roll out the policy of checkpoint `path` with `cfg`'s env runner; writes `run_dir/eval.json`."
     import json

@@ -9,7 +9,7 @@ __all__ = ['LEGACY_FORMAT', 'LIGHTNING_MODEL_PREFIX', 'LIGHTNING_EMA_PREFIX', 'e
            'MetricsCSV', 'Loggers', 'make_datasets', 'to_device', 'pick_device', 'Preempted', 'TrainWorkspace',
            'read_checkpoint', 'load_policy_from_checkpoint', 'run_dir_of', 'evaluate_checkpoint', 'eval_cli']
 
-# %% ../nbs/20_workspace.ipynb #420dd43e
+# %% ../nbs/20_workspace.ipynb #8b55d26a
 import os, copy, math, random, signal, sys, json, csv, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -21,7 +21,7 @@ from .data import SequenceDataset, LinearNormalizer, collate_batch
 from .config import (to_plain, atomic_path, save_config, load_config, seed_everything,
                                 set_deterministic, in_batch_job, compose_config, ConfigError)
 
-# %% ../nbs/20_workspace.ipynb #a00e2663
+# %% ../nbs/20_workspace.ipynb #f1989b2b
 def ema_decay(step:int,              # optimizer steps taken before this update
               max_decay:float=0.9999, # upper bound (cfg.training.ema_decay)
               power:float=0.75,       # warm-up exponent
@@ -34,7 +34,7 @@ def ema_decay(step:int,              # optimizer steps taken before this update
     if s <= 0: return 0.0
     return max(min_decay, min(1 - (1 + s / inv_gamma) ** -power, max_decay))
 
-# %% ../nbs/20_workspace.ipynb #52829bfd
+# %% ../nbs/20_workspace.ipynb #e81e2c22
 from torch.nn.modules.batchnorm import _BatchNorm
 
 class EMAModel:
@@ -66,7 +66,7 @@ class EMAModel:
         self.averaged_model.load_state_dict(d['model'])
         self.optimization_step, self.decay = int(d['step']), float(d['decay'])
 
-# %% ../nbs/20_workspace.ipynb #a5f62c04
+# %% ../nbs/20_workspace.ipynb #2c44f61c
 def make_optimizer(cfg, policy:nn.Module) -> torch.optim.AdamW:
     "AdamW over the policy's trainable parameters (normalizer excluded), settings from `cfg.training`."
     tr = cfg.training
@@ -94,7 +94,7 @@ def make_scheduler(cfg, optimizer, total_steps:int) -> torch.optim.lr_scheduler.
     fn = lambda s: lr_factor(s, tr.lr_warmup_steps, total_steps, tr.lr_scheduler)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
-# %% ../nbs/20_workspace.ipynb #45447fef
+# %% ../nbs/20_workspace.ipynb #db8e372b
 def make_policy(cfg, normalizer=None) -> nn.Module:
     "Instantiate `cfg.policy` with shapes and timeline from `cfg`; set its normalizer if given."
     policy = hydra.utils.instantiate(cfg.policy, shape_meta=to_plain(cfg.task.shape_meta), horizon=cfg.horizon,
@@ -111,7 +111,7 @@ def _obs_features(nobs:dict) -> torch.Tensor:
         feats.append(x.flatten(2))
     return torch.cat(feats, -1).flatten(1)
 
-# %% ../nbs/20_workspace.ipynb #43323e13
+# %% ../nbs/20_workspace.ipynb #5e64b16a
 class MLPPolicy(nn.Module):
     "A tiny policy following the policy contract, for fast trainer tests."
     def __init__(self, shape_meta:dict, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -150,7 +150,7 @@ class MLPPolicy(nn.Module):
         start = self.n_obs_steps - 1
         return {'action': pred[:, start:start + self.n_action_steps], 'action_pred': pred}
 
-# %% ../nbs/20_workspace.ipynb #0d09d085
+# %% ../nbs/20_workspace.ipynb #316e8e92
 def rng_state() -> dict:
     "Python, NumPy, torch (and CUDA) RNG states as plain lists and tensors."
     v, st, gauss = random.getstate()
@@ -176,7 +176,7 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint without unpickling objects."
     return torch.load(path, map_location=map_location, weights_only=True)
 
-# %% ../nbs/20_workspace.ipynb #aa08521a
+# %% ../nbs/20_workspace.ipynb #61f063f6
 class EpochSampler(torch.utils.data.Sampler):
     "Seeded per-epoch permutation that can start part-way through an epoch."
     def __init__(self, n:int, seed:int=0, shuffle:bool=True):
@@ -189,7 +189,7 @@ class EpochSampler(torch.utils.data.Sampler):
         idx = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         return iter(idx[self.start:].tolist())
 
-# %% ../nbs/20_workspace.ipynb #10e522b9
+# %% ../nbs/20_workspace.ipynb #5e3570ad
 class TopK:
     "Bookkeeping of the k best checkpoints by a monitored metric."
     def __init__(self, monitor:str='val_loss', mode:str='min', k:int=1):
@@ -221,7 +221,7 @@ class TopK:
     def state_dict(self): return {'monitor': self.monitor, 'mode': self.mode, 'k': self.k, 'best': dict(self.best)}
     def load_state_dict(self, d): self.monitor, self.mode, self.k, self.best = d['monitor'], d['mode'], d['k'], dict(d['best'])
 
-# %% ../nbs/20_workspace.ipynb #f9532f0a
+# %% ../nbs/20_workspace.ipynb #365e0704
 LEGACY_FORMAT = 'maniflow_nb.legacy/1'
 LIGHTNING_MODEL_PREFIX, LIGHTNING_EMA_PREFIX = 'policy.', 'ema_model.'
 
@@ -251,7 +251,7 @@ def lightning_to_legacy(ckpt:dict) -> dict:
             'optimizer': opt[0], 'scheduler': sch[0], 'rng': extra.get('rng'), 'loop': loop,
             'topk': extra.get('topk'), 'config': (ckpt.get('hyper_parameters') or {}).get('cfg')}
 
-# %% ../nbs/20_workspace.ipynb #cee32cb1
+# %% ../nbs/20_workspace.ipynb #afb1a3ff
 class MetricsCSV:
     "`metrics.csv` with columns that grow as new metrics appear."
     def __init__(self, path):
@@ -266,7 +266,8 @@ class MetricsCSV:
     def truncate(self, global_step:int):
         "Drop rows logged after `global_step`."
         n = len(self.rows)
-        self.rows = [r for r in self.rows if int(float(r['global_step'])) <= global_step]
+        step = lambda r: int(float(r.get('global_step') or r.get('step') or 0))    # Lightning's CSV says `step`
+        self.rows = [r for r in self.rows if step(r) <= global_step]
         if len(self.rows) != n: self._rewrite()
 
     def log(self, row:dict):
@@ -275,7 +276,7 @@ class MetricsCSV:
         if new or not self.path.exists(): return self._rewrite()
         with self.path.open('a', newline='') as f: csv.DictWriter(f, self.cols).writerow(row)
 
-# %% ../nbs/20_workspace.ipynb #99c11ca8
+# %% ../nbs/20_workspace.ipynb #b8648333
 class Loggers:
     "CSV always; TensorBoard and wandb as `cfg.logger` says."
     def __init__(self, cfg, run_dir:Path, global_step:int=0):
@@ -307,7 +308,7 @@ def _wandb_run(cfg, run_dir:Path):
     return wandb.init(project=w.project, group=w.get('group'), mode=w.mode, dir=str(run_dir), id=rid,
                       resume='allow', name=cfg.name, config=to_plain(cfg))
 
-# %% ../nbs/20_workspace.ipynb #89e866ed
+# %% ../nbs/20_workspace.ipynb #63cdb49d
 def make_datasets(cfg):
     "Training and validation `SequenceDataset`s from `cfg.task`."
     d = cfg.task.dataset
@@ -330,7 +331,7 @@ def _every(epoch:int, n) -> bool: return bool(n) and n > 0 and (epoch + 1) % n =
 
 class Preempted(Exception): "The job was asked to stop; `latest.ckpt` holds the position."
 
-# %% ../nbs/20_workspace.ipynb #92412096
+# %% ../nbs/20_workspace.ipynb #84de0885
 class TrainWorkspace:
     "The legacy training loop: run dir, policy, EMA, optimizer, schedule and data of one run."
     def __init__(self, cfg:DictConfig, # composed config (see `compose_config`)
@@ -356,7 +357,7 @@ class TrainWorkspace:
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
 
-# %% ../nbs/20_workspace.ipynb #c7514e73
+# %% ../nbs/20_workspace.ipynb #db34d869
 @patch
 def state_dict(self:TrainWorkspace) -> dict:
     "The run's complete state as a checkpoint dict."
@@ -380,7 +381,7 @@ def load_state_dict(self:TrainWorkspace, ck:dict):
     self.loss_sum, self.loss_count = loop.get('loss_sum', 0.0), loop.get('loss_count', 0)
     if ck.get('rng'): set_rng_state(ck['rng'])
 
-# %% ../nbs/20_workspace.ipynb #50f239fa
+# %% ../nbs/20_workspace.ipynb #411f8c72
 @patch
 def resume(self:TrainWorkspace) -> Path|None:
     "Load the checkpoint to resume from, if any; returns its path."
@@ -409,7 +410,7 @@ def train_loader(self:TrainWorkspace):
                                        num_workers=tr.num_workers, generator=torch.Generator(), collate_fn=collate_batch,
                                        pin_memory=self.device.type == 'cuda')
 
-# %% ../nbs/20_workspace.ipynb #cef65eac
+# %% ../nbs/20_workspace.ipynb #68f371f4
 @patch
 def optimizer_step(self:TrainWorkspace):
     "Clip, step the optimizer, the LR schedule and the EMA."
@@ -448,7 +449,7 @@ def maybe_save_mid_epoch(self:TrainWorkspace):
     if self.stop_requested or (every > 0 and self.global_step % every == 0): self.save()
     if self.stop_requested: raise Preempted()
 
-# %% ../nbs/20_workspace.ipynb #ca0d838a
+# %% ../nbs/20_workspace.ipynb #a4b655e3
 @patch
 def eval_policy(self:TrainWorkspace) -> nn.Module:
     "The policy used for validation and sampling: the EMA copy when `use_ema`."
@@ -511,7 +512,7 @@ def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
         if keep: names.insert(0, name)
     self.save(names)
 
-# %% ../nbs/20_workspace.ipynb #cff0d88d
+# %% ../nbs/20_workspace.ipynb #9418b420
 @patch
 def run(self:TrainWorkspace) -> dict:
     "Train for `training.num_epochs` epochs, resuming where a previous run stopped."
@@ -547,7 +548,7 @@ def _on_stop_signals(handler) -> dict:
 def _restore_signals(old:dict):
     for s, h in old.items(): signal.signal(s, h)
 
-# %% ../nbs/20_workspace.ipynb #dd04c368
+# %% ../nbs/20_workspace.ipynb #82d1a696
 def read_checkpoint(path) -> dict:
     "A checkpoint as a legacy dict, whichever trainer wrote it; clear errors for missing or foreign files."
     path = Path(path)
@@ -571,7 +572,7 @@ def load_policy_from_checkpoint(path,                 # legacy or Lightning chec
     policy.cfg = cfg
     return policy.to(map_location).eval()
 
-# %% ../nbs/20_workspace.ipynb #cb091a57
+# %% ../nbs/20_workspace.ipynb #ed1594ab
 from fastcore.script import anno_parser, store_true
 
 def _parse_seeds(s:str) -> list:

@@ -56,6 +56,8 @@ def test_encoder_shapes():
     assert PointNetEncoder(in_channels=6)(torch.randn(3, 50, 6)).shape == (3, 64)
     assert MLPEncoder(9)(torch.randn(3, 9)).shape == (3, 64)
     assert ImageEncoder(out_dim=10)(torch.rand(3, 3, 40, 40)).shape == (3, 10)
+    rgb = ObsEncoder({'obs': {'img': {'shape': [3, 40, 40], 'type': 'rgb'}}}, img_dim=10)
+    assert rgb({'img': torch.rand(3, TO, 3, 40, 40)}).shape == (3, TO * 10)
     oe = ObsEncoder(meta())
     assert oe(random_batch(3)['obs']).shape == (3, TO * 128) == (3, oe.output_dim(TO))
 
@@ -152,6 +154,15 @@ def test_golden_init_is_seeded():
     g = torch.load(GOLDEN, weights_only=True)
     new = make_golden()
     torch.testing.assert_close(new['action_pred'], g['action_pred'], atol=ATOL, rtol=RTOL)
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    b = random_batch(); p = fitted(tiny(), b)
+    pg = copy.deepcopy(p).cuda()
+    out = pg.predict_action({k: v.cuda() for k, v in b['obs'].items()})['action_pred'].cpu()
+    torch.testing.assert_close(out, p.predict_action(b['obs'])['action_pred'], atol=1e-3, rtol=1e-3)
+    loss, _ = pg.compute_loss({'obs': {k: v.cuda() for k, v in b['obs'].items()}, 'action': b['action'].cuda()})
+    assert loss.device.type == 'cuda' and torch.isfinite(loss)
 
 # --- config -------------------------------------------------------------------------------------------------------
 def instantiate(overrides=()):

@@ -39,8 +39,6 @@ def test_demos_cli_writes_successful_episodes(tmp_path):
 @pytest.mark.parametrize('args,expected', [
     (['--task', 'nope-v3'], "unknown MetaWorld task 'nope-v3'; valid tasks:"),
     (['--task', 'reach-v3', '--episodes', '0'], '--episodes must be >= 1, got 0'),
-    (['--task', 'reach-v3', '--max-steps', '900'], '--max-steps must be <= 500'),
-    (['--env', 'robosuite'], "invalid choice: 'robosuite'"),
 ])
 def test_demos_cli_bad_input(tmp_path, args, expected):
     out = tmp_path / 'x.zarr'
@@ -70,3 +68,12 @@ def test_runner_parallel_matches_sequential(tmp_path):
     (seq, a), (par, b) = run(expert, 1, n_action_steps=1), run(expert, 2, n_action_steps=1)
     assert a == b
     assert par['test_mean_score'] == 1.0 and par['success_seed0'] == par['success_seed1'] == 1.0
+
+
+def test_open_camera_exits_quietly():
+    code = ("from maniflow_nb.envs import MetaWorldEnv\n"
+            "env = MetaWorldEnv('reach-v3', obs_keys=('point_cloud',), n_points=32); env.reset(seed=0); print('done')")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       env={**os.environ, 'MUJOCO_GL': 'egl', 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0 and r.stdout.strip() == 'done'
+    assert 'Exception ignored' not in r.stderr and 'EGLError' not in r.stderr, r.stderr[-500:]

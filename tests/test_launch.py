@@ -1,0 +1,131 @@
+"""maniflow_nb.launch end to end: a 2-process gloo DDP step through the real Lightning path compared with one process
+on the global batch, the rendered sbatch templates, and `maniflow-slurm` on bad input."""
+import os, sys, math, socket, subprocess
+from pathlib import Path
+import pytest, torch
+import pytorch_lightning as pl
+
+from maniflow_nb.config import compose_config
+from maniflow_nb.data import make_synthetic_store
+from maniflow_nb.launch import configure_launch, finish_launch, launch_callbacks, render_sbatch, DEFAULT_SETUP
+from maniflow_nb.lightning import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+PER_RANK_BATCH, WORLD = 4, 2
+OVERRIDES = ['policy=mlp', 'policy.dropout=0', 'trainer.accelerator=cpu', 'training.num_epochs=1', 'training.max_train_steps=1',
+             'training.max_val_steps=1', 'training.lr_warmup_steps=0', 'training.sample_every=0', 'logger.tensorboard=false']
+
+def _cfg(store, run_dir, batch_size):
+    return compose_config('maniflow_state_metaworld', OVERRIDES + [f'task.dataset_path={store}', f'run_dir={run_dir}',
+                                                                    f'training.batch_size={batch_size}'])
+
+class Record(pl.Callback):
+    "Keeps this rank's sampler shard and the gradients the optimizer steps with (after DDP's all-reduce)."
+    def on_train_start(self, trainer, pl_module): self.indices = list(trainer.train_dataloader.sampler)
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.grads = {n: p.grad.detach().clone() for n, p in pl_module.policy.named_parameters() if p.grad is not None}
+
+def _run(cfg):
+    rec = Record()
+    res = fit(cfg, callbacks=[*launch_callbacks(cfg, env={}), rec])
+    m = res['module']
+    out = {'params': {k: v.clone() for k, v in m.policy.state_dict().items()},
+           'ema': {k: v.clone() for k, v in m.ema_model.state_dict().items()}, 'grads': rec.grads, 'indices': rec.indices,
+           'step': res['global_step'], 'world': res['trainer'].world_size}
+    finish_launch()
+    out['pg_alive_after'] = torch.distributed.is_initialized()
+    return out
+
+def _worker(rank, port, store, root):
+    "One torchrun-like process: the environment says rank/world, `configure_launch` turns it into Lightning DDP over gloo."
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD), GROUP_RANK='0',
+                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), OMP_NUM_THREADS='1')
+    torch.set_num_threads(1)
+    cfg = configure_launch(_cfg(store, Path(root)/f'run_rank{rank}', PER_RANK_BATCH), cuda_count=0)
+    assert (cfg.trainer.devices, cfg.trainer.strategy) == (WORLD, 'ddp')
+    torch.save(_run(cfg), Path(root)/f'out{rank}.pt')
+
+def _free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+@pytest.fixture(scope='module')
+def ddp_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ddp')
+    store = root/'s.zarr'
+    make_synthetic_store(store, n_episodes=4, episode_len=20)
+    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(store), str(root)), nprocs=WORLD, join=True)
+    ranks = [torch.load(root/f'out{r}.pt', weights_only=False) for r in range(WORLD)]
+    single = _run(configure_launch(_cfg(store, root/'run_single', PER_RANK_BATCH * WORLD), env={}, cuda_count=0, quiet=True))
+    return root, ranks, single
+
+def test_ddp_ranks_agree(ddp_runs):
+    root, (r0, r1), single = ddp_runs
+    assert r0['world'] == r1['world'] == WORLD and single['world'] == 1
+    assert r0['step'] == r1['step'] == 1
+    for k in r0['params']: assert torch.equal(r0['params'][k], r1['params'][k]), k      # bitwise: same all-reduced grads
+    for k in r0['ema']: assert torch.equal(r0['ema'][k], r1['ema'][k]), k
+    assert not r0['pg_alive_after'] and not r1['pg_alive_after']                      # process group destroyed
+
+def test_ddp_step_equals_single_process_global_batch(ddp_runs):
+    "DDP's averaged gradient is the gradient of the mean loss over the concatenated global batch (float32 sums in another order: rtol 1e-5)."
+    root, (r0, r1), single = ddp_runs
+    assert r0['grads'].keys() == single['grads'].keys() and len(single['grads']) > 0
+    for k, g in single['grads'].items():
+        torch.testing.assert_close(r0['grads'][k], g, rtol=1e-5, atol=1e-7)
+    # After one AdamW step the update is ~lr*sign(grad): elements whose gradient is ~0 may flip sign with the summation order.
+    for k, p in single['params'].items():
+        g = single['grads'].get(f'{k}')
+        mask = g.abs() > 1e-6 if g is not None else torch.ones_like(p, dtype=torch.bool)
+        torch.testing.assert_close(r0['params'][k][mask], p[mask], rtol=0, atol=1e-6)
+    moved = sum((single['params'][k] - r0['params'][k]).abs().max().item() for k in single['params'])
+    assert moved < 1e-5
+
+def test_sampler_shards_disjoint(ddp_runs):
+    root, (r0, r1), single = ddp_runs
+    n = len(single['indices'])
+    assert len(r0['indices']) == len(r1['indices']) == math.ceil(n / WORLD)
+    assert set(r0['indices']) | set(r1['indices']) == set(range(n))
+    assert len(set(r0['indices']) & set(r1['indices'])) == WORLD * math.ceil(n / WORLD) - n     # only the padding repeats
+    assert sorted(r0['indices'][:PER_RANK_BATCH] + r1['indices'][:PER_RANK_BATCH]) == sorted(single['indices'][:PER_RANK_BATCH * WORLD])
+
+def test_only_rank0_writes(ddp_runs):
+    root = ddp_runs[0]
+    assert (root/'run_rank0'/'config.yaml').exists() and (root/'run_rank0'/'checkpoints'/'last.ckpt').exists()
+    assert not [p for p in (root/'run_rank1').rglob('*') if p.is_file()]
+
+# --- sbatch templates and the CLI ---
+TEMPLATES = {'single_gpu.sbatch': dict(gpus=1, run_dir='runs/single'),
+             'ddp.sbatch': dict(gpus=4, run_dir='runs/ddp'),
+             'array.sbatch': dict(gpus=1, array='0-3', run_dir='runs/sweep')}
+
+@pytest.mark.parametrize('name', sorted(TEMPLATES))
+def test_slurm_templates_in_sync(name):
+    "slurm/*.sbatch are the rendered templates (regenerate: python -c 'from tests.test_launch import write_templates; write_templates()')."
+    assert (ROOT/'slurm'/name).read_text() == render_sbatch('maniflow_pointcloud_metaworld', ['training.num_epochs=100'], **TEMPLATES[name])
+
+def write_templates():
+    for name, kw in TEMPLATES.items():
+        (ROOT/'slurm'/name).write_text(render_sbatch('maniflow_pointcloud_metaworld', ['training.num_epochs=100'], **kw))
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, '-m', 'maniflow_nb.launch', *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=120)
+
+def test_cli_renders_job(tmp_path):
+    r = _cli('--config-name', 'maniflow_state_metaworld', '--nodes', '1', '--gpus', '4', '--array', '0-3',
+             '--run_dir', str(tmp_path/'sweep'), 'training.num_epochs=2', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    script = (tmp_path/'sweep'/'job.sbatch').read_text()
+    assert r.stdout.strip() == str(tmp_path/'sweep'/'job.sbatch')
+    assert '#SBATCH --array=0-3' in script and '#SBATCH --ntasks-per-node=4' in script and f'cd {tmp_path}' in script
+    assert sorted(p.name for p in (tmp_path/'sweep'/'params').iterdir()) == [f'task_{i}.yaml' for i in range(4)]
+
+@pytest.mark.parametrize('args,expect', [
+    (['--config-name', 'maniflow_state_metaworld', 'training.batchsize=3'], 'batchsize'),
+    (['--config-name', 'no_such_config'], 'no_such_config'),
+    (['--config-name', 'maniflow_state_metaworld', '--array', '0-x'], "--array '0-x'"),
+    (['--config-name', 'maniflow_state_metaworld', '--array', '0-1', '--sweep', 'missing.yaml'], 'missing.yaml')])
+def test_cli_bad_input(tmp_path, args, expect):
+    r = _cli(*args, '--run_dir', str(tmp_path/'job'), cwd=tmp_path)
+    assert r.returncode == 2 and expect in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/'job').exists()
