@@ -4,13 +4,13 @@
 
 # %% auto #0
 __all__ = ['MODES', 'ACCELERATORS', 'LAUNCH_DEFAULTS', 'SBATCH_TEMPLATE', 'DEFAULT_SETUP', 'LaunchInfo', 'first_host',
-           'slurm_tasks_per_node', 'in_slurm_step', 'detect_launch', 'resolve_launch', 'in_notebook',
-           'effective_batch_size', 'trainer_settings', 'launch_config', 'launch_summary', 'configure_launch',
-           'open_dict', 'slurm_job_id', 'requeue_job', 'RequeueOnSignal', 'launch_callbacks', 'finish_launch',
-           'rank_output', 'papermill_main', 'ddp_overrides', 'array_size', 'render_sbatch', 'array_params', 'write_job',
-           'slurm_job', 'slurm_cli']
+           'slurm_tasks_per_node', 'in_slurm_step', 'detect_launch', 'resolve_launch', 'ExternalDDPStrategy',
+           'in_notebook', 'effective_batch_size', 'trainer_settings', 'launch_config', 'launch_summary',
+           'configure_launch', 'open_dict', 'slurm_job_id', 'requeue_job', 'RequeueOnSignal', 'launch_callbacks',
+           'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_size', 'render_sbatch',
+           'array_params', 'write_job', 'slurm_job', 'slurm_cli']
 
-# %% ../nbs/22_launch.ipynb #4817549e
+# %% ../nbs/22_launch.ipynb #7c0e95eb
 import os, re, sys, shlex, signal, subprocess
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, DictConfig
 from fastcore.script import anno_parser, Param
 from .config import ConfigError, atomic_path
 
-# %% ../nbs/22_launch.ipynb #cf0b8491
+# %% ../nbs/22_launch.ipynb #322bfe7c
 @dataclass(frozen=True)
 class LaunchInfo:
     "How training runs: the mode, who started the processes, and this process's place among them."
@@ -47,7 +47,7 @@ def first_host(nodelist:str) -> str:
     if not m: return ''
     return m.group(1) + (re.split(r'[-,]', m.group(2))[0] if m.group(2) else '')
 
-# %% ../nbs/22_launch.ipynb #e1536730
+# %% ../nbs/22_launch.ipynb #560fb1d8
 def slurm_tasks_per_node(env:dict) -> int:
     "Tasks on this node of a SLURM step (`SLURM_STEP_TASKS_PER_NODE` or `SLURM_TASKS_PER_NODE`, e.g. `4(x2)`)."
     v = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE') or env.get('SLURM_NTASKS', '1')
@@ -78,7 +78,7 @@ def detect_launch(env:dict,      # environment variables (os.environ)
     if cuda_count > 1: return LaunchInfo('distributed', 'spawn', cuda_count, devices=cuda_count)
     return LaunchInfo('single', 'none')
 
-# %% ../nbs/22_launch.ipynb #24e13e3e
+# %% ../nbs/22_launch.ipynb #d401e926
 MODES, ACCELERATORS = ('auto', 'single', 'distributed'), ('auto', 'cpu', 'gpu', 'cuda')
 
 def _check_choice(key:str, value, choices):
@@ -93,7 +93,7 @@ def _requested_size(world_size, accelerator:str, cuda_count:int) -> int:
         raise ConfigError(f"launch.world_size is {world_size!r}, expected a positive integer or 'auto'")
     return world_size
 
-# %% ../nbs/22_launch.ipynb #9ffa37a2
+# %% ../nbs/22_launch.ipynb #1adaa4cf
 def _no_gpu_error(): return ConfigError("No CUDA devices available in distributed mode: set trainer.accelerator=cpu for gloo "
                                         "or run on a GPU node (or launch.train_mode=single)")
 
@@ -133,7 +133,20 @@ def resolve_launch(mode:str='auto',         # launch.train_mode: auto | single |
         return LaunchInfo('distributed', 'spawn', n, devices=n) if n > 1 else LaunchInfo('single', 'none')
     return found if mode == 'auto' else LaunchInfo('single', 'none')
 
-# %% ../nbs/22_launch.ipynb #2ca48ab9
+# %% ../nbs/22_launch.ipynb #81e9a949
+from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
+
+class ExternalDDPStrategy(DDPStrategy):
+    "DDP over processes started outside Lightning (torchrun, srun), usable inside a notebook: no launcher."
+    def _configure_launcher(self):
+        if not self.cluster_environment.creates_processes_externally:
+            raise ConfigError("trainer.strategy=ddp_external needs processes started by torchrun or srun; use ddp or ddp_notebook")
+        self._launcher = None
+
+if 'ddp_external' not in StrategyRegistry:
+    StrategyRegistry.register('ddp_external', ExternalDDPStrategy, description='DDP over externally started processes (notebooks under srun/torchrun)')
+
+# %% ../nbs/22_launch.ipynb #4570c39a
 LAUNCH_DEFAULTS = {'train_mode': 'auto', 'world_size': 'auto'}
 
 def in_notebook() -> bool:
@@ -150,10 +163,10 @@ def trainer_settings(info:LaunchInfo, accelerator:str, strategy:str='auto', note
     acc = 'gpu' if accelerator == 'cuda' else accelerator
     if info.mode == 'single': return {'devices': 1, 'num_nodes': 1, 'strategy': 'auto', 'accelerator': acc}
     ddp = strategy if str(strategy).startswith('ddp') else 'ddp'
-    if notebook and not info.external: ddp = 'ddp_notebook'
+    if notebook: ddp = 'ddp_external' if info.external else 'ddp_notebook'
     return {'devices': info.devices, 'num_nodes': info.num_nodes, 'strategy': ddp, 'accelerator': acc}
 
-# %% ../nbs/22_launch.ipynb #01425d4c
+# %% ../nbs/22_launch.ipynb #a03b7c69
 def launch_config(cfg) -> dict:
     "`cfg.launch` with defaults filled in (a config without a `launch` group gets `auto`)."
     got = OmegaConf.to_container(cfg.launch) if 'launch' in cfg and cfg.launch is not None else {}
@@ -185,7 +198,7 @@ def open_dict(cfg):
     from omegaconf import open_dict as od
     return od(cfg)
 
-# %% ../nbs/22_launch.ipynb #6c1a8db9
+# %% ../nbs/22_launch.ipynb #3fb17368
 import pytorch_lightning as pl
 
 def slurm_job_id(env:dict) -> str|None:
@@ -201,7 +214,7 @@ def requeue_job(env:dict|None=None) -> bool:
     if r.returncode: print(f'requeue of job {jid} failed: {r.stderr.strip()}', file=sys.stderr)
     return r.returncode == 0
 
-# %% ../nbs/22_launch.ipynb #89b9f86d
+# %% ../nbs/22_launch.ipynb #5e3eae28
 class RequeueOnSignal(pl.Callback):
     "On `sig` (SIGUSR1): at the next batch end, on all ranks, write `ckpt_dir/last.ckpt`, requeue the SLURM job, stop."
     def __init__(self, ckpt_dir,              # where `last.ckpt` goes (the run dir's `checkpoints/`)
@@ -227,7 +240,7 @@ class RequeueOnSignal(pl.Callback):
     def teardown(self, trainer, pl_module, stage=None):
         if self._prev is not None: signal.signal(self.sig, self._prev); self._prev = None
 
-# %% ../nbs/22_launch.ipynb #247aa46a
+# %% ../nbs/22_launch.ipynb #e2e8d810
 def launch_callbacks(cfg, env:dict|None=None) -> list:
     "Callbacks the launch adds to `fit`: SIGUSR1 -> checkpoint -> requeue (requeue only inside SLURM)."
     env = os.environ if env is None else env
@@ -238,7 +251,7 @@ def finish_launch():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/22_launch.ipynb #34283821
+# %% ../nbs/22_launch.ipynb #25fff10a
 def rank_output(out:str, env:dict) -> str:
     "The executed notebook's path for this rank: `out` on rank 0, `/dev/null` on the others."
     rank = _int(env, 'RANK', _int(env, 'SLURM_PROCID', 0)) if ('RANK' in env or in_slurm_step(env)) else 0
@@ -251,7 +264,7 @@ def papermill_main(argv:list):
     from papermill.cli import papermill
     papermill.main(args=argv, prog_name='papermill')
 
-# %% ../nbs/22_launch.ipynb #881221ef
+# %% ../nbs/22_launch.ipynb #7431742c
 SBATCH_TEMPLATE = '''#!/bin/bash
 #SBATCH --job-name={job_name}
 #SBATCH --nodes={nodes}
@@ -274,7 +287,7 @@ trap 'echo "batch script: SIGUSR1 (the training checkpoints and requeues)"' USR1
 {run_dir_lines}
 mkdir -p "$RUN_DIR"
 echo "job $SLURM_JOB_ID restart ${{SLURM_RESTART_COUNT:-0}} on $(hostname): run dir $RUN_DIR"
-srun --kill-on-bad-exit=1 {python} -m maniflow_nb.launch papermill nbs/train.ipynb "$RUN_DIR/train.ipynb" {params}
+srun --kill-on-bad-exit=1 {python} -m maniflow_nb.launch papermill {notebook} "$RUN_DIR/train.ipynb" {params}
 status=$?
 echo "srun exited with $status"
 exit $status
@@ -283,7 +296,7 @@ exit $status
 DEFAULT_SETUP = ('# module load cuda/12.4                      # EDIT: modules\n'
                  '# source /path/to/maniflow_nb/.venv/bin/activate   # EDIT: virtual environment')
 
-# %% ../nbs/22_launch.ipynb #42fa6420
+# %% ../nbs/22_launch.ipynb #9fb59d3a
 def _quoted_list(items:list) -> str:
     "A YAML flow list in single shell quotes (`-p overrides '[...]'`)."
     bad = [o for o in items if "'" in o or '"' in o]
@@ -291,10 +304,8 @@ def _quoted_list(items:list) -> str:
     return "'[" + ', '.join(f'"{o}"' for o in items) + "]'"
 
 def ddp_overrides(nodes:int, tasks_per_node:int, gpus:int) -> list:
-    "Trainer overrides a job's shape implies (also what `configure_launch` derives from SLURM's variables)."
-    ov = [] if gpus else ['trainer.accelerator=cpu']
-    if nodes * tasks_per_node > 1: ov += [f'trainer.devices={tasks_per_node}', f'trainer.num_nodes={nodes}', 'trainer.strategy=ddp']
-    return ov
+    "Trainer overrides a job's shape implies: CPU jobs need `accelerator=cpu`; devices, nodes, strategy come from `configure_launch`."
+    return [] if gpus else ['trainer.accelerator=cpu']
 
 def array_size(array:str) -> int:
     "Number of tasks of an sbatch `--array` spec (`0-3`, `0,2,5`, `0-7%2`)."
@@ -306,10 +317,11 @@ def array_size(array:str) -> int:
         n += len(range(a, b + 1, s))
     return n
 
-# %% ../nbs/22_launch.ipynb #4c783a80
+# %% ../nbs/22_launch.ipynb #08ed48eb
 def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, tasks_per_node:int|None=None, array:str|None=None,
                   run_dir:str='', job_name:str='', time:str='04:00:00', partition:str='', cpus_per_task:int=8,
-                  setup:str=DEFAULT_SETUP, workdir:str='"$SLURM_SUBMIT_DIR"', python:str='python', synthetic_data:bool=False) -> str:
+                  setup:str=DEFAULT_SETUP, workdir:str='"$SLURM_SUBMIT_DIR"', python:str='python', synthetic_data:bool=False,
+                  notebook:str='nbs/train.ipynb') -> str:
     "The sbatch script of a single, DDP (`nodes × tasks_per_node` > 1) or array (`array`) training job."
     tpn = tasks_per_node or max(gpus, 1)
     job_name = job_name or config_name
@@ -326,7 +338,7 @@ def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, t
         gpu_line=f'#SBATCH --gpus-per-node={gpus}\n' if gpus else '',
         partition_line=f'#SBATCH --partition={partition}\n' if partition else '#SBATCH --partition=CHANGE_ME   # EDIT: your partition\n',
         array_line=f'#SBATCH --array={array}\n' if array else '', kind=kind, setup=setup, workdir=workdir,
-        log=f'{run_root}/slurm-%A_%a.out' if array else f'{run_root}/slurm-%j.out', run_dir_lines=rd, python=python, params=params)
+        log=f'{run_root}/slurm-%A_%a.out' if array else f'{run_root}/slurm-%j.out', run_dir_lines=rd, python=python, params=params, notebook=notebook)
 
 def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, synthetic_data:bool=False) -> list:
     "Papermill parameters of each array task: the common overrides plus the task's (`sweep[i]`, else `training.seed=i`)."
@@ -334,7 +346,7 @@ def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, s
     per = sweep if sweep is not None else [[f'training.seed={i}'] for i in range(n)]
     return [{'config_name': config_name, 'overrides': list(overrides) + list(p), 'synthetic_data': synthetic_data} for p in per]
 
-# %% ../nbs/22_launch.ipynb #0a36ca7a
+# %% ../nbs/22_launch.ipynb #bfed2d25
 def _load_sweep(path) -> list:
     "A sweep file: a YAML list with one list of overrides per array task."
     import yaml
@@ -367,7 +379,7 @@ def _ids(part:str) -> range:
     m = re.fullmatch(r'(\d+)(?:-(\d+))?(?::(\d+))?', part.strip())
     return range(int(m[1]), int(m[2] or m[1]) + 1, int(m[3] or 1))
 
-# %% ../nbs/22_launch.ipynb #2c0227e8
+# %% ../nbs/22_launch.ipynb #839ea7d5
 def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides for every task, e.g. training.num_epochs=100', str, nargs='*', opt=False)=None,
               nodes:int=1,              # nodes
@@ -383,11 +395,12 @@ def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level confi
               setup:str=DEFAULT_SETUP,  # shell lines before the run (modules, venv)
               python:str='python',      # the Python that has maniflow_nb installed
               synthetic_data:bool=False, # train on a tiny synthetic store (smoke test; single-task jobs only)
+              notebook:str='nbs/train.ipynb', # the job notebook papermill executes
               submit:bool=False):       # run sbatch on the rendered script
     "Render (and with `--submit`, submit) an sbatch training job for a config."
     path = write_job(config_name, overrides or [], array, sweep, run_dir, job_name, nodes=nodes, gpus=gpus, tasks_per_node=tasks_per_node,
                      time=time, partition=partition, cpus_per_task=cpus_per_task, setup=setup, workdir=str(Path.cwd()),
-                     python=python, synthetic_data=synthetic_data)
+                     python=python, synthetic_data=synthetic_data, notebook=notebook)
     print(path)
     if submit:
         r = subprocess.run(['sbatch', '--parsable', str(path)], capture_output=True, text=True)
@@ -405,7 +418,7 @@ def slurm_cli(argv=None):
     except (ConfigError, FileNotFoundError) as e:
         print(f'maniflow-slurm: {e}', file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/22_launch.ipynb #5ee539ef
+# %% ../nbs/22_launch.ipynb #b8894f13
 #| eval: false
 if __name__ == '__main__':
     if sys.argv[1:2] == ['papermill']: papermill_main(sys.argv[2:])

@@ -6,9 +6,11 @@
 __all__ = ['TWOROUTES_WAYPOINTS', 'TWOROUTES_META', 'PPO_DEFAULTS', 'TwoRoutesEnv', 'tworoutes_expert', 'tworoutes_demos',
            'tworoutes_config', 'bc_pretrain', 'ObsWindow', 'execute_chunk', 'collect_rollout', 'compute_gae',
            'loss_mask', 'policy_loss', 'value_loss', 'explained_variance', 'check_noise_level', 'split_params',
-           'PPOTrainer', 'evaluate_success']
+           'PPOTrainer', 'evaluate_success', 'ppo_loop', 'MetaWorldVecEnv', 'load_pretrained', 'rl_checkpoint',
+           'check_rl_config', 'debug_config', 'ppo_settings', 'tworoutes_pretrained', 'make_env', 'run_rl',
+           'evaluate_rl', 'rl_cli']
 
-# %% ../nbs/30_rl.ipynb #d08c3cf6
+# %% ../nbs/30_rl.ipynb #b112986a
 import os, sys, copy, json, math, time, datetime
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -21,7 +23,7 @@ from .flow import flow_sde_log_prob, window_mask
 from .workspace import (EMAModel, lr_factor, make_policy, read_checkpoint, save_checkpoint, load_checkpoint,
                                    MetricsCSV, pick_device, rng_state)
 
-# %% ../nbs/30_rl.ipynb #439a1b4b
+# %% ../nbs/30_rl.ipynb #8f507e1f
 class TwoRoutesEnv:
     "N point masses in [-1,1]²: start (0,-0.8), goal disc (0,0.8), a blocking box, a pit on the right route."
     start, goal, goal_radius, step_size, box = (0., -0.8), (0., 0.8), 0.12, 0.08, 0.3
@@ -42,7 +44,7 @@ class TwoRoutesEnv:
     def in_pit(self, p): return (p[:, 0] > self.box) & (p[:, 1].abs() < self.box)
     def at_goal(self, p): return (p - torch.tensor(self.goal)).norm(dim=1) < self.goal_radius
 
-# %% ../nbs/30_rl.ipynb #91828e5d
+# %% ../nbs/30_rl.ipynb #83c4feb1
 @patch
 def step(self:TwoRoutesEnv, action:Tensor, # (N,2), clamped to [-1,1]
                     active:Tensor=None,               # (N,) bool: which envs move (default: those not done)
@@ -59,7 +61,7 @@ def step(self:TwoRoutesEnv, action:Tensor, # (N,2), clamped to [-1,1]
     self.done = self.done | done
     return {self.obs_key: self.p.clone()}, success.float(), done, success
 
-# %% ../nbs/30_rl.ipynb #67e52791
+# %% ../nbs/30_rl.ipynb #119ee320
 TWOROUTES_WAYPOINTS = torch.tensor([[[-0.55, -0.45], [-0.55, 0.45], [0., 0.8]],
                                     [[0.55, -0.45], [0.55, 0.45], [0., 0.8]]])   # (route, waypoint, xy)
 
@@ -90,7 +92,7 @@ def tworoutes_demos(n_episodes:int=600, seed:int=0, # episodes; seed of routes, 
     for i in range(n_episodes): rb.add_episode({'state': S[i, M[i]].numpy(), 'action': A[i, M[i]].numpy()})
     return rb
 
-# %% ../nbs/30_rl.ipynb #ff370c38
+# %% ../nbs/30_rl.ipynb #39faa042
 TWOROUTES_META = {'obs': {'agent_pos': {'shape': [2], 'type': 'low_dim', 'store_key': 'state'}}, 'action': {'shape': [2]}}
 
 def tworoutes_config(**policy_kw) -> dict:
@@ -118,7 +120,7 @@ def bc_pretrain(policy:nn.Module, dataset:SequenceDataset,
     policy.load_state_dict(ema.averaged_model.state_dict())
     return policy.eval()
 
-# %% ../nbs/30_rl.ipynb #93ec8a14
+# %% ../nbs/30_rl.ipynb #3c011824
 class ObsWindow:
     "The last `To` observations of N envs: `.obs` is `{key: (N,To,...)}` (the first one repeated after a reset)."
     def __init__(self, obs:dict, n_obs_steps:int):
@@ -130,27 +132,27 @@ class ObsWindow:
             w = torch.cat([self.obs[k][:, 1:], v[:, None].to(self.obs[k])], 1)
             self.obs[k] = torch.where(active.reshape(-1, *([1] * (w.dim() - 1))), w, self.obs[k])
 
-# %% ../nbs/30_rl.ipynb #c97c0f46
+# %% ../nbs/30_rl.ipynb #b98aa542
 def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), already clamped
                   done:Tensor) -> tuple:                  # (N,) bool, sticky
-    "`(reward (N,), done (N,), success (N,), sub-steps executed)` of one chunk."
-    R, success, n = torch.zeros(len(done)), torch.zeros(len(done), dtype=torch.bool), 0
+    "`(reward (N,), done (N,), success (N,), executed sub-steps (N,))` of one chunk."
+    R, success, n = torch.zeros(len(done)), torch.zeros(len(done), dtype=torch.bool), torch.zeros(len(done), dtype=torch.long)
     for i in range(actions.shape[1]):
         active = ~done
         if not active.any(): break
         obs, r, d, s = env.step(actions[:, i], active)
         R, success = R + r.float() * active, success | (s & active)
-        done, n = done | (d & active), n + int(active.sum())
+        done, n = done | (d & active), n + active.long()
         window.push(obs, active)
     return R, done, success, n
 
-# %% ../nbs/30_rl.ipynb #f2d67d29
+# %% ../nbs/30_rl.ipynb #68c6a554
 def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
                     noise_level:float=0.5, mode:str='single', # flow_sde noise level and mode
                     generator=None, seed:int=None) -> dict:    # sampling generator; env reset seed
     "A rollout `{obs: {k: (S,N,To,...)}, chain (S,N,K+1,T,Da), step_index, log_prob, values (S+1,N), rewards (S,N), dones (S+1,N), ...}`."
     window, done = ObsWindow(env.reset(seed), policy.n_obs_steps), torch.zeros(env.num_envs, dtype=torch.bool)
-    keys, buf, success, n_env_steps = ('obs', 'chain', 'step_index', 'log_prob', 'values', 'rewards', 'dones'), None, done.clone(), 0
+    keys, success, length = ('obs', 'chain', 'step_index', 'log_prob', 'values', 'rewards', 'dones'), done.clone(), torch.zeros(env.num_envs, dtype=torch.long)
     buf = {k: [] for k in keys}
     for _ in range(num_steps):
         if done.all(): break
@@ -158,13 +160,13 @@ def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
         for k, v in (('obs', {k: v.clone() for k, v in window.obs.items()}), ('chain', out['chain']), ('step_index', out['step_index']),
                      ('log_prob', out['log_prob']), ('values', out['value']), ('dones', done.clone())): buf[k].append(v)
         R, done, s, n = execute_chunk(env, window, out['action'].clamp(-1, 1).cpu(), done)
-        buf['rewards'].append(R); success, n_env_steps = success | s, n_env_steps + n
+        buf['rewards'].append(R); success, length = success | s, length + n
     with torch.no_grad(): buf['values'].append(policy.value(window.obs))
     buf['dones'].append(done.clone())
     ro = {k: (torch.stack([x.cpu() for x in v]) if k != 'obs' else {o: torch.stack([x[o] for x in v]) for o in v[0]}) for k, v in buf.items()}
-    return ro | {'success': success, 'env_steps': n_env_steps}
+    return ro | {'success': success, 'lengths': length, 'env_steps': int(length.sum())}
 
-# %% ../nbs/30_rl.ipynb #2d02b2bd
+# %% ../nbs/30_rl.ipynb #cb87711d
 def compute_gae(rewards:Tensor, # (S,N) chunk rewards
                 values:Tensor,  # (S+1,N) values, the last one the bootstrap
                 dones:Tensor,   # (S+1,N) done before each call (last row: after the last call)
@@ -180,7 +182,7 @@ def loss_mask(dones:Tensor) -> Tensor: # (S+1,N) done before each call
     "(S,N) bool: valid calls, those with no done before or at their start."
     return dones[:-1].long().cumsum(0) == 0
 
-# %% ../nbs/30_rl.ipynb #00780702
+# %% ../nbs/30_rl.ipynb #159dc12f
 def policy_loss(logp:Tensor, old_logp:Tensor, adv:Tensor, # (M,) new / old log-probs, advantages
                 clip_range:float=0.2) -> tuple:
     "`(loss, stats)` of the clipped PPO surrogate."
@@ -203,7 +205,7 @@ def explained_variance(pred:Tensor, target:Tensor) -> float:
     var = target.var()
     return float('nan') if var == 0 else (1 - (target - pred).var() / var).item()
 
-# %% ../nbs/30_rl.ipynb #81357bc9
+# %% ../nbs/30_rl.ipynb #7ef64171
 PPO_DEFAULTS = dict(noise_level=0.5, noise_mode='single', learning_rate=1e-4, critic_lr_ratio=10.0, clip_range=0.2,
                     value_clip_range=0.2, vf_coef=0.5, batch_size=256, update_epochs=4, max_grad_norm=1.0, target_kl=None,
                     gamma=0.99, gae_lambda=0.95, weight_decay=0.0)
@@ -218,7 +220,7 @@ def split_params(policy:nn.Module) -> tuple:
     named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad and not n.startswith('normalizer.')]
     return [p for n, p in named if not n.startswith('value_head.')], [p for n, p in named if n.startswith('value_head.')]
 
-# %% ../nbs/30_rl.ipynb #d84ea8a1
+# %% ../nbs/30_rl.ipynb #9731d75c
 class PPOTrainer:
     "PPO for a flow policy with `flow_sde` log-probs and a value head; settings as in `PPO_DEFAULTS`."
     def __init__(self, policy:nn.Module, **kw):
@@ -236,7 +238,7 @@ class PPOTrainer:
         "`collect_rollout` with this trainer's noise settings."
         return collect_rollout(self.policy, env, num_steps, self.cfg['noise_level'], self.cfg['noise_mode'], generator, seed)
 
-# %% ../nbs/30_rl.ipynb #03920bc5
+# %% ../nbs/30_rl.ipynb #ba5f4c8b
 def _flatten_valid(ro:dict, adv:Tensor, ret:Tensor) -> dict:
     "The valid calls of a rollout as flat tensors (M,...), with normalized advantages."
     m = loss_mask(ro['dones'])
@@ -273,7 +275,7 @@ def _ppo_step(self:PPOTrainer, mb:dict, train_actor:bool) -> dict:
     self.critic_opt.step()
     return st
 
-# %% ../nbs/30_rl.ipynb #73b80adf
+# %% ../nbs/30_rl.ipynb #7822f1e1
 @patch
 def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
             train_actor:bool=True,             # False: critic warm-up (the actor does not move)
@@ -293,18 +295,272 @@ def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
     out = _mean_stats(rows) | {'first_ratio_dev': first, 'epochs': epoch + 1, 'n_valid': M}
     return out | {'explained_variance': explained_variance(d['values'], d['returns'])}
 
-# %% ../nbs/30_rl.ipynb #211c4660
+# %% ../nbs/30_rl.ipynb #dde7005c
 @torch.no_grad()
 def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
-    "Success rate, mean episode reward and length of one deterministic episode per env."
+    "Success rate, mean episode reward and length of one deterministic (Euler) episode per env."
     window, done, g = ObsWindow(env.reset(seed), policy.n_obs_steps), torch.zeros(env.num_envs, dtype=torch.bool), torch.Generator().manual_seed(seed)
-    ret, succ, length = torch.zeros(env.num_envs), torch.zeros(env.num_envs, dtype=torch.bool), torch.zeros(env.num_envs)
+    ret, succ, length = torch.zeros(env.num_envs), done.clone(), torch.zeros(env.num_envs)
     for _ in range(max_calls):
         if done.all(): break
         act = policy.sample_actions(window.obs, 'ode', generator=g)['action'].clamp(-1, 1).cpu()
-        before = done.clone()
-        for i in range(act.shape[1]):
-            length += (~done).float()
-            R, done, s, _ = execute_chunk(env, window, act[:, i:i+1], done)
-            ret, succ = ret + R, succ | s
+        R, done, s, n = execute_chunk(env, window, act, done)
+        ret, succ, length = ret + R, succ | s, length + n
     return {'success_rate': succ.float().mean().item(), 'episode_reward': ret.mean().item(), 'episode_length': length.mean().item()}
+
+# %% ../nbs/30_rl.ipynb #704fe7e1
+def ppo_loop(trainer:PPOTrainer, env, total_timesteps:int, # trainer; vectorized env; env-step budget
+             num_steps:int,                 # policy calls per env and iteration
+             critic_warmup_iters:int=2,     # first iterations: critic only
+             seed:int=0, start_iteration:int=0, start_steps:int=0, generator=None,
+             log_fn=None, on_iteration=None, max_iterations:int=None) -> dict:
+    "Run PPO iterations; returns the last metrics row."
+    g = generator or torch.Generator().manual_seed(seed)
+    it, steps, row = start_iteration, start_steps, {}
+    while steps < total_timesteps and (max_iterations is None or it < max_iterations):
+        t0 = time.time()
+        ro = trainer.rollout(env, num_steps, g, seed=seed * 100_003 + it)
+        t1 = time.time()
+        st = trainer.update(ro, train_actor=it >= critic_warmup_iters, generator=g)
+        steps += ro['env_steps']
+        row = _iteration_row(it, steps, ro, st, t1 - t0, time.time() - t1)
+        if log_fn: log_fn(row)
+        it += 1
+        if on_iteration: on_iteration(it, steps, row)
+    return row
+
+def _iteration_row(it, steps, ro, st, t_roll, t_upd) -> dict:
+    "The metrics of one iteration."
+    ep_reward = (ro['rewards'] * loss_mask(ro['dones'])).sum(0)
+    return {'global_step': steps, 'iteration': it, 'env_steps': steps, 'success_rate': ro['success'].float().mean().item(),
+            'episode_reward': ep_reward.mean().item(), 'episode_length': ro['lengths'].float().mean().item(),
+            **{k: v for k, v in st.items()}, 'fps': ro['env_steps'] / max(t_roll + t_upd, 1e-9),
+            'rollout_time': t_roll, 'update_time': t_upd}
+
+# %% ../nbs/30_rl.ipynb #1b28413e
+def _policy_tensor(x:np.ndarray, typ:str, shape) -> Tensor:
+    "A batch of env observations (N,...) as the policy reads it (rgb to (N,3,H,W) in [0,1], clouds cut to shape[1] channels)."
+    t = torch.from_numpy(np.asarray(x))
+    if typ == 'rgb': return t.permute(0, 3, 1, 2).float().div_(255)
+    return (t[..., :shape[1]] if typ == 'point_cloud' else t).float()
+
+class MetaWorldVecEnv:
+    "N MetaWorld envs with the vectorized-env interface of this notebook."
+    def __init__(self, task:str, shape_meta:dict, num_envs:int, max_steps:int=200,
+                 reward:str='success',   # 'success' (1 at success) or 'dense' (MetaWorld's shaped reward)
+                 n_procs:int=1):         # > 1: gymnasium AsyncVectorEnv (spawn)
+        from maniflow_nb.envs import MetaWorldEnv, _obs_meta, _env_kwargs
+        if reward not in ('success', 'dense'): raise ConfigError(f"task.env_runner.reward is {reward!r}, expected 'success' or 'dense'")
+        self.num_envs, self.reward, self.obs_meta = num_envs, reward, _obs_meta(shape_meta)
+        kw = dict(_env_kwargs(self.obs_meta), max_steps=max_steps)
+        if n_procs > 1:
+            import gymnasium as gym, functools
+            self.vec = gym.vector.AsyncVectorEnv([functools.partial(MetaWorldEnv, task, **kw)] * num_envs, context='spawn')
+            self.envs = None
+        else: self.vec, self.envs = None, [MetaWorldEnv(task, **kw) for _ in range(num_envs)]
+
+    def _obs(self, obs_list) -> dict:
+        return {k: _policy_tensor(np.stack([o[e] for o in obs_list]), typ, shape) for k, (e, typ, shape) in self.obs_meta.items()}
+
+    def close(self):
+        if self.vec is not None: self.vec.close()
+        for e in self.envs or []: e.close()
+
+# %% ../nbs/30_rl.ipynb #a4ebfeee
+def _vec_obs_list(obs:dict, n:int) -> list: return [{k: v[i] for k, v in obs.items()} for i in range(n)]
+
+@patch
+def reset(self:MetaWorldVecEnv, seed:int=None) -> dict:
+    "Reset every env (env i with seed `seed*1000+i`)."
+    seeds = [None if seed is None else seed * 1000 + i for i in range(self.num_envs)]
+    if self.vec is not None:
+        obs, _ = self.vec.reset(seed=seeds if seed is not None else None)
+        self._last = _vec_obs_list(obs, self.num_envs)
+    else: self._last = [e.reset(seed=s)[0] for e, s in zip(self.envs, seeds)]
+    return self._obs(self._last)
+
+@patch
+def step(self:MetaWorldVecEnv, action:Tensor, active:Tensor) -> tuple:
+    "Step the active envs with actions (N,4): `(obs, reward, done, success)`."
+    a = action.detach().cpu().numpy()
+    if self.vec is not None:
+        obs, r, term, trunc, _ = self.vec.step(a)
+        res = [(o, r[i], term[i], trunc[i]) for i, o in enumerate(_vec_obs_list(obs, self.num_envs))]
+    else: res = [e.step(a[i])[:4] if active[i] else None for i, e in enumerate(self.envs)]
+    N, R, S, T = self.num_envs, torch.zeros(self.num_envs), torch.zeros(self.num_envs, dtype=torch.bool), torch.zeros(self.num_envs, dtype=torch.bool)
+    for i, x in enumerate(res):
+        if x is None or not active[i]: continue
+        self._last[i] = x[0]; S[i], T[i] = bool(x[2]), bool(x[3])
+        R[i] = float(x[2]) if self.reward == 'success' else float(x[1])
+    return self._obs(self._last), R, S | T, S
+
+# %% ../nbs/30_rl.ipynb #00c5df50
+def load_pretrained(path,                      # legacy, Lightning or RL checkpoint
+                    add_value_head:bool=True, use_ema:bool=True, overrides:dict=None) -> tuple:
+    "`(policy, policy config)` from a checkpoint; only value-head weights may be missing."
+    ck = read_checkpoint(path)
+    pcfg = OmegaConf.create(ck['config'])
+    pcfg.policy.add_value_head = add_value_head
+    for k, v in (overrides or {}).items(): OmegaConf.update(pcfg, k, v)
+    policy = make_policy(pcfg)
+    sd = ck['ema']['model'] if use_ema and ck.get('ema') else ck['model']
+    missing, unexpected = policy.load_state_dict(sd, strict=False)
+    if bad := [k for k in missing if not k.startswith('value_head.')] + list(unexpected):
+        raise ConfigError(f"checkpoint {path} does not match its config's policy: mismatched keys {bad[:5]}")
+    return policy.eval(), pcfg
+
+def rl_checkpoint(trainer:PPOTrainer, policy_cfg, rl_cfg, iteration:int, env_steps:int, generator) -> dict:
+    "The RL checkpoint dict (loadable with `torch.load(weights_only=True)`)."
+    return {'model': trainer.policy.state_dict(), 'config': to_plain(policy_cfg), 'rl_config': to_plain(rl_cfg),
+            'actor_optimizer': trainer.actor_opt.state_dict(), 'critic_optimizer': trainer.critic_opt.state_dict(),
+            'iteration': iteration, 'env_steps': env_steps, 'generator': generator.get_state(), 'format': 'maniflow_nb-rl-1'}
+
+# %% ../nbs/30_rl.ipynb #d197bcc5
+def check_rl_config(cfg):
+    "Clear errors for RL settings that cannot work."
+    check_noise_level(cfg.policy.noise_level)
+    if cfg.policy.noise_method != 'flow_sde': raise ConfigError(f"policy.noise_method is {cfg.policy.noise_method!r}, expected 'flow_sde' for PPO training")
+    if not cfg.policy.add_value_head: raise ConfigError("policy.add_value_head is false, expected true: PPO needs the value head")
+    t = cfg.training
+    for k in ('total_timesteps', 'num_envs', 'batch_size', 'num_steps_per_rollout', 'update_epochs'):
+        if not isinstance(t[k], int) or t[k] < 1: raise ConfigError(f"training.{k} is {t[k]!r}, expected a positive integer")
+    if not 0 < t.clip_range < 1: raise ConfigError(f"training.clip_range is {t.clip_range}, expected in (0, 1)")
+    if not 0 < cfg.advantage.gamma <= 1 or not 0 <= cfg.advantage.gae_lambda <= 1:
+        raise ConfigError(f"advantage.gamma={cfg.advantage.gamma}, gae_lambda={cfg.advantage.gae_lambda}: expected 0 < gamma <= 1 and 0 <= gae_lambda <= 1")
+    if cfg.task.env_runner.env_name != 'tworoutes' and not cfg.policy.checkpoint:
+        raise ConfigError(f"policy.checkpoint is not set: PPO on {cfg.task.env_runner.env_name} fine-tunes a pretrained policy (policy.checkpoint=PATH)")
+
+def debug_config(cfg):
+    "`debug: true`: a few hundred env steps at tiny sizes."
+    t = cfg.training
+    t.total_timesteps, t.num_envs, t.num_steps_per_rollout, t.batch_size = min(t.total_timesteps, 200), min(t.num_envs, 2), min(t.num_steps_per_rollout, 3), min(t.batch_size, 8)
+    t.update_epochs, t.critic_warmup_iters, cfg.task.env_runner.num_episodes = 1, min(t.critic_warmup_iters, 1), min(cfg.task.env_runner.num_episodes, 2)
+    return cfg
+
+# %% ../nbs/30_rl.ipynb #8c1f7f7d
+def ppo_settings(cfg) -> dict:
+    "`PPOTrainer` settings from an RL config."
+    t, p = cfg.training, cfg.policy
+    return dict(noise_level=p.noise_level, noise_mode=p.noise_mode, learning_rate=t.learning_rate, critic_lr_ratio=t.critic_lr_ratio,
+                clip_range=t.clip_range, value_clip_range=t.value_clip_range, vf_coef=t.vf_coef, batch_size=t.batch_size,
+                update_epochs=t.update_epochs, max_grad_norm=t.max_grad_norm, target_kl=t.target_kl,
+                gamma=cfg.advantage.gamma, gae_lambda=cfg.advantage.gae_lambda)
+
+def _policy_overrides(cfg) -> dict:
+    "Policy-config keys an RL config may change."
+    ov = {}
+    if cfg.policy.get('num_inference_steps'): ov['policy.num_inference_steps'] = cfg.policy.num_inference_steps
+    return ov
+
+def _check_timeline(cfg, pcfg):
+    for k in ('horizon', 'n_action_steps'):
+        if cfg.policy.get(k) is not None and cfg.policy[k] != pcfg[k]:
+            raise ConfigError(f"policy.{k} is {cfg.policy[k]} but the checkpoint's policy has {k}={pcfg[k]}; set it to {pcfg[k]} or null")
+
+# %% ../nbs/30_rl.ipynb #ed701a5f
+def tworoutes_pretrained(cfg, run_dir:Path) -> tuple:
+    "A BC-pretrained TwoRoutes policy: demos into `task.dataset_path` (if missing), then `bc_pretrain`."
+    store = Path(cfg.task.dataset_path)
+    if not store.is_absolute(): store = run_dir/store
+    if not store.exists(): tworoutes_demos(cfg.task.demo_episodes, seed=cfg.seed).save(store)
+    pcfg = OmegaConf.create(tworoutes_config(num_inference_steps=cfg.policy.num_inference_steps or 4))
+    _check_timeline(cfg, pcfg)
+    torch.manual_seed(cfg.seed)
+    policy = make_policy(pcfg)
+    ds = SequenceDataset(store, TWOROUTES_META, pcfg.horizon, pcfg.n_obs_steps, pcfg.n_action_steps, val_ratio=0.02)
+    return bc_pretrain(policy, ds, steps=cfg.task.bc_steps, batch_size=cfg.task.bc_batch_size, seed=cfg.seed), pcfg
+
+def make_env(cfg, pcfg, num_envs:int):
+    "The vectorized env of an RL config."
+    r = cfg.task.env_runner
+    if r.env_name == 'tworoutes': return TwoRoutesEnv(num_envs, r.max_steps)
+    return MetaWorldVecEnv(r.env_name, to_plain(pcfg.task.shape_meta), num_envs, r.max_steps, r.get('reward', 'success'), r.get('n_procs', 1))
+
+# %% ../nbs/30_rl.ipynb #744b5f68
+def _log_row(csv:MetricsCSV, wandb_run, row:dict, cfg):
+    "One metrics row to the CSV (and wandb), printed every `log_interval` iterations."
+    csv.log(row)
+    if wandb_run: wandb_run.log(row, step=row['env_steps'])
+    if row['iteration'] % max(cfg.training.log_interval, 1) == 0:
+        print(f"it {row['iteration']:4d} steps {row['env_steps']:7d} success {row['success_rate']:.2f} kl {row.get('approx_kl', 0):.4f} "
+              f"clip {row.get('clip_frac', 0):.3f} ev {row['explained_variance']:.2f} fps {row['fps']:.0f}", flush=True)
+
+def _wandb(cfg, run_dir):
+    if not cfg.use_wandb: return None
+    import wandb
+    return wandb.init(project='maniflow_nb_rl', name=cfg.name, id=cfg.name.replace('/', '_'), dir=str(run_dir),
+                      mode=cfg.get('wandb_mode', 'offline'), resume='allow', config=to_plain(cfg))
+
+def _resume(trainer, ck_path:Path, g) -> tuple:
+    "Load `latest.ckpt` if it exists: `(iteration, env_steps)`."
+    if not ck_path.exists(): return 0, 0
+    ck = load_checkpoint(ck_path)
+    trainer.policy.load_state_dict(ck['model'])
+    trainer.actor_opt.load_state_dict(ck['actor_optimizer']); trainer.critic_opt.load_state_dict(ck['critic_optimizer'])
+    g.set_state(ck['generator'])
+    print(f"resuming from {ck_path} (iteration {ck['iteration']}, {ck['env_steps']} env steps)")
+    return ck['iteration'], ck['env_steps']
+
+# %% ../nbs/30_rl.ipynb #28c7c711
+def run_rl(cfg) -> dict:
+    "PPO fine-tuning from a composed RL config; returns the eval record (success before / after)."
+    if cfg.get('debug'): cfg = debug_config(cfg)
+    check_rl_config(cfg)
+    seed_everything(cfg.seed)
+    run_dir = Path(cfg.run_dir); (run_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir/'config.yaml')
+    if cfg.policy.checkpoint:
+        policy, pcfg = load_pretrained(cfg.policy.checkpoint, True, cfg.policy.use_ema, _policy_overrides(cfg))
+        _check_timeline(cfg, pcfg)
+    else: policy, pcfg = tworoutes_pretrained(cfg, run_dir)
+    policy.to(pick_device(cfg.training.device)).eval()
+    trainer, g = PPOTrainer(policy, **ppo_settings(cfg)), torch.Generator().manual_seed(cfg.seed)
+    latest = run_dir/'checkpoints'/'latest.ckpt'
+    it0, steps0 = _resume(trainer, latest, g)
+    n_eval, rec_path = cfg.task.env_runner.num_episodes, run_dir/'eval.json'
+    before = json.loads(rec_path.read_text())['before'] if it0 and rec_path.exists() else evaluate_rl(policy, cfg, pcfg, n_eval)
+    csv, wb = MetricsCSV(run_dir/'metrics.csv'), _wandb(cfg, run_dir)
+    csv.truncate(steps0)
+    def on_iteration(it, steps, row):
+        if it % cfg.training.checkpoint_every == 0 or steps >= cfg.training.total_timesteps:
+            ck = rl_checkpoint(trainer, pcfg, cfg, it, steps, g)
+            save_checkpoint(ck, latest); save_checkpoint(ck, run_dir/'checkpoints'/f'iter_{it:04d}.ckpt')
+    env = make_env(cfg, pcfg, cfg.training.num_envs)
+    try:
+        t0 = time.time()
+        ppo_loop(trainer, env, cfg.training.total_timesteps, cfg.training.num_steps_per_rollout, cfg.training.critic_warmup_iters,
+                 cfg.seed, it0, steps0, g, lambda row: _log_row(csv, wb, row, cfg), on_iteration)
+        rl_seconds = time.time() - t0
+    finally:
+        if hasattr(env, 'close'): env.close()
+        if wb: wb.finish()
+    after = evaluate_rl(policy, cfg, pcfg, n_eval)
+    rec = {'before': before, 'after': after, 'rl_seconds': rl_seconds, 'checkpoint': str(latest.absolute())}
+    with atomic_path(rec_path) as tmp: Path(tmp).write_text(json.dumps(rec, indent=1))
+    print(f"success {before['success_rate']:.3f} -> {after['success_rate']:.3f}; checkpoint {latest}")
+    return rec
+
+def evaluate_rl(policy, cfg, pcfg, n_episodes:int) -> dict:
+    "Deterministic (Euler) success of `policy` over `n_episodes` episodes in the config's env."
+    env = make_env(cfg, pcfg, n_episodes)
+    try: return evaluate_success(policy, env, seed=cfg.seed + 10_000)
+    finally:
+        if hasattr(env, 'close'): env.close()
+
+# %% ../nbs/30_rl.ipynb #e1742fb3
+from fastcore.script import anno_parser, Param
+
+def _rl_args(config_name:str='train_maniflow_pointcloud_rl', # RL config in maniflow_nb/conf
+             overrides:Param('Hydra overrides, e.g. policy.checkpoint=runs/x/checkpoints/last.ckpt training.num_envs=8', str, nargs='*', opt=False)=None):
+    "PPO fine-tuning of a pretrained flow policy with flow_sde."
+
+def _hydra_spelling(argv:list) -> list:
+    "Accept Hydra's `--config-name NAME` / `--config-name=NAME` (and `-cn`)."
+    return [('--config_name' + a[len('--config-name'):]) if a.startswith('--config-name') else
+            ('--config_name' if a == '-cn' else a) for a in argv]
+
+def rl_cli(argv=None): # command-line arguments (default: sys.argv[1:])
+    "`maniflow-rl --config-name NAME [key=value ...]`: bad configs and files give one line on stderr and exit code 2."
+    a = anno_parser(_rl_args, prog='maniflow-rl').parse_args(_hydra_spelling(sys.argv[1:] if argv is None else argv))
+    try: run_rl(compose_config(a.config_name, a.overrides or []))
+    except (ConfigError, FileNotFoundError, ValueError) as e: print(f'maniflow-rl: {e}', file=sys.stderr); sys.exit(2)

@@ -6,10 +6,11 @@
 __all__ = ['LEGACY_FORMAT', 'LIGHTNING_MODEL_PREFIX', 'LIGHTNING_EMA_PREFIX', 'ema_decay', 'EMAModel', 'make_optimizer',
            'optimizer_steps', 'lr_factor', 'make_scheduler', 'make_policy', 'MLPPolicy', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'EpochSampler', 'TopK', 'legacy_to_lightning', 'lightning_to_legacy',
-           'MetricsCSV', 'Loggers', 'make_datasets', 'to_device', 'pick_device', 'Preempted', 'TrainWorkspace',
-           'read_checkpoint', 'load_policy_from_checkpoint', 'run_dir_of', 'evaluate_checkpoint', 'eval_cli']
+           'MetricsCSV', 'Loggers', 'make_datasets', 'to_device', 'pick_device', 'autocast', 'Preempted',
+           'TrainWorkspace', 'read_checkpoint', 'load_policy_from_checkpoint', 'run_dir_of', 'evaluate_checkpoint',
+           'eval_cli']
 
-# %% ../nbs/20_workspace.ipynb #8b55d26a
+# %% ../nbs/20_workspace.ipynb #40ed073d
 import os, copy, math, random, signal, sys, json, csv, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -21,7 +22,7 @@ from .data import SequenceDataset, LinearNormalizer, collate_batch
 from .config import (to_plain, atomic_path, save_config, load_config, seed_everything,
                                 set_deterministic, in_batch_job, compose_config, ConfigError)
 
-# %% ../nbs/20_workspace.ipynb #f1989b2b
+# %% ../nbs/20_workspace.ipynb #c2e75256
 def ema_decay(step:int,              # optimizer steps taken before this update
               max_decay:float=0.9999, # upper bound (cfg.training.ema_decay)
               power:float=0.75,       # warm-up exponent
@@ -34,7 +35,7 @@ def ema_decay(step:int,              # optimizer steps taken before this update
     if s <= 0: return 0.0
     return max(min_decay, min(1 - (1 + s / inv_gamma) ** -power, max_decay))
 
-# %% ../nbs/20_workspace.ipynb #e81e2c22
+# %% ../nbs/20_workspace.ipynb #e974b156
 from torch.nn.modules.batchnorm import _BatchNorm
 
 class EMAModel:
@@ -66,7 +67,7 @@ class EMAModel:
         self.averaged_model.load_state_dict(d['model'])
         self.optimization_step, self.decay = int(d['step']), float(d['decay'])
 
-# %% ../nbs/20_workspace.ipynb #2c44f61c
+# %% ../nbs/20_workspace.ipynb #7de0ac8d
 def make_optimizer(cfg, policy:nn.Module) -> torch.optim.AdamW:
     "AdamW over the policy's trainable parameters (normalizer excluded), settings from `cfg.training`."
     tr = cfg.training
@@ -94,7 +95,7 @@ def make_scheduler(cfg, optimizer, total_steps:int) -> torch.optim.lr_scheduler.
     fn = lambda s: lr_factor(s, tr.lr_warmup_steps, total_steps, tr.lr_scheduler)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
-# %% ../nbs/20_workspace.ipynb #db8e372b
+# %% ../nbs/20_workspace.ipynb #dfd3e1e3
 def make_policy(cfg, normalizer=None) -> nn.Module:
     "Instantiate `cfg.policy` with shapes and timeline from `cfg`; set its normalizer if given."
     policy = hydra.utils.instantiate(cfg.policy, shape_meta=to_plain(cfg.task.shape_meta), horizon=cfg.horizon,
@@ -111,7 +112,7 @@ def _obs_features(nobs:dict) -> torch.Tensor:
         feats.append(x.flatten(2))
     return torch.cat(feats, -1).flatten(1)
 
-# %% ../nbs/20_workspace.ipynb #5e64b16a
+# %% ../nbs/20_workspace.ipynb #624c3d2c
 class MLPPolicy(nn.Module):
     "A tiny policy following the policy contract, for fast trainer tests."
     def __init__(self, shape_meta:dict, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -150,7 +151,7 @@ class MLPPolicy(nn.Module):
         start = self.n_obs_steps - 1
         return {'action': pred[:, start:start + self.n_action_steps], 'action_pred': pred}
 
-# %% ../nbs/20_workspace.ipynb #316e8e92
+# %% ../nbs/20_workspace.ipynb #053c76d0
 def rng_state() -> dict:
     "Python, NumPy, torch (and CUDA) RNG states as plain lists and tensors."
     v, st, gauss = random.getstate()
@@ -176,7 +177,7 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint without unpickling objects."
     return torch.load(path, map_location=map_location, weights_only=True)
 
-# %% ../nbs/20_workspace.ipynb #61f063f6
+# %% ../nbs/20_workspace.ipynb #dae1c8b4
 class EpochSampler(torch.utils.data.Sampler):
     "Seeded per-epoch permutation that can start part-way through an epoch."
     def __init__(self, n:int, seed:int=0, shuffle:bool=True):
@@ -189,7 +190,7 @@ class EpochSampler(torch.utils.data.Sampler):
         idx = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         return iter(idx[self.start:].tolist())
 
-# %% ../nbs/20_workspace.ipynb #5e3570ad
+# %% ../nbs/20_workspace.ipynb #88132c83
 class TopK:
     "Bookkeeping of the k best checkpoints by a monitored metric."
     def __init__(self, monitor:str='val_loss', mode:str='min', k:int=1):
@@ -221,7 +222,7 @@ class TopK:
     def state_dict(self): return {'monitor': self.monitor, 'mode': self.mode, 'k': self.k, 'best': dict(self.best)}
     def load_state_dict(self, d): self.monitor, self.mode, self.k, self.best = d['monitor'], d['mode'], d['k'], dict(d['best'])
 
-# %% ../nbs/20_workspace.ipynb #365e0704
+# %% ../nbs/20_workspace.ipynb #d8e8fe9c
 LEGACY_FORMAT = 'maniflow_nb.legacy/1'
 LIGHTNING_MODEL_PREFIX, LIGHTNING_EMA_PREFIX = 'policy.', 'ema_model.'
 
@@ -251,13 +252,16 @@ def lightning_to_legacy(ckpt:dict) -> dict:
             'optimizer': opt[0], 'scheduler': sch[0], 'rng': extra.get('rng'), 'loop': loop,
             'topk': extra.get('topk'), 'config': (ckpt.get('hyper_parameters') or {}).get('cfg')}
 
-# %% ../nbs/20_workspace.ipynb #afb1a3ff
+# %% ../nbs/20_workspace.ipynb #d0c603bb
 class MetricsCSV:
     "`metrics.csv` with columns that grow as new metrics appear."
     def __init__(self, path):
         self.path = Path(path)
-        self.rows = list(csv.DictReader(self.path.open())) if self.path.exists() else []
-        self.cols = list(self.rows[0]) if self.rows else []
+        text = self.path.read_text() if self.path.exists() else ''
+        self.partial = bool(text) and not text.endswith('\n')           # a write cut short by a kill
+        lines = text.splitlines(keepends=True)[:-1] if self.partial else text.splitlines(keepends=True)
+        reader = csv.DictReader(lines)
+        self.rows = list(reader); self.cols = list(reader.fieldnames or [])
 
     def _rewrite(self):
         with atomic_path(self.path) as tmp, open(tmp, 'w', newline='') as f:
@@ -268,7 +272,7 @@ class MetricsCSV:
         n = len(self.rows)
         step = lambda r: int(float(r.get('global_step') or r.get('step') or 0))    # Lightning's CSV says `step`
         self.rows = [r for r in self.rows if step(r) <= global_step]
-        if len(self.rows) != n: self._rewrite()
+        if len(self.rows) != n or self.partial: self._rewrite()
 
     def log(self, row:dict):
         new = [k for k in row if k not in self.cols]
@@ -276,7 +280,7 @@ class MetricsCSV:
         if new or not self.path.exists(): return self._rewrite()
         with self.path.open('a', newline='') as f: csv.DictWriter(f, self.cols).writerow(row)
 
-# %% ../nbs/20_workspace.ipynb #b8648333
+# %% ../nbs/20_workspace.ipynb #e61305fa
 class Loggers:
     "CSV always; TensorBoard and wandb as `cfg.logger` says."
     def __init__(self, cfg, run_dir:Path, global_step:int=0):
@@ -308,7 +312,7 @@ def _wandb_run(cfg, run_dir:Path):
     return wandb.init(project=w.project, group=w.get('group'), mode=w.mode, dir=str(run_dir), id=rid,
                       resume='allow', name=cfg.name, config=to_plain(cfg))
 
-# %% ../nbs/20_workspace.ipynb #63cdb49d
+# %% ../nbs/20_workspace.ipynb #b1598c9d
 def make_datasets(cfg):
     "Training and validation `SequenceDataset`s from `cfg.task`."
     d = cfg.task.dataset
@@ -327,11 +331,17 @@ def pick_device(accelerator:str='auto') -> torch.device:
     if accelerator in ('auto', 'cpu'): return torch.device('cpu')
     raise ConfigError(f"trainer.accelerator is '{accelerator}', expected 'auto', 'cpu' or 'gpu'")
 
+def autocast(device:torch.device, precision:str='32-true'):
+    "Mixed-precision context for `trainer.precision`: `32-true` (off) or `bf16-mixed` (no loss scaling needed)."
+    if precision not in ('32-true', '32', 'bf16-mixed'):
+        raise ConfigError(f"trainer.precision is '{precision}'; the legacy loop supports '32-true' and 'bf16-mixed' (use trainer=lightning for '16-mixed')")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == 'bf16-mixed')
+
 def _every(epoch:int, n) -> bool: return bool(n) and n > 0 and (epoch + 1) % n == 0
 
 class Preempted(Exception): "The job was asked to stop; `latest.ckpt` holds the position."
 
-# %% ../nbs/20_workspace.ipynb #84de0885
+# %% ../nbs/20_workspace.ipynb #0c04734d
 class TrainWorkspace:
     "The legacy training loop: run dir, policy, EMA, optimizer, schedule and data of one run."
     def __init__(self, cfg:DictConfig, # composed config (see `compose_config`)
@@ -340,6 +350,7 @@ class TrainWorkspace:
         seed_everything(tr.seed)
         if cfg.trainer.get('deterministic'): set_deterministic(True)
         self.device = pick_device(cfg.trainer.get('accelerator', 'auto'))
+        autocast(self.device, cfg.trainer.get('precision', '32-true'))    # an unsupported precision fails here
         self.train_set, self.val_set = make_datasets(cfg)
         self.model = make_policy(cfg, self.train_set.get_normalizer()).to(self.device)
         self.ema = EMAModel.from_config(cfg, self.model)
@@ -357,7 +368,7 @@ class TrainWorkspace:
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
 
-# %% ../nbs/20_workspace.ipynb #db34d869
+# %% ../nbs/20_workspace.ipynb #15408c68
 @patch
 def state_dict(self:TrainWorkspace) -> dict:
     "The run's complete state as a checkpoint dict."
@@ -381,7 +392,7 @@ def load_state_dict(self:TrainWorkspace, ck:dict):
     self.loss_sum, self.loss_count = loop.get('loss_sum', 0.0), loop.get('loss_count', 0)
     if ck.get('rng'): set_rng_state(ck['rng'])
 
-# %% ../nbs/20_workspace.ipynb #411f8c72
+# %% ../nbs/20_workspace.ipynb #2d52b0e7
 @patch
 def resume(self:TrainWorkspace) -> Path|None:
     "Load the checkpoint to resume from, if any; returns its path."
@@ -410,7 +421,7 @@ def train_loader(self:TrainWorkspace):
                                        num_workers=tr.num_workers, generator=torch.Generator(), collate_fn=collate_batch,
                                        pin_memory=self.device.type == 'cuda')
 
-# %% ../nbs/20_workspace.ipynb #68f371f4
+# %% ../nbs/20_workspace.ipynb #228811a5
 @patch
 def optimizer_step(self:TrainWorkspace):
     "Clip, step the optimizer, the LR schedule and the EMA."
@@ -420,19 +431,25 @@ def optimizer_step(self:TrainWorkspace):
     self.global_step += 1
 
 @patch
+def train_step(self:TrainWorkspace, batch:dict) -> tuple:
+    "Loss and backward of one micro-batch (on the device); returns (loss value, policy metrics)."
+    with autocast(self.device, self.cfg.trainer.get('precision', '32-true')):
+        loss, metrics = self.model.compute_loss(batch, self.ema.averaged_model)
+    (loss / self.cfg.training.gradient_accumulate_every).backward()
+    return loss.item(), metrics
+
+@patch
 def train_epoch(self:TrainWorkspace):
     "Train on the rest of the current epoch."
-    tr, acc = self.cfg.training, self.cfg.training.gradient_accumulate_every
-    self.model.train(); group = []
+    acc, group = self.cfg.training.gradient_accumulate_every, []
+    self.model.train()
     bar = tqdm(self.train_loader(), total=self.n_batches, initial=self.batch_idx, leave=False,
                desc=f'Training epoch {self.epoch}', disable=not self.progress)
     for batch in bar:
         if self.batch_idx >= self.n_batches: break
-        batch = to_device(batch, self.device)
-        loss, metrics = self.model.compute_loss(batch, self.ema.averaged_model)
-        (loss / acc).backward()
-        self.batch_idx += 1; group.append(loss.item()); self.loss_sum += group[-1]; self.loss_count += 1
-        self.train_sampling_batch = batch
+        self.train_sampling_batch = batch = to_device(batch, self.device)
+        loss, metrics = self.train_step(batch)
+        self.batch_idx += 1; group.append(loss); self.loss_sum += loss; self.loss_count += 1
         if self.batch_idx % acc and self.batch_idx < self.n_batches: continue
         lr = self.optimizer.param_groups[0]['lr']
         self.optimizer_step()
@@ -449,7 +466,7 @@ def maybe_save_mid_epoch(self:TrainWorkspace):
     if self.stop_requested or (every > 0 and self.global_step % every == 0): self.save()
     if self.stop_requested: raise Preempted()
 
-# %% ../nbs/20_workspace.ipynb #a4b655e3
+# %% ../nbs/20_workspace.ipynb #cc1e4d42
 @patch
 def eval_policy(self:TrainWorkspace) -> nn.Module:
     "The policy used for validation and sampling: the EMA copy when `use_ema`."
@@ -512,7 +529,7 @@ def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
         if keep: names.insert(0, name)
     self.save(names)
 
-# %% ../nbs/20_workspace.ipynb #9418b420
+# %% ../nbs/20_workspace.ipynb #5975f0a2
 @patch
 def run(self:TrainWorkspace) -> dict:
     "Train for `training.num_epochs` epochs, resuming where a previous run stopped."
@@ -548,7 +565,7 @@ def _on_stop_signals(handler) -> dict:
 def _restore_signals(old:dict):
     for s, h in old.items(): signal.signal(s, h)
 
-# %% ../nbs/20_workspace.ipynb #82d1a696
+# %% ../nbs/20_workspace.ipynb #4c88ecd5
 def read_checkpoint(path) -> dict:
     "A checkpoint as a legacy dict, whichever trainer wrote it; clear errors for missing or foreign files."
     path = Path(path)
@@ -572,7 +589,7 @@ def load_policy_from_checkpoint(path,                 # legacy or Lightning chec
     policy.cfg = cfg
     return policy.to(map_location).eval()
 
-# %% ../nbs/20_workspace.ipynb #ed1594ab
+# %% ../nbs/20_workspace.ipynb #d09b95f7
 from fastcore.script import anno_parser, store_true
 
 def _parse_seeds(s:str) -> list:

@@ -2,6 +2,7 @@
 # Bring up a single-node SLURM cluster on this machine (munge + slurmctld + slurmd, all pid-filed), for tests and demos.
 # Needs root and the Debian packages: apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
 # Usage: slurm/cluster_up.sh [STATE_DIR]   (default $MANIFLOW_SLURM_DIR or /tmp/maniflow_slurm)
+# MANIFLOW_SLURM_PORT (default 6817) sets slurmctld's port; slurmd uses the next one.
 # Afterwards: export SLURM_CONF=STATE_DIR/slurm.conf (printed on the last line), then sbatch/srun/squeue as usual.
 set -euo pipefail
 STATE=${1:-${MANIFLOW_SLURM_DIR:-/tmp/maniflow_slurm}}
@@ -10,6 +11,7 @@ for b in munged slurmctld slurmd sbatch scontrol; do
 done
 [ "$(id -u)" = 0 ] || { echo "cluster_up: must run as root (SlurmUser/SlurmdUser root)" >&2; exit 2; }
 HOST=$(hostname -s)
+PORT=${MANIFLOW_SLURM_PORT:-6817}
 MEM=$(free -m | awk '/^Mem:/{print int($2*0.8)}')          # RealMemory: 80% of the machine, in MiB
 mkdir -p "$STATE"/{ctld,spool,log,munge}
 chown munge:munge "$STATE/munge"; chmod 700 "$STATE/munge"
@@ -28,8 +30,8 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none

@@ -120,12 +120,20 @@ def test_cli_renders_job(tmp_path):
     assert '#SBATCH --array=0-3' in script and '#SBATCH --ntasks-per-node=4' in script and f'cd {tmp_path}' in script
     assert sorted(p.name for p in (tmp_path/'sweep'/'params').iterdir()) == [f'task_{i}.yaml' for i in range(4)]
 
+def test_cli_bad_config_subprocess(tmp_path):
+    r = _cli('--config-name', 'maniflow_state_metaworld', 'training.batchsize=3', '--run_dir', str(tmp_path/'job'), cwd=tmp_path)
+    assert r.returncode == 2 and 'batchsize' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/'job').exists()
+
 @pytest.mark.parametrize('args,expect', [
-    (['--config-name', 'maniflow_state_metaworld', 'training.batchsize=3'], 'batchsize'),
     (['--config-name', 'no_such_config'], 'no_such_config'),
     (['--config-name', 'maniflow_state_metaworld', '--array', '0-x'], "--array '0-x'"),
     (['--config-name', 'maniflow_state_metaworld', '--array', '0-1', '--sweep', 'missing.yaml'], 'missing.yaml')])
-def test_cli_bad_input(tmp_path, args, expect):
-    r = _cli(*args, '--run_dir', str(tmp_path/'job'), cwd=tmp_path)
-    assert r.returncode == 2 and expect in r.stderr and 'Traceback' not in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/'job').exists()
+def test_cli_bad_input(tmp_path, capsys, monkeypatch, args, expect):
+    "The same entry point in-process (a subprocess per case would cost ~10 s of imports each)."
+    from maniflow_nb.launch import slurm_cli
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e: slurm_cli([*args, '--run_dir', str(tmp_path/'job')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path/'job').exists()

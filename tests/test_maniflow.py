@@ -85,7 +85,7 @@ def test_overfit_every_path_and_sampler(path):
     g = torch.Generator().manual_seed(0)
     obs = torch.randn(4, 2, 3, generator=g)
     batch = {'obs': {'agent_pos': obs}, 'action': torch.tanh(obs[:, -1:, :2] + torch.linspace(0, 1, 8)[None, :, None] * obs[:, -1:, 2:3])}
-    pol = _tiny(STATE_META, time_sampler='uniform', flow_batch_ratio=0.5, add_value_head=False)
+    pol = _tiny(STATE_META, path=path, time_sampler='uniform', flow_batch_ratio=0.5, add_value_head=False)
     pol.set_normalizer(_normalizer(batch))
     l0, e0 = _fixed_loss(pol, batch), {s: _sample_err(pol, batch, *s) for s in SAMPLERS}
     _train(pol, batch, 400)

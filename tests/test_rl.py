@@ -1,0 +1,103 @@
+"""`maniflow-rl` (PPO fine-tuning with flow_sde): CLI errors, TwoRoutes and MetaWorld runs end to end, resume,
+checkpoints readable by the evaluator, the papermill job notebook, and (slow) PPO improving a BC policy on TwoRoutes.
+The golden checks 6-15 of rl_spec.md run in nbs/30_rl.ipynb (checks 1-5 in nbs/11_flow.ipynb)."""
+import os, sys, json, subprocess
+from pathlib import Path
+import pytest, torch
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+PY, BIN = sys.executable, Path(sys.executable).parent
+ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'WANDB_MODE': 'offline', 'PYTHONWARNINGS': 'ignore',
+       'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'egl')}
+TINY = ['debug=true', 'task.demo_episodes=20', 'task.bc_steps=10']
+
+def run(cmd, **kw): return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300, **kw)
+
+def entry_point():
+    "The installed console script, else exactly what it runs."
+    exe = BIN/'maniflow-rl'
+    return [str(exe)] if exe.exists() else [PY, '-c', 'from maniflow_nb.rl import rl_cli; rl_cli()']
+
+def one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for n in needles: assert n in r.stderr, r.stderr
+
+def test_cli_bad_input(tmp_path):
+    ep = entry_point()
+    one_line_error(run([*ep, '--config-name', 'train_tworoutes_rl', f'run_dir={tmp_path}/a', 'training.num_env=4']), 'training.num_env')
+    one_line_error(run([*ep, '--config-name', 'train_tworoutes_rl', f'run_dir={tmp_path}/b', 'policy.noise_level=0']), 'noise_level is 0', 'expected > 0')
+    one_line_error(run([*ep, '--config-name', 'train_maniflow_pointcloud_rl', f'run_dir={tmp_path}/c']), 'policy.checkpoint is not set')
+    one_line_error(run([*ep, '--config-name', 'train_maniflow_state_rl', f'run_dir={tmp_path}/d', f'policy.checkpoint={tmp_path}/none.ckpt']),
+                   'none.ckpt does not exist')
+    (tmp_path/'junk.ckpt').write_text('not a checkpoint')
+    one_line_error(run([*ep, '--config-name', 'train_maniflow_state_rl', f'run_dir={tmp_path}/e', f'policy.checkpoint={tmp_path}/junk.ckpt']),
+                   'is not a maniflow_nb checkpoint')
+    one_line_error(run([*ep, '--config-name', 'train_tworoutes_rl', f'run_dir={tmp_path}/f', 'training.num_envs=0']), 'training.num_envs is 0')
+    assert not (tmp_path/'f'/'checkpoints'/'latest.ckpt').exists()
+
+def test_tworoutes_cli_run_resume_and_evaluator(tmp_path):
+    rd = tmp_path/'run'
+    r = run([*entry_point(), '--config-name', 'train_tworoutes_rl', f'run_dir={rd}', *TINY, 'training.checkpoint_every=2'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'success' in r.stdout and (rd/'metrics.csv').exists() and (rd/'config.yaml').exists()
+    rec = json.loads((rd/'eval.json').read_text())
+    assert 0 <= rec['before']['success_rate'] <= 1 and 0 <= rec['after']['success_rate'] <= 1
+    import pandas as pd
+    m = pd.read_csv(rd/'metrics.csv')
+    for col in ('success_rate', 'episode_reward', 'episode_length', 'value_loss', 'policy_loss', 'approx_kl', 'clip_frac',
+                'explained_variance', 'fps', 'rollout_time', 'grad_norm_actor', 'grad_norm_critic'): assert col in m, col
+    assert m['env_steps'].iloc[-1] >= 200 and list(m['iteration']) == list(range(len(m)))
+    assert len(list((rd/'checkpoints').glob('iter_*.ckpt'))) >= 2
+    ck = torch.load(rd/'checkpoints'/'latest.ckpt', weights_only=True)
+    assert ck['iteration'] == len(m) and ck['env_steps'] == m['env_steps'].iloc[-1]
+    from maniflow_nb.workspace import load_policy_from_checkpoint
+    pol = load_policy_from_checkpoint(rd/'checkpoints'/'latest.ckpt')
+    assert pol.value_head is not None and torch.equal(pol.state_dict()['value_head.0.weight'], ck['model']['value_head.0.weight'])
+    r2 = run([*entry_point(), '--config-name', 'train_tworoutes_rl', f'run_dir={rd}', *TINY])   # budget already spent: resumes, no iteration
+    assert r2.returncode == 0 and 'resuming from' in r2.stdout, r2.stderr[-3000:]
+    assert len(pd.read_csv(rd/'metrics.csv')) == len(m)
+
+def _metaworld_state_checkpoint(path):
+    "A (untrained) maniflow-train-style checkpoint of a small state policy for reach-v3."
+    from maniflow_nb.config import compose_config, to_plain
+    from maniflow_nb.data import LinearNormalizer
+    from maniflow_nb.workspace import make_policy, save_checkpoint
+    cfg = compose_config('maniflow_state_metaworld', ['horizon=8', 'n_action_steps=4', 'policy.n_layer=1', 'policy.n_emb=32', 'policy.token_dim=32'])
+    g = torch.Generator().manual_seed(0)
+    pol = make_policy(cfg, LinearNormalizer().fit({'agent_pos': torch.randn(100, 39, generator=g), 'action': torch.rand(100, 4, generator=g) * 2 - 1}))
+    save_checkpoint({'model': pol.state_dict(), 'config': to_plain(cfg)}, path)
+    return path
+
+def test_metaworld_state_run_from_a_training_checkpoint(tmp_path):
+    from maniflow_nb.config import compose_config
+    from maniflow_nb.rl import run_rl
+    ck = _metaworld_state_checkpoint(tmp_path/'bc.ckpt')
+    ov = [f'run_dir={tmp_path}/rl', f'policy.checkpoint={ck}', 'policy.horizon=8', 'policy.n_action_steps=4',
+          'policy.num_inference_steps=2', 'debug=true', 'task.env_runner.max_steps=12', 'training.device=cpu']
+    rec = run_rl(compose_config('train_maniflow_state_rl', ov))
+    assert set(rec) == {'before', 'after', 'rl_seconds', 'checkpoint'}
+    ck2 = torch.load(rec['checkpoint'], weights_only=True)
+    assert 'value_head.0.weight' in ck2['model'] and ck2['config']['policy']['add_value_head'] is True
+    assert ck2['config']['policy']['num_inference_steps'] == 2 and ck2['rl_config']['task']['env_runner']['env_name'] == 'reach-v3'
+    with pytest.raises(Exception, match='policy.horizon is 16'):
+        run_rl(compose_config('train_maniflow_state_rl', [f'run_dir={tmp_path}/rl2', f'policy.checkpoint={ck}', 'debug=true']))
+
+def test_job_notebook_papermill(tmp_path):
+    out = tmp_path/'train_rl.ipynb'
+    r = run([PY, '-m', 'papermill', str(ROOT/'nbs'/'train_rl.ipynb'), str(out), '-p', 'run_dir', str(tmp_path/'run'),
+             '-p', 'overrides', json.dumps(TINY), '--no-progress-bar'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path/'run'/'eval.json').exists() and (tmp_path/'run'/'checkpoints'/'latest.ckpt').exists()
+    r = run([PY, '-m', 'papermill', str(ROOT/'nbs'/'train_rl.ipynb'), str(tmp_path/'bad.ipynb'), '-p', 'run_dir', str(tmp_path/'bad'),
+             '-p', 'overrides', '["policy.noise_level=-1"]', '--no-progress-bar'])
+    assert r.returncode != 0 and 'expected > 0' in r.stderr + r.stdout
+
+@pytest.mark.slow
+def test_tworoutes_ppo_improves_a_bimodal_bc_policy(tmp_path):
+    from maniflow_nb.config import compose_config
+    from maniflow_nb.rl import run_rl
+    rec = run_rl(compose_config('train_tworoutes_rl', [f'run_dir={tmp_path}', 'task.bc_steps=400', 'training.total_timesteps=40000']))
+    b, a = rec['before']['success_rate'], rec['after']['success_rate']
+    assert b <= 0.75 and a >= 0.9 and a > b + 0.2, (b, a)
