@@ -36,6 +36,7 @@ def parse_args():
     p.add_argument('--epochs', type=int, default=12)
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--aux-loss-weight', type=float, default=0.0)
     p.add_argument('--families', default='flow_matching,diffusion')
     p.add_argument('--no-write', action='store_true', help='print rows without appending them to the results file')
     return p.parse_args()
@@ -45,7 +46,7 @@ def overrides(a, run_dir, data_dir):
     acc = 'gpu' if a.device == 'cuda' else 'cpu'
     return [f'run_dir={run_dir}', f'gen_data.data_dir={data_dir}', f'image_size={a.image_size}', f'batch_size={a.batch_size}',
             f'max_epochs={a.epochs}', f'base_lr={a.lr}', f'model.network.hidden={a.hidden}', f'model.network.depth={a.depth}',
-            'model.lr_warmup_steps=50', f'trainer.accelerator={acc}', 'trainer.progress_bar=none',
+            'model.lr_warmup_steps=50', f'model.aux_loss_weight={a.aux_loss_weight}', f'trainer.accelerator={acc}', 'trainer.progress_bar=none',
             f'trainer.check_val_every_n_epoch={a.epochs}', 'trainer.num_sanity_val_steps=0']
 
 @torch.no_grad()
@@ -90,6 +91,7 @@ def main():
                 iou, nfe = val_iou(module, dm.val_set, scfg, a.device)
                 rows.append({**base_row(a, dm, device_name), 'family': fam, 'sampler': label, 'steps': steps, 'nfe': nfe,
                              'iou': round(iou, 4), 'epochs': a.epochs, 'batch_size': a.batch_size, 'base_lr': a.lr,
+                             'aux_loss_weight': a.aux_loss_weight,
                              'network': f'DiT hidden={a.hidden} depth={a.depth} patch=4', 'params': sum(p.numel() for p in module.net.parameters()),
                              'final_val_loss': round(float(trainer.callback_metrics['val_loss']), 4),
                              'train_wall_s': round(wall, 1), 'train_cpu_s': round(cpu, 1)})

@@ -10,14 +10,14 @@ __all__ = ['PARITY_OVERRIDES', 'X_AXES', 'trainer_of', 'read_metrics', 'last_che
            'compare_cli', 'find_runs', 'load_runs', 'metric_names', 'smooth_curve', 'plot_runs', 'flatten',
            'config_diff', 'RunDashboard', 'dashboard']
 
-# %% ../nbs/23_compare.ipynb #0b62fdac
+# %% ../nbs/23_compare.ipynb #0711a87b
 import os, sys, json, math, time, shutil, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
 from omegaconf import OmegaConf
 from .config import atomic_path, save_config, load_config, compose_config, to_plain, ConfigError
 
-# %% ../nbs/23_compare.ipynb #225cc455
+# %% ../nbs/23_compare.ipynb #ba2b9c1c
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -39,7 +39,7 @@ def read_metrics(run_dir) -> pd.DataFrame:
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/23_compare.ipynb #4c97d7b4
+# %% ../nbs/23_compare.ipynb #5c3b929e
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -64,7 +64,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/23_compare.ipynb #d4ee0cbe
+# %% ../nbs/23_compare.ipynb #6472ef44
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -99,8 +99,19 @@ def check_train_loss(a:dict, b:dict, atol:float=1e-6) -> dict:
     if not len(p): return check('train_loss curves', 'n/a', None, f'max <= {atol:g}', 'no common logged steps')
     d = (p.train_loss_a - p.train_loss_b).abs()
     first = int(p.step[d > atol].iloc[0]) if (d > atol).any() else None
-    note = f'first step above tolerance: {first}' if first else 'identical within tolerance'
+    note = _divergence_note(a, b, first) if first else 'identical within tolerance'
     return check('train_loss curves', f'max {d.max():.3g}, mean {d.mean():.3g} over {len(p)} steps', bool(d.max() <= atol), f'max <= {atol:g}', note)
+
+def _divergence_note(a:dict, b:dict, step:int) -> str:
+    "Where the curves first differ, and the known cause when it is the first step after a validation."
+    m = a['metrics']; row = m[m.step == step].iloc[0]
+    prev = m[m.step < step]
+    after_val = len(prev) and 'val_loss' in m and prev.val_loss.notna().iloc[-1] and prev.epoch.dropna().iloc[-1] != row.epoch
+    note = f'first step above tolerance: {step} (epoch {int(row.epoch)})'
+    if after_val and {a['trainer'], b['trainer']} == {'legacy', 'lightning'}:
+        note += ('; it follows a validation: the legacy loop\'s validation DataLoader has no generator, so it draws its '
+                 'base seed from the global torch RNG and the next dropout masks differ (Lightning\'s loaders have their own)')
+    return note
 
 def check_lr(a:dict, b:dict) -> dict:
     "The LR schedules are identical step by step (same steps, same values)."
@@ -110,7 +121,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/23_compare.ipynb #a799497e
+# %% ../nbs/23_compare.ipynb #3103de18
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -137,7 +148,7 @@ def check_sample_mse(a:dict, b:dict) -> dict:
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
                  'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run')
 
-# %% ../nbs/23_compare.ipynb #98b44b28
+# %% ../nbs/23_compare.ipynb #dd59a506
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -169,7 +180,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     dp = float((preds[0] - preds[1]).abs().max())
     return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}')]
 
-# %% ../nbs/23_compare.ipynb #f4c1935a
+# %% ../nbs/23_compare.ipynb #91534e66
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -208,23 +219,26 @@ def check_cross_load(run:dict, workdir) -> dict:
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/23_compare.ipynb #3a4fa310
+# %% ../nbs/23_compare.ipynb #c39cc5ce
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
     a, b = (r if isinstance(r, dict) else load_run(r) for r in (run_a, run_b))
     if a['name'] == b['name']: a, b = {**a, 'name': 'A'}, {**b, 'name': 'B'}
     workdir = Path(workdir or tempfile.mkdtemp(prefix='maniflow_compare_'))
-    return [check_val_loss(a, b, val_rtol), check_train_loss(a, b, loss_atol), check_lr(a, b), *check_ema(a, b, ema_atol),
-            *check_resources(a, b, wall_tol, mem_tol), check_cross_load(a, workdir), check_cross_load(b, workdir), check_sample_mse(a, b)]
+    tl, ema = check_train_loss(a, b, loss_atol), check_ema(a, b, ema_atol)
+    for c in ema:
+        if c['passed'] is False and tl['passed'] is False: c['note'] = 'follows from the training-loss difference (see train_loss curves)'
+    return [check_val_loss(a, b, val_rtol), tl, check_lr(a, b), *ema, *check_resources(a, b, wall_tol, mem_tol),
+            check_cross_load(a, workdir), check_cross_load(b, workdir), check_sample_mse(a, b)]
 
 _MARK = {True: 'pass', False: 'FAIL', None: 'n/a'}
 
 def report_markdown(checks:list, title:str='Parity report', header:str='') -> str:
     "The checks as a Markdown table."
     rows = [f"| {c['check']} | {c['measured']} | {c['threshold']} | {_MARK[c['passed']]} | {c['note']} |" for c in checks]
-    n_fail = sum(c['passed'] is False for c in checks)
-    return '\n'.join([f'# {title}', '', header, '', f'{len(checks) - n_fail} of {len(checks)} checks did not fail ({n_fail} failed).', '',
+    n = {v: sum(c['passed'] is k for c in checks) for k, v in _MARK.items()}
+    return '\n'.join([f'# {title}', '', header, '', f"{n['pass']} passed, {n['FAIL']} failed, {n['n/a']} not measurable.", '',
                       '| check | measured | threshold | result | note |', '|---|---|---|---|---|', *rows, ''])
 
 def report_html(checks:list, title:str='Parity report', header:str='') -> str:
@@ -244,7 +258,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/23_compare.ipynb #1714157d
+# %% ../nbs/23_compare.ipynb #334fdbba
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -269,6 +283,7 @@ def _timed_lightning(cfg, times:_StepTimes) -> dict:
 
 def train_recorded(cfg_path) -> dict:
     "Train the config saved at `cfg_path` with the trainer it names; write `resources.json` and `timing.csv` to its run dir."
+    import maniflow_nb.workspace, maniflow_nb.lightning     # both trainers' imports, before the clock starts
     cfg = load_config(cfg_path); run_dir = Path(cfg.run_dir)
     times = _StepTimes()
     res = (_timed_legacy if cfg.trainer.name == 'legacy' else _timed_lightning)(cfg, times)
@@ -280,7 +295,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/23_compare.ipynb #e9d4b771
+# %% ../nbs/23_compare.ipynb #4d312321
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -308,7 +323,7 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/23_compare.ipynb #378f769b
+# %% ../nbs/23_compare.ipynb #6af17b2d
 from fastcore.script import anno_parser, Param, store_true
 
 def _compare_args(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
@@ -340,7 +355,7 @@ def compare_cli(argv=None): # command-line arguments (default: sys.argv[1:])
     print(report_markdown(checks))
     if any(c['passed'] is False for c in checks): sys.exit(1)
 
-# %% ../nbs/23_compare.ipynb #b41e8d37
+# %% ../nbs/23_compare.ipynb #e495535b
 def find_runs(root) -> list:
     "Run dirs under `root` (itself included): folders holding a `metrics.csv`."
     root = Path(root)
@@ -361,7 +376,7 @@ def metric_names(df:pd.DataFrame) -> list:
     "Metrics that can be plotted (numeric columns other than the x axes)."
     return [c for c in df.columns if c not in ('run', 'step', 'epoch', 'time') and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
 
-# %% ../nbs/23_compare.ipynb #587174dd
+# %% ../nbs/23_compare.ipynb #4ba4183a
 def smooth_curve(y, weight:float=0.0) -> np.ndarray:
     "TensorBoard-style smoothing: debiased exponential moving average with `weight` in [0, 1); NaNs are skipped."
     y = np.asarray(y, dtype=float)
@@ -373,7 +388,7 @@ def smooth_curve(y, weight:float=0.0) -> np.ndarray:
         out[i] = acc / (1 - weight ** n) if weight else v
     return out
 
-# %% ../nbs/23_compare.ipynb #68655537
+# %% ../nbs/23_compare.ipynb #58d4d84f
 import matplotlib.pyplot as plt
 
 X_AXES = ('step', 'epoch', 'time')
@@ -397,7 +412,7 @@ def plot_runs(df:pd.DataFrame, # `load_runs` table
     plt.close(fig)
     return fig
 
-# %% ../nbs/23_compare.ipynb #3b88296c
+# %% ../nbs/23_compare.ipynb #ad51c7c3
 def flatten(d:dict, prefix:str='') -> dict:
     "Nested dict -> `{dotted.key: value}`."
     out = {}
@@ -419,7 +434,7 @@ def config_diff(run_a, run_b, ignore=('run_dir',)) -> dict:
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
             if k not in ignore and a.get(k, missing) != b.get(k, missing)}
 
-# %% ../nbs/23_compare.ipynb #4c5006a8
+# %% ../nbs/23_compare.ipynb #f592581d
 import ipywidgets as W
 
 class RunDashboard:

@@ -10,7 +10,7 @@ __all__ = ['MODES', 'ACCELERATORS', 'LAUNCH_DEFAULTS', 'SBATCH_TEMPLATE', 'DEFAU
            'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_size', 'render_sbatch',
            'array_params', 'write_job', 'slurm_job', 'slurm_cli']
 
-# %% ../nbs/22_launch.ipynb #7c0e95eb
+# %% ../nbs/22_launch.ipynb #d4ced339
 import os, re, sys, shlex, signal, subprocess
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, DictConfig
 from fastcore.script import anno_parser, Param
 from .config import ConfigError, atomic_path
 
-# %% ../nbs/22_launch.ipynb #322bfe7c
+# %% ../nbs/22_launch.ipynb #bea0ae50
 @dataclass(frozen=True)
 class LaunchInfo:
     "How training runs: the mode, who started the processes, and this process's place among them."
@@ -47,7 +47,7 @@ def first_host(nodelist:str) -> str:
     if not m: return ''
     return m.group(1) + (re.split(r'[-,]', m.group(2))[0] if m.group(2) else '')
 
-# %% ../nbs/22_launch.ipynb #560fb1d8
+# %% ../nbs/22_launch.ipynb #ae207552
 def slurm_tasks_per_node(env:dict) -> int:
     "Tasks on this node of a SLURM step (`SLURM_STEP_TASKS_PER_NODE` or `SLURM_TASKS_PER_NODE`, e.g. `4(x2)`)."
     v = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE') or env.get('SLURM_NTASKS', '1')
@@ -78,7 +78,7 @@ def detect_launch(env:dict,      # environment variables (os.environ)
     if cuda_count > 1: return LaunchInfo('distributed', 'spawn', cuda_count, devices=cuda_count)
     return LaunchInfo('single', 'none')
 
-# %% ../nbs/22_launch.ipynb #d401e926
+# %% ../nbs/22_launch.ipynb #fa4c7ab8
 MODES, ACCELERATORS = ('auto', 'single', 'distributed'), ('auto', 'cpu', 'gpu', 'cuda')
 
 def _check_choice(key:str, value, choices):
@@ -93,7 +93,7 @@ def _requested_size(world_size, accelerator:str, cuda_count:int) -> int:
         raise ConfigError(f"launch.world_size is {world_size!r}, expected a positive integer or 'auto'")
     return world_size
 
-# %% ../nbs/22_launch.ipynb #1adaa4cf
+# %% ../nbs/22_launch.ipynb #cdc8dd49
 def _no_gpu_error(): return ConfigError("No CUDA devices available in distributed mode: set trainer.accelerator=cpu for gloo "
                                         "or run on a GPU node (or launch.train_mode=single)")
 
@@ -133,7 +133,7 @@ def resolve_launch(mode:str='auto',         # launch.train_mode: auto | single |
         return LaunchInfo('distributed', 'spawn', n, devices=n) if n > 1 else LaunchInfo('single', 'none')
     return found if mode == 'auto' else LaunchInfo('single', 'none')
 
-# %% ../nbs/22_launch.ipynb #81e9a949
+# %% ../nbs/22_launch.ipynb #f3c9b3fd
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
 class ExternalDDPStrategy(DDPStrategy):
@@ -146,7 +146,7 @@ class ExternalDDPStrategy(DDPStrategy):
 if 'ddp_external' not in StrategyRegistry:
     StrategyRegistry.register('ddp_external', ExternalDDPStrategy, description='DDP over externally started processes (notebooks under srun/torchrun)')
 
-# %% ../nbs/22_launch.ipynb #4570c39a
+# %% ../nbs/22_launch.ipynb #64fa1dc6
 LAUNCH_DEFAULTS = {'train_mode': 'auto', 'world_size': 'auto'}
 
 def in_notebook() -> bool:
@@ -166,7 +166,7 @@ def trainer_settings(info:LaunchInfo, accelerator:str, strategy:str='auto', note
     if notebook: ddp = 'ddp_external' if info.external else 'ddp_notebook'
     return {'devices': info.devices, 'num_nodes': info.num_nodes, 'strategy': ddp, 'accelerator': acc}
 
-# %% ../nbs/22_launch.ipynb #a03b7c69
+# %% ../nbs/22_launch.ipynb #100ab576
 def launch_config(cfg) -> dict:
     "`cfg.launch` with defaults filled in (a config without a `launch` group gets `auto`)."
     got = OmegaConf.to_container(cfg.launch) if 'launch' in cfg and cfg.launch is not None else {}
@@ -198,7 +198,7 @@ def open_dict(cfg):
     from omegaconf import open_dict as od
     return od(cfg)
 
-# %% ../nbs/22_launch.ipynb #3fb17368
+# %% ../nbs/22_launch.ipynb #ef352fa5
 import pytorch_lightning as pl
 
 def slurm_job_id(env:dict) -> str|None:
@@ -214,7 +214,7 @@ def requeue_job(env:dict|None=None) -> bool:
     if r.returncode: print(f'requeue of job {jid} failed: {r.stderr.strip()}', file=sys.stderr)
     return r.returncode == 0
 
-# %% ../nbs/22_launch.ipynb #5e3eae28
+# %% ../nbs/22_launch.ipynb #66c26cbc
 class RequeueOnSignal(pl.Callback):
     "On `sig` (SIGUSR1): at the next batch end, on all ranks, write `ckpt_dir/last.ckpt`, requeue the SLURM job, stop."
     def __init__(self, ckpt_dir,              # where `last.ckpt` goes (the run dir's `checkpoints/`)
@@ -240,7 +240,7 @@ class RequeueOnSignal(pl.Callback):
     def teardown(self, trainer, pl_module, stage=None):
         if self._prev is not None: signal.signal(self.sig, self._prev); self._prev = None
 
-# %% ../nbs/22_launch.ipynb #e2e8d810
+# %% ../nbs/22_launch.ipynb #e7e16817
 def launch_callbacks(cfg, env:dict|None=None) -> list:
     "Callbacks the launch adds to `fit`: SIGUSR1 -> checkpoint -> requeue (requeue only inside SLURM)."
     env = os.environ if env is None else env
@@ -251,7 +251,7 @@ def finish_launch():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/22_launch.ipynb #25fff10a
+# %% ../nbs/22_launch.ipynb #721b15ea
 def rank_output(out:str, env:dict) -> str:
     "The executed notebook's path for this rank: `out` on rank 0, `/dev/null` on the others."
     rank = _int(env, 'RANK', _int(env, 'SLURM_PROCID', 0)) if ('RANK' in env or in_slurm_step(env)) else 0
@@ -264,7 +264,7 @@ def papermill_main(argv:list):
     from papermill.cli import papermill
     papermill.main(args=argv, prog_name='papermill')
 
-# %% ../nbs/22_launch.ipynb #7431742c
+# %% ../nbs/22_launch.ipynb #5a7b9002
 SBATCH_TEMPLATE = '''#!/bin/bash
 #SBATCH --job-name={job_name}
 #SBATCH --nodes={nodes}
@@ -287,7 +287,7 @@ trap 'echo "batch script: SIGUSR1 (the training checkpoints and requeues)"' USR1
 {run_dir_lines}
 mkdir -p "$RUN_DIR"
 echo "job $SLURM_JOB_ID restart ${{SLURM_RESTART_COUNT:-0}} on $(hostname): run dir $RUN_DIR"
-srun --kill-on-bad-exit=1 {python} -m maniflow_nb.launch papermill {notebook} "$RUN_DIR/train.ipynb" {params}
+srun --kill-on-bad-exit=1 {python} -m maniflow_nb.launch papermill {notebook} "$RUN_DIR/train.ipynb" --log-output {params}
 status=$?
 echo "srun exited with $status"
 exit $status
@@ -296,7 +296,7 @@ exit $status
 DEFAULT_SETUP = ('# module load cuda/12.4                      # EDIT: modules\n'
                  '# source /path/to/maniflow_nb/.venv/bin/activate   # EDIT: virtual environment')
 
-# %% ../nbs/22_launch.ipynb #9fb59d3a
+# %% ../nbs/22_launch.ipynb #b559f4e3
 def _quoted_list(items:list) -> str:
     "A YAML flow list in single shell quotes (`-p overrides '[...]'`)."
     bad = [o for o in items if "'" in o or '"' in o]
@@ -317,7 +317,7 @@ def array_size(array:str) -> int:
         n += len(range(a, b + 1, s))
     return n
 
-# %% ../nbs/22_launch.ipynb #08ed48eb
+# %% ../nbs/22_launch.ipynb #c19bc9ac
 def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, tasks_per_node:int|None=None, array:str|None=None,
                   run_dir:str='', job_name:str='', time:str='04:00:00', partition:str='', cpus_per_task:int=8,
                   setup:str=DEFAULT_SETUP, workdir:str='"$SLURM_SUBMIT_DIR"', python:str='python', synthetic_data:bool=False,
@@ -346,7 +346,7 @@ def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, s
     per = sweep if sweep is not None else [[f'training.seed={i}'] for i in range(n)]
     return [{'config_name': config_name, 'overrides': list(overrides) + list(p), 'synthetic_data': synthetic_data} for p in per]
 
-# %% ../nbs/22_launch.ipynb #bfed2d25
+# %% ../nbs/22_launch.ipynb #57da12e6
 def _load_sweep(path) -> list:
     "A sweep file: a YAML list with one list of overrides per array task."
     import yaml
@@ -379,7 +379,7 @@ def _ids(part:str) -> range:
     m = re.fullmatch(r'(\d+)(?:-(\d+))?(?::(\d+))?', part.strip())
     return range(int(m[1]), int(m[2] or m[1]) + 1, int(m[3] or 1))
 
-# %% ../nbs/22_launch.ipynb #839ea7d5
+# %% ../nbs/22_launch.ipynb #0fd76a14
 def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides for every task, e.g. training.num_epochs=100', str, nargs='*', opt=False)=None,
               nodes:int=1,              # nodes
@@ -418,7 +418,7 @@ def slurm_cli(argv=None):
     except (ConfigError, FileNotFoundError) as e:
         print(f'maniflow-slurm: {e}', file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/22_launch.ipynb #b8894f13
+# %% ../nbs/22_launch.ipynb #a689d334
 #| eval: false
 if __name__ == '__main__':
     if sys.argv[1:2] == ['papermill']: papermill_main(sys.argv[2:])

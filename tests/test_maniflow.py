@@ -68,8 +68,13 @@ def test_golden_outputs():
     assert sorted(got) == sorted(want)
     for k in want: torch.testing.assert_close(got[k], want[k], atol=ATOL, rtol=RTOL, msg=lambda s: f'{k}: {s}')
 
-def _fixed_loss(pol, batch):
-    torch.manual_seed(123); return pol.compute_loss(batch)[1]['loss_flow']
+def _fixed_loss(pol, batch, n=10):
+    "Flow-matching loss on the whole batch, averaged over `n` fixed draws of t and noise."
+    ratio, pol.flow_batch_ratio = pol.flow_batch_ratio, 1.0
+    try:
+        with torch.no_grad():
+            return sum(torch.manual_seed(i) and pol.compute_loss(batch)[1]['loss_flow'] for i in range(n)) / n
+    finally: pol.flow_batch_ratio = ratio
 
 def _sample_err(pol, batch, sampler, K):
     pol.sampler = sampler

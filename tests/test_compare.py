@@ -1,0 +1,116 @@
+"""Parity harness end to end: the parity job through the CLI (identical first 200 training losses and LR schedule on CPU
+fp32 deterministic), bad input through the CLI, reports, the dashboard driven headlessly, and the compare_runs job notebook."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pandas as pd, pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT/'tests'/'fixtures'/'runs'
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT), 'WANDB_MODE': 'offline', 'PYTHONWARNINGS': 'ignore'}
+CLI = 'from maniflow_nb.compare import compare_cli; compare_cli()'
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, '-c', CLI, *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+@pytest.fixture(scope='module')
+def store(tmp_path_factory):
+    from maniflow_nb.data import make_synthetic_store
+    return make_synthetic_store(tmp_path_factory.mktemp('data')/'s.zarr', n_episodes=6, episode_len=20, seed=0)
+
+def tiny(store, epochs, batch_size, val_every):
+    "MLP policy (dropout on) on the synthetic store, CPU; validation every `val_every` epochs."
+    return [f'task.dataset_path={store}', 'policy=mlp', 'policy.hidden=32', f'training.num_epochs={epochs}',
+            f'training.batch_size={batch_size}', f'training.val_every={val_every}', f'training.sample_every={epochs}',
+            f'training.checkpoint_every={epochs}', 'training.lr_warmup_steps=20', 'trainer.accelerator=cpu']
+
+def train_rows(run_dir, n):
+    from maniflow_nb.compare import read_metrics
+    return read_metrics(run_dir).dropna(subset=['train_loss']).head(n)
+
+def test_parity_first_200_steps_identical(store, tmp_path):
+    "The parity job via the CLI: on CPU fp32 deterministic, per-step training loss and LR are identical for 200+ steps."
+    work, out = tmp_path/'parity', tmp_path/'report.md'
+    r = cli('--parity', '--config-name', 'maniflow_state_metaworld', '--workdir', work, '--out', out,
+            '--loss-atol', '0', *tiny(store, epochs=8, batch_size=4, val_every=8))
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    a, b = train_rows(work/'legacy', 200), train_rows(work/'lightning', 200)
+    assert len(a) == len(b) == 200
+    assert list(a.step) == list(b.step) == list(range(1, 201))
+    assert (a.train_loss.values == b.train_loss.values).all()            # bit-identical
+    assert (a.lr.values == b.lr.values).all() and a.lr.nunique() > 20     # the warm-up and cosine, step by step
+    report = out.read_text()
+    for line in ('| train_loss curves |', '| LR schedule |', '| EMA weights |', '| EMA predictions |',
+                 '| legacy checkpoint loads in lightning |', '| lightning checkpoint loads in legacy |'):
+        assert line in report and report.split(line)[1].split('\n')[0].count('| pass |') == 1, line
+    assert json.loads((work/'legacy'/'resources.json').read_text())['peak_rss_mb'] > 0
+
+@pytest.mark.xfail(strict=False, reason="legacy TrainWorkspace.validate builds its DataLoader without a generator: the "
+                   "iterator draws a base seed from the global torch RNG, so dropout masks after a validation differ from Lightning's")
+def test_parity_identical_with_validation_every_epoch(store, tmp_path):
+    from maniflow_nb.compare import parity_configs, train_child
+    cfgs = parity_configs('maniflow_state_metaworld', tiny(store, epochs=2, batch_size=8, val_every=1), tmp_path)
+    for c in cfgs.values(): train_child(c, timeout=300)
+    a, b = train_rows(tmp_path/'legacy', 1000), train_rows(tmp_path/'lightning', 1000)
+    assert (a.train_loss.values == b.train_loss.values).all()
+
+def test_cli_report_of_fixture(tmp_path):
+    out = tmp_path/'r.html'
+    r = cli(FIXTURES/'legacy', FIXTURES/'lightning', '--out', out)
+    assert r.returncode == 1, r.stderr          # the fixture's curves part after the first validation: a failed check
+    assert '| train_loss curves |' in r.stdout and 'FAIL' in r.stdout
+    html = out.read_text()
+    assert html.count('<tr') == 12 and 'first step above tolerance: 10' in html
+
+@pytest.mark.parametrize('args,msg', [
+    (['RUN_A_ONLY'], 'expected two run dirs RUN_A RUN_B, got 1'),
+    ([FIXTURES/'legacy', 'no/such/run'], 'no/such/run is not a run dir (no metrics.csv)'),
+    ([FIXTURES/'legacy', FIXTURES/'lightning', '--out', 'OUT/report.txt'], "expected a .md or .html file"),
+    (['--parity', 'training.no_such_key=1', '--workdir', 'OUT/p'], "unknown config key 'training.no_such_key'"),
+])
+def test_cli_bad_input(tmp_path, args, msg):
+    args = [str(a).replace('OUT', str(tmp_path)) for a in args]
+    r = cli(*args)
+    assert r.returncode == 2
+    assert msg in r.stderr and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path/'report.txt').exists() and not (tmp_path/'p'/'legacy').exists()
+
+def test_load_runs_nested_with_papermill(tmp_path):
+    import shutil
+    from maniflow_nb.compare import load_runs, config_diff
+    shutil.copytree(FIXTURES/'legacy', tmp_path/'sweep'/'a')
+    shutil.copytree(FIXTURES/'lightning', tmp_path/'sweep'/'b')
+    nb = {'cells': [], 'metadata': {'papermill': {'parameters': {'overrides': ['x=1']}, 'exception': None, 'duration': 2.0}}}
+    (tmp_path/'sweep'/'b'/'train.ipynb').write_text(json.dumps(nb))
+    (tmp_path/'sweep'/'b'/'checkpoints').mkdir(); (tmp_path/'sweep'/'b'/'checkpoints'/'last.ckpt').write_bytes(b'')
+    df = load_runs(tmp_path)
+    assert sorted(df.run.unique()) == ['sweep/a', 'sweep/b']
+    runs = df.attrs['runs']
+    assert runs['sweep/b']['papermill']['parameters'] == {'overrides': ['x=1']} and runs['sweep/a']['papermill'] is None
+    assert runs['sweep/b']['checkpoints'] == ['last.ckpt'] and runs['sweep/a']['checkpoints'] == []
+    assert config_diff(tmp_path/'sweep'/'a', tmp_path/'sweep'/'b')['trainer.name'] == ('legacy', 'lightning')
+
+def test_dashboard_headless():
+    from maniflow_nb.compare import dashboard
+    db = dashboard(FIXTURES)
+    fig0, html0 = db.figure, db.diff.value
+    assert len(fig0.axes[0].lines) == 2 and 'trainer.name' in html0
+    db.metric.value = 'val_loss'
+    assert db.figure is not fig0 and db.figure.axes[0].get_ylabel() == 'val_loss'
+    db.x.value = 'epoch'
+    assert len(db.figure.axes[0].lines[0].get_xdata()) == 6
+    y = db.figure.axes[0].lines[0].get_ydata().copy()
+    db.smooth.value = 0.8
+    assert not (db.figure.axes[0].lines[0].get_ydata() == y).all()
+    db.runs.value = ('lightning',)
+    assert len(db.figure.axes[0].lines) == 1 and db.diff.value != html0
+    assert len(db.out.outputs) == 1       # the figure, displayed in the Output widget
+
+def test_compare_runs_notebook(tmp_path):
+    "The papermill job: two run dirs in, a report out, the executed notebook as the record."
+    out_nb, report = tmp_path/'compare_runs.ipynb', tmp_path/'report.md'
+    r = subprocess.run([sys.executable, '-m', 'papermill', str(ROOT/'nbs'/'compare_runs.ipynb'), str(out_nb),
+                        '-p', 'run_a', str(FIXTURES/'legacy'), '-p', 'run_b', str(FIXTURES/'lightning'), '-p', 'out', str(report),
+                        '--kernel', 'python3'], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '| LR schedule |' in report.read_text()
+    assert json.loads(out_nb.read_text())['metadata']['papermill']['parameters']['run_b'] == str(FIXTURES/'lightning')
