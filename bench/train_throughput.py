@@ -73,6 +73,7 @@ def main():
             print(f'round {r} {trainer}: {rates[trainer][-1]:.1f} samples/s', flush=True)
     dev = torch.cuda.get_device_name() if a.device == 'cuda' else f'cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)'
     rows = [{'device': dev, 'torch': torch.__version__, 'date': datetime.date.today().isoformat(), 'trainer': t,
+             'load_avg_1m': round(os.getloadavg()[0], 2),
              'precision': a.precision, 'samples_per_s': round(statistics.median(v), 2), 'batch': a.batch,
              'config': f'{a.config} policy={a.policy} steps/epoch={a.steps} epochs={a.epochs} (first epoch excluded)',
              'runs': [round(x, 2) for x in v]} for t, v in rates.items()]

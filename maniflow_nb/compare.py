@@ -7,17 +7,17 @@ __all__ = ['PARITY_OVERRIDES', 'X_AXES', 'trainer_of', 'read_metrics', 'last_che
            'check_val_loss', 'check_train_loss', 'check_lr', 'check_resources', 'check_sample_mse', 'fixed_batch',
            'check_ema', 'load_in_legacy', 'load_in_lightning', 'check_cross_load', 'compare_runs', 'report_markdown',
            'report_html', 'render_report', 'train_recorded', 'parity_configs', 'train_child', 'run_parity',
-           'compare_cli', 'find_runs', 'load_runs', 'metric_names', 'smooth_curve', 'plot_runs', 'flatten',
-           'config_diff', 'RunDashboard', 'dashboard']
+           'parity_summary', 'compare_cli', 'find_runs', 'load_runs', 'metric_names', 'smooth_curve', 'plot_runs',
+           'flatten', 'config_diff', 'RunDashboard', 'dashboard']
 
-# %% ../nbs/23_compare.ipynb #0711a87b
+# %% ../nbs/23_compare.ipynb #83d039ee
 import os, sys, json, math, time, shutil, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
 from omegaconf import OmegaConf
 from .config import atomic_path, save_config, load_config, compose_config, to_plain, ConfigError
 
-# %% ../nbs/23_compare.ipynb #ba2b9c1c
+# %% ../nbs/23_compare.ipynb #e7e49e2e
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -34,12 +34,13 @@ def read_metrics(run_dir) -> pd.DataFrame:
     df = pd.read_csv(path)
     if trainer_of(df.columns) == 'legacy': df = df.rename(columns={'global_step': 'step'})
     else: df = df.assign(step=df['step'] + 1)
-    df = df.rename(columns=_canonical).T.groupby(level=0).first().T   # merge duplicate names
+    df = df.rename(columns=_canonical)
+    if df.columns.duplicated().any(): df = df.T.groupby(level=0).first().T   # merge columns that got the same name
     df = df.apply(pd.to_numeric, errors='coerce').groupby('step', as_index=False).first()
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/23_compare.ipynb #5c3b929e
+# %% ../nbs/23_compare.ipynb #f78829bc
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -64,7 +65,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/23_compare.ipynb #6472ef44
+# %% ../nbs/23_compare.ipynb #56505271
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -110,7 +111,8 @@ def _divergence_note(a:dict, b:dict, step:int) -> str:
     note = f'first step above tolerance: {step} (epoch {int(row.epoch)})'
     if after_val and {a['trainer'], b['trainer']} == {'legacy', 'lightning'}:
         note += ('; it follows a validation: the legacy loop\'s validation DataLoader has no generator, so it draws its '
-                 'base seed from the global torch RNG and the next dropout masks differ (Lightning\'s loaders have their own)')
+                 'base seed from the global torch RNG and every later random draw (dropout, noise, flow times) differs; '
+                 'Lightning\'s loaders have their own generators')
     return note
 
 def check_lr(a:dict, b:dict) -> dict:
@@ -121,7 +123,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/23_compare.ipynb #3103de18
+# %% ../nbs/23_compare.ipynb #885d5917
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -148,7 +150,7 @@ def check_sample_mse(a:dict, b:dict) -> dict:
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
                  'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run')
 
-# %% ../nbs/23_compare.ipynb #dd59a506
+# %% ../nbs/23_compare.ipynb #98d35879
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -180,7 +182,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     dp = float((preds[0] - preds[1]).abs().max())
     return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}')]
 
-# %% ../nbs/23_compare.ipynb #91534e66
+# %% ../nbs/23_compare.ipynb #66557897
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -219,7 +221,7 @@ def check_cross_load(run:dict, workdir) -> dict:
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/23_compare.ipynb #c39cc5ce
+# %% ../nbs/23_compare.ipynb #b3c3c9b9
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
@@ -258,7 +260,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/23_compare.ipynb #334fdbba
+# %% ../nbs/23_compare.ipynb #e04e6171
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -295,7 +297,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/23_compare.ipynb #4d312321
+# %% ../nbs/23_compare.ipynb #9eac116d
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -310,7 +312,10 @@ def train_child(cfg, timeout:float=None) -> dict:
     code = 'import sys; from maniflow_nb.compare import train_recorded; train_recorded(sys.argv[1])'
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore', 'WANDB_MODE': 'offline'}
     r = subprocess.run([sys.executable, '-c', code, str(run_dir/'parity_config.yaml')], capture_output=True, text=True, timeout=timeout, env=env)
-    if r.returncode: raise RuntimeError(f"training {cfg.trainer.name} in {run_dir} failed:\n{r.stderr[-2000:]}")
+    (run_dir/'train.log').write_text(r.stdout + r.stderr)
+    if r.returncode:
+        last = next((l for l in reversed(r.stderr.splitlines()) if l.strip()), f'exit code {r.returncode}')
+        raise RuntimeError(f"training with trainer={cfg.trainer.name} failed: {last.strip()} (full log: {run_dir/'train.log'})")
     return json.loads((run_dir/'resources.json').read_text())
 
 def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeout:float=None, **tols) -> list:
@@ -323,7 +328,27 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/23_compare.ipynb #6af17b2d
+# %% ../nbs/23_compare.ipynb #7e2fe332
+def _lead_identical(d:pd.Series) -> int:
+    "Number of leading zeros in the absolute differences `d`."
+    nz = (d.values != 0)
+    return int(nz.argmax()) if nz.any() else len(d)
+
+def parity_summary(run_a, run_b) -> dict:
+    "Parity numbers of run B against run A: steps, loss differences, LR identity, val-loss and wall-clock ratios."
+    a, b = (r if isinstance(r, dict) else load_run(r) for r in (run_a, run_b))
+    p, l = _paired(a, b, 'train_loss'), _paired(a, b, 'lr')
+    d = (p.train_loss_a - p.train_loss_b).abs()
+    va, vb = _last(a['metrics'], 'val_loss'), _last(b['metrics'], 'val_loss')
+    res = lambda r, k: (r.get('resources') or {}).get(k)
+    ratio = lambda k: res(b, k) / res(a, k) if res(a, k) and res(b, k) else None
+    return {'steps': len(p), 'identical_steps': _lead_identical(d), 'max_abs_loss_diff': float(d.max()) if len(d) else None,
+            'mean_abs_loss_diff': float(d.mean()) if len(d) else None,
+            'lr_identical': bool(len(l) and (l.lr_a == l.lr_b).all() and len(l) == a['metrics']['lr'].notna().sum() == b['metrics']['lr'].notna().sum()),
+            'val_loss_rel_diff': abs(vb - va) / abs(va) if va and vb is not None else None,
+            'wall_ratio': ratio('wall_s'), 'peak_rss_ratio': ratio('peak_rss_mb')}
+
+# %% ../nbs/23_compare.ipynb #dd540dac
 from fastcore.script import anno_parser, Param, store_true
 
 def _compare_args(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
@@ -345,9 +370,15 @@ def _compare_main(a) -> list:
     if a.out: render_report(checks, a.out, header=f'A: {a.args[0]}  B: {a.args[1]}')
     return checks
 
+def _underscored(arg:str) -> str:
+    "`--config-name=x` -> `--config_name=x`: flags may be spelled with dashes."
+    if not arg.startswith('--'): return arg
+    flag, eq, val = arg.partition('=')
+    return '--' + flag[2:].replace('-', '_') + eq + val
+
 def compare_cli(argv=None): # command-line arguments (default: sys.argv[1:])
     "`maniflow-compare RUN_A RUN_B [--out F]` or `maniflow-compare --parity --config_name N [overrides] [--out F]`."
-    argv = [('--' + x[2:].replace('-', '_')) if x.startswith('--') and '=' not in x else x for x in (sys.argv[1:] if argv is None else argv)]
+    argv = [_underscored(x) for x in (sys.argv[1:] if argv is None else argv)]
     a = anno_parser(_compare_args, prog='maniflow-compare').parse_args(argv)
     try: checks = _compare_main(a)
     except (ValueError, FileNotFoundError, ConfigError, RuntimeError) as e:
@@ -355,7 +386,7 @@ def compare_cli(argv=None): # command-line arguments (default: sys.argv[1:])
     print(report_markdown(checks))
     if any(c['passed'] is False for c in checks): sys.exit(1)
 
-# %% ../nbs/23_compare.ipynb #e495535b
+# %% ../nbs/23_compare.ipynb #da2529e9
 def find_runs(root) -> list:
     "Run dirs under `root` (itself included): folders holding a `metrics.csv`."
     root = Path(root)
@@ -376,7 +407,7 @@ def metric_names(df:pd.DataFrame) -> list:
     "Metrics that can be plotted (numeric columns other than the x axes)."
     return [c for c in df.columns if c not in ('run', 'step', 'epoch', 'time') and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
 
-# %% ../nbs/23_compare.ipynb #4ba4183a
+# %% ../nbs/23_compare.ipynb #5c49090e
 def smooth_curve(y, weight:float=0.0) -> np.ndarray:
     "TensorBoard-style smoothing: debiased exponential moving average with `weight` in [0, 1); NaNs are skipped."
     y = np.asarray(y, dtype=float)
@@ -388,7 +419,7 @@ def smooth_curve(y, weight:float=0.0) -> np.ndarray:
         out[i] = acc / (1 - weight ** n) if weight else v
     return out
 
-# %% ../nbs/23_compare.ipynb #58d4d84f
+# %% ../nbs/23_compare.ipynb #21b61c1c
 import matplotlib.pyplot as plt
 
 X_AXES = ('step', 'epoch', 'time')
@@ -402,17 +433,18 @@ def plot_runs(df:pd.DataFrame, # `load_runs` table
     "Figure of `metric` against `x` for `runs`."
     if x not in X_AXES: raise ValueError(f"x is '{x}', expected one of {', '.join(X_AXES)}")
     if metric not in df.columns: raise ValueError(f"metric '{metric}' was not logged; logged: {', '.join(metric_names(df))}")
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
+    own = ax is None
+    fig, ax = plt.subplots(figsize=(7, 4)) if own else (ax.figure, ax)
     for r in (runs if runs is not None else sorted(df.run.unique())):
         d = df[df.run == r]
         if x not in d or d[x].isna().all(): raise ValueError(f"run '{r}' has no '{x}' column (time is recorded by the parity job's timing.csv)")
         d = d[[x, metric]].dropna().groupby(x, as_index=False).last() if x == 'epoch' else d[[x, metric]].dropna()
         ax.plot(d[x], smooth_curve(d[metric], smooth), label=r)
     ax.set_xlabel('seconds' if x == 'time' else x); ax.set_ylabel(metric); ax.legend(); ax.grid(alpha=0.3)
-    plt.close(fig)
+    if own: plt.close(fig)      # returned, not shown twice in notebooks
     return fig
 
-# %% ../nbs/23_compare.ipynb #ad51c7c3
+# %% ../nbs/23_compare.ipynb #98329b8a
 def flatten(d:dict, prefix:str='') -> dict:
     "Nested dict -> `{dotted.key: value}`."
     out = {}
@@ -434,7 +466,7 @@ def config_diff(run_a, run_b, ignore=('run_dir',)) -> dict:
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
             if k not in ignore and a.get(k, missing) != b.get(k, missing)}
 
-# %% ../nbs/23_compare.ipynb #f592581d
+# %% ../nbs/23_compare.ipynb #8aa55e60
 import ipywidgets as W
 
 class RunDashboard:

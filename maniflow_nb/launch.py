@@ -10,7 +10,7 @@ __all__ = ['MODES', 'ACCELERATORS', 'LAUNCH_DEFAULTS', 'SBATCH_TEMPLATE', 'DEFAU
            'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_size', 'render_sbatch',
            'array_params', 'write_job', 'slurm_job', 'slurm_cli']
 
-# %% ../nbs/22_launch.ipynb #d4ced339
+# %% ../nbs/22_launch.ipynb #b2dd473a
 import os, re, sys, shlex, signal, subprocess
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, DictConfig
 from fastcore.script import anno_parser, Param
 from .config import ConfigError, atomic_path
 
-# %% ../nbs/22_launch.ipynb #bea0ae50
+# %% ../nbs/22_launch.ipynb #33e9c447
 @dataclass(frozen=True)
 class LaunchInfo:
     "How training runs: the mode, who started the processes, and this process's place among them."
@@ -47,7 +47,7 @@ def first_host(nodelist:str) -> str:
     if not m: return ''
     return m.group(1) + (re.split(r'[-,]', m.group(2))[0] if m.group(2) else '')
 
-# %% ../nbs/22_launch.ipynb #ae207552
+# %% ../nbs/22_launch.ipynb #2cb035f0
 def slurm_tasks_per_node(env:dict) -> int:
     "Tasks on this node of a SLURM step (`SLURM_STEP_TASKS_PER_NODE` or `SLURM_TASKS_PER_NODE`, e.g. `4(x2)`)."
     v = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE') or env.get('SLURM_NTASKS', '1')
@@ -78,7 +78,7 @@ def detect_launch(env:dict,      # environment variables (os.environ)
     if cuda_count > 1: return LaunchInfo('distributed', 'spawn', cuda_count, devices=cuda_count)
     return LaunchInfo('single', 'none')
 
-# %% ../nbs/22_launch.ipynb #fa4c7ab8
+# %% ../nbs/22_launch.ipynb #72fac408
 MODES, ACCELERATORS = ('auto', 'single', 'distributed'), ('auto', 'cpu', 'gpu', 'cuda')
 
 def _check_choice(key:str, value, choices):
@@ -93,7 +93,7 @@ def _requested_size(world_size, accelerator:str, cuda_count:int) -> int:
         raise ConfigError(f"launch.world_size is {world_size!r}, expected a positive integer or 'auto'")
     return world_size
 
-# %% ../nbs/22_launch.ipynb #cdc8dd49
+# %% ../nbs/22_launch.ipynb #7b1b2bf2
 def _no_gpu_error(): return ConfigError("No CUDA devices available in distributed mode: set trainer.accelerator=cpu for gloo "
                                         "or run on a GPU node (or launch.train_mode=single)")
 
@@ -133,7 +133,7 @@ def resolve_launch(mode:str='auto',         # launch.train_mode: auto | single |
         return LaunchInfo('distributed', 'spawn', n, devices=n) if n > 1 else LaunchInfo('single', 'none')
     return found if mode == 'auto' else LaunchInfo('single', 'none')
 
-# %% ../nbs/22_launch.ipynb #f3c9b3fd
+# %% ../nbs/22_launch.ipynb #2e4aeb77
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
 class ExternalDDPStrategy(DDPStrategy):
@@ -146,7 +146,7 @@ class ExternalDDPStrategy(DDPStrategy):
 if 'ddp_external' not in StrategyRegistry:
     StrategyRegistry.register('ddp_external', ExternalDDPStrategy, description='DDP over externally started processes (notebooks under srun/torchrun)')
 
-# %% ../nbs/22_launch.ipynb #64fa1dc6
+# %% ../nbs/22_launch.ipynb #e0b526b4
 LAUNCH_DEFAULTS = {'train_mode': 'auto', 'world_size': 'auto'}
 
 def in_notebook() -> bool:
@@ -166,7 +166,7 @@ def trainer_settings(info:LaunchInfo, accelerator:str, strategy:str='auto', note
     if notebook: ddp = 'ddp_external' if info.external else 'ddp_notebook'
     return {'devices': info.devices, 'num_nodes': info.num_nodes, 'strategy': ddp, 'accelerator': acc}
 
-# %% ../nbs/22_launch.ipynb #100ab576
+# %% ../nbs/22_launch.ipynb #950c3430
 def launch_config(cfg) -> dict:
     "`cfg.launch` with defaults filled in (a config without a `launch` group gets `auto`)."
     got = OmegaConf.to_container(cfg.launch) if 'launch' in cfg and cfg.launch is not None else {}
@@ -198,7 +198,7 @@ def open_dict(cfg):
     from omegaconf import open_dict as od
     return od(cfg)
 
-# %% ../nbs/22_launch.ipynb #ef352fa5
+# %% ../nbs/22_launch.ipynb #2dfb650e
 import pytorch_lightning as pl
 
 def slurm_job_id(env:dict) -> str|None:
@@ -214,7 +214,7 @@ def requeue_job(env:dict|None=None) -> bool:
     if r.returncode: print(f'requeue of job {jid} failed: {r.stderr.strip()}', file=sys.stderr)
     return r.returncode == 0
 
-# %% ../nbs/22_launch.ipynb #66c26cbc
+# %% ../nbs/22_launch.ipynb #f1138297
 class RequeueOnSignal(pl.Callback):
     "On `sig` (SIGUSR1): at the next batch end, on all ranks, write `ckpt_dir/last.ckpt`, requeue the SLURM job, stop."
     def __init__(self, ckpt_dir,              # where `last.ckpt` goes (the run dir's `checkpoints/`)
@@ -240,7 +240,7 @@ class RequeueOnSignal(pl.Callback):
     def teardown(self, trainer, pl_module, stage=None):
         if self._prev is not None: signal.signal(self.sig, self._prev); self._prev = None
 
-# %% ../nbs/22_launch.ipynb #e7e16817
+# %% ../nbs/22_launch.ipynb #3560d87a
 def launch_callbacks(cfg, env:dict|None=None) -> list:
     "Callbacks the launch adds to `fit`: SIGUSR1 -> checkpoint -> requeue (requeue only inside SLURM)."
     env = os.environ if env is None else env
@@ -251,7 +251,7 @@ def finish_launch():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/22_launch.ipynb #721b15ea
+# %% ../nbs/22_launch.ipynb #d3669783
 def rank_output(out:str, env:dict) -> str:
     "The executed notebook's path for this rank: `out` on rank 0, `/dev/null` on the others."
     rank = _int(env, 'RANK', _int(env, 'SLURM_PROCID', 0)) if ('RANK' in env or in_slurm_step(env)) else 0
@@ -264,7 +264,7 @@ def papermill_main(argv:list):
     from papermill.cli import papermill
     papermill.main(args=argv, prog_name='papermill')
 
-# %% ../nbs/22_launch.ipynb #5a7b9002
+# %% ../nbs/22_launch.ipynb #6abd5b3b
 SBATCH_TEMPLATE = '''#!/bin/bash
 #SBATCH --job-name={job_name}
 #SBATCH --nodes={nodes}
@@ -277,6 +277,7 @@ SBATCH_TEMPLATE = '''#!/bin/bash
 #SBATCH --output={log}
 # Rendered by maniflow-slurm ({kind} job). Preemption: SIGUSR1 -> the training writes checkpoints/last.ckpt and
 # requeues the job; the requeued job re-runs this script and resumes from that checkpoint.
+# The log's directory must exist before sbatch (maniflow-slurm creates it).{array_note}
 
 # --- site setup (EDIT for your cluster) ---
 {setup}
@@ -296,7 +297,7 @@ exit $status
 DEFAULT_SETUP = ('# module load cuda/12.4                      # EDIT: modules\n'
                  '# source /path/to/maniflow_nb/.venv/bin/activate   # EDIT: virtual environment')
 
-# %% ../nbs/22_launch.ipynb #b559f4e3
+# %% ../nbs/22_launch.ipynb #cf1f61d4
 def _quoted_list(items:list) -> str:
     "A YAML flow list in single shell quotes (`-p overrides '[...]'`)."
     bad = [o for o in items if "'" in o or '"' in o]
@@ -317,7 +318,7 @@ def array_size(array:str) -> int:
         n += len(range(a, b + 1, s))
     return n
 
-# %% ../nbs/22_launch.ipynb #c19bc9ac
+# %% ../nbs/22_launch.ipynb #44029ae9
 def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, tasks_per_node:int|None=None, array:str|None=None,
                   run_dir:str='', job_name:str='', time:str='04:00:00', partition:str='', cpus_per_task:int=8,
                   setup:str=DEFAULT_SETUP, workdir:str='"$SLURM_SUBMIT_DIR"', python:str='python', synthetic_data:bool=False,
@@ -337,7 +338,8 @@ def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, t
     return SBATCH_TEMPLATE.format(job_name=job_name, nodes=nodes, tasks_per_node=tpn, cpus_per_task=cpus_per_task, time=time,
         gpu_line=f'#SBATCH --gpus-per-node={gpus}\n' if gpus else '',
         partition_line=f'#SBATCH --partition={partition}\n' if partition else '#SBATCH --partition=CHANGE_ME   # EDIT: your partition\n',
-        array_line=f'#SBATCH --array={array}\n' if array else '', kind=kind, setup=setup, workdir=workdir,
+        array_line=f'#SBATCH --array={array}\n' if array else '', kind=kind,
+        array_note=f'\n# Array task i reads its papermill parameters from {run_root}/params/task_i.yaml (maniflow-slurm --sweep).' if array else '', setup=setup, workdir=workdir,
         log=f'{run_root}/slurm-%A_%a.out' if array else f'{run_root}/slurm-%j.out', run_dir_lines=rd, python=python, params=params, notebook=notebook)
 
 def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, synthetic_data:bool=False) -> list:
@@ -346,7 +348,7 @@ def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, s
     per = sweep if sweep is not None else [[f'training.seed={i}'] for i in range(n)]
     return [{'config_name': config_name, 'overrides': list(overrides) + list(p), 'synthetic_data': synthetic_data} for p in per]
 
-# %% ../nbs/22_launch.ipynb #57da12e6
+# %% ../nbs/22_launch.ipynb #0a267510
 def _load_sweep(path) -> list:
     "A sweep file: a YAML list with one list of overrides per array task."
     import yaml
@@ -363,6 +365,8 @@ def write_job(config_name:str, overrides:list=(), array:str|None=None, sweep=Non
     from maniflow_nb.config import compose_config
     job_name = job_name or config_name
     run_root = Path(run_dir or f'runs/{job_name}')
+    if kw.get('synthetic_data') and kw.get('nodes', 1) * (kw.get('tasks_per_node') or max(kw.get('gpus', 1), 1)) > 1:
+        raise ConfigError('--synthetic_data writes the store from every rank: use it in single-task jobs (or make the store first)')
     compose_config(config_name, list(overrides))                         # a bad override fails now
     tasks = array_params(config_name, overrides, array_size(array), _load_sweep(sweep) if sweep else None,
                          kw.get('synthetic_data', False)) if array else []
@@ -379,7 +383,7 @@ def _ids(part:str) -> range:
     m = re.fullmatch(r'(\d+)(?:-(\d+))?(?::(\d+))?', part.strip())
     return range(int(m[1]), int(m[2] or m[1]) + 1, int(m[3] or 1))
 
-# %% ../nbs/22_launch.ipynb #0fd76a14
+# %% ../nbs/22_launch.ipynb #85756b99
 def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides for every task, e.g. training.num_epochs=100', str, nargs='*', opt=False)=None,
               nodes:int=1,              # nodes
@@ -418,7 +422,7 @@ def slurm_cli(argv=None):
     except (ConfigError, FileNotFoundError) as e:
         print(f'maniflow-slurm: {e}', file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/22_launch.ipynb #a689d334
+# %% ../nbs/22_launch.ipynb #2e082b96
 #| eval: false
 if __name__ == '__main__':
     if sys.argv[1:2] == ['papermill']: papermill_main(sys.argv[2:])

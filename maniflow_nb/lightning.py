@@ -9,7 +9,7 @@ __all__ = ['batch_size_of', 'PolicyModule', 'EMA', 'ResumableSampler', 'make_loa
            'make_callbacks', 'resume_path', 'lightning_loops', 'as_lightning_checkpoint', 'build', 'best_checkpoint',
            'fit']
 
-# %% ../nbs/21_lightning.ipynb #9b5f1684
+# %% ../nbs/21_lightning.ipynb #b23be55e
 import os, sys, csv, math, hashlib, warnings
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -23,7 +23,7 @@ from .config import to_plain, atomic_path, save_config, seed_everything, set_det
 from .workspace import (EMAModel, make_optimizer, make_scheduler, optimizer_steps, make_policy, make_datasets,
                                    rng_state, set_rng_state, load_checkpoint, legacy_to_lightning, LEGACY_FORMAT)
 
-# %% ../nbs/21_lightning.ipynb #08ff19fa
+# %% ../nbs/21_lightning.ipynb #b0f03066
 def batch_size_of(batch:dict) -> int: return batch['action'].shape[0]
 
 class PolicyModule(pl.LightningModule):
@@ -64,7 +64,7 @@ class PolicyModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint:dict): checkpoint['hyper_parameters'] = {'cfg': to_plain(self.cfg)}
 
-# %% ../nbs/21_lightning.ipynb #760d3e38
+# %% ../nbs/21_lightning.ipynb #b96f4011
 class EMA(Callback):
     "Exponential moving average of the policy, stepped once per optimizer step with the shared warm-up rule."
     def __init__(self, max_decay:float=0.9999): self.max_decay, self.ema, self._last_step = max_decay, None, None
@@ -86,7 +86,7 @@ class EMA(Callback):
         extra = checkpoint.get('maniflow', {})
         self.ema.optimization_step, self.ema.decay = int(extra.get('ema_step', 0)), float(extra.get('ema_decay', 0.0))
 
-# %% ../nbs/21_lightning.ipynb #278f4a1d
+# %% ../nbs/21_lightning.ipynb #ba13aa1c
 class ResumableSampler(torch.utils.data.Sampler):
     "Seeded per-epoch permutation, sharded over DDP ranks, that can resume part-way through an epoch."
     def __init__(self, n:int, seed:int=0, shuffle:bool=True):
@@ -115,7 +115,7 @@ def make_loader(dataset, batch_size:int, sampler=None, num_workers:int=0, seed:i
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_batch,
                                        generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
-# %% ../nbs/21_lightning.ipynb #8cc502a9
+# %% ../nbs/21_lightning.ipynb #0191a9f7
 class ResumeState(Callback):
     "Saves and restores RNG states and the sampler position for an exact resume."
     def __init__(self, sampler:ResumableSampler, # the training sampler
@@ -140,7 +140,7 @@ class ResumeState(Callback):
     def on_train_start(self, trainer, pl_module):
         if self._rng is not None: set_rng_state(self._rng); self._rng = None
 
-# %% ../nbs/21_lightning.ipynb #b071a1d9
+# %% ../nbs/21_lightning.ipynb #d4f6eb08
 def move_to(x, device):
     "Move the tensors of a nested dict/list to `device`."
     if isinstance(x, torch.Tensor): return x.to(device)
@@ -162,7 +162,7 @@ class SampleMSE(Callback):
         mse = F.mse_loss(pred.float(), batch['action'].float())
         pl_module.log('train_action_mse_error', mse, sync_dist=True, batch_size=batch_size_of(batch))
 
-# %% ../nbs/21_lightning.ipynb #1262bde1
+# %% ../nbs/21_lightning.ipynb #ad76bc2f
 class EnvEval(Callback):
     "Roll out the EMA policy every `every` epochs and log the runner's scalar results (`test_mean_score`)."
     def __init__(self, make_runner, # () -> runner with `.run(policy) -> dict`; called once, lazily, on rank 0
@@ -180,7 +180,7 @@ class EnvEval(Callback):
         score = trainer.strategy.broadcast(score, src=0)
         pl_module.log('test_mean_score', score, batch_size=1)
 
-# %% ../nbs/21_lightning.ipynb #b9cd3336
+# %% ../nbs/21_lightning.ipynb #58773f74
 class _AppendingWriter(ExperimentWriter):
     "Lightning's CSV writer, continuing an existing metrics.csv instead of deleting it."
     def _check_log_dir_exists(self):
@@ -219,10 +219,10 @@ def make_loggers(cfg, run_dir) -> list:
     if lg.wandb.enabled:
         from pytorch_lightning.loggers import WandbLogger
         out.append(WandbLogger(save_dir=str(run_dir), project=lg.wandb.project, group=lg.wandb.group, name=cfg.name,
-                               id=wandb_run_id(run_dir), resume='allow', offline=lg.wandb.mode == 'offline'))
+                               id=wandb_run_id(run_dir), resume='allow', offline=lg.wandb.mode == 'offline', config=to_plain(cfg)))
     return out
 
-# %% ../nbs/21_lightning.ipynb #3aa4810e
+# %% ../nbs/21_lightning.ipynb #0d1f557a
 def make_checkpoint_callbacks(cfg, ckpt_dir) -> list:
     "Top-k + last checkpoints, and a step-based `last.ckpt` if `training.checkpoint_every_steps` is set."
     ck, m = cfg.checkpoint, cfg.checkpoint.topk.monitor_key
@@ -237,7 +237,7 @@ def make_checkpoint_callbacks(cfg, ckpt_dir) -> list:
                                    enable_version_counter=False, save_on_train_epoch_end=False))
     return cbs
 
-# %% ../nbs/21_lightning.ipynb #eda6d046
+# %% ../nbs/21_lightning.ipynb #3737a627
 def on_cpu(accelerator:str) -> bool: return accelerator == 'cpu' or (accelerator == 'auto' and not torch.cuda.is_available())
 
 def resolve_precision(precision:str, accelerator:str='auto') -> str:
@@ -269,7 +269,7 @@ def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
         use_distributed_sampler=False, deterministic='warn' if t.deterministic else None,
         log_every_n_steps=t.get('log_every_n_steps', 1), enable_model_summary=False, plugins=[AtomicCheckpointIO()])
 
-# %% ../nbs/21_lightning.ipynb #7f622c72
+# %% ../nbs/21_lightning.ipynb #32b2e111
 def make_loaders(cfg, train_ds, val_ds):
     "Training loader with a `ResumableSampler`, sequential validation loader."
     tr = cfg.training
@@ -278,7 +278,7 @@ def make_loaders(cfg, train_ds, val_ds):
     return (make_loader(train_ds, tr.batch_size, sampler, tr.num_workers, tr.seed),
             make_loader(val_ds, tr.batch_size, None, tr.num_workers, tr.seed))
 
-# %% ../nbs/21_lightning.ipynb #4787ea6b
+# %% ../nbs/21_lightning.ipynb #0304c0ef
 def make_runner(cfg):
     "The env runner of `cfg.task.env_runner`: its `_target_` if it has one, else `maniflow_nb.envs.MetaWorldRunner`."
     import hydra
@@ -297,16 +297,16 @@ def make_callbacks(cfg, sampler, ckpt_dir, loggers=True) -> list:
     if cfg.trainer.fast_dev_run: return cbs      # (Lightning 2.6 still writes `last.ckpt` at train end under fast_dev_run)
     return cbs + make_checkpoint_callbacks(cfg, ckpt_dir)
 
-# %% ../nbs/21_lightning.ipynb #d7de37ec
+# %% ../nbs/21_lightning.ipynb #b491377f
 def resume_path(cfg, ckpt_dir) -> str|None:
-    "The checkpoint to resume from: `training.resume_checkpoint_path`, else `last.ckpt` if `training.resume`."
+    "The checkpoint to resume from: `training.resume_checkpoint_path`, else (`training.resume`) the newest of `last.ckpt` and Lightning's SLURM `hpc_ckpt_*.ckpt`."
     tr = cfg.training
     if tr.resume_checkpoint_path:
         p = Path(tr.resume_checkpoint_path)
         if not p.exists(): raise ConfigError(f"training.resume_checkpoint_path: {p} does not exist")
         return str(p)
-    last = Path(ckpt_dir)/'last.ckpt'
-    return str(last) if tr.resume and last.exists() else None
+    found = [p for p in (Path(ckpt_dir)/'last.ckpt', *Path(cfg.run_dir).glob('hpc_ckpt_*.ckpt')) if p.exists()]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if tr.resume and found else None
 
 def _set(progress:dict, n:int):
     "Set every counter of a Lightning progress dict (`total`/`current`) to `n`."
@@ -336,7 +336,7 @@ def as_lightning_checkpoint(path, ckpt_dir, trainer) -> str:
     with atomic_path(out) as t: torch.save(ck, t)
     return str(out)
 
-# %% ../nbs/21_lightning.ipynb #fa313977
+# %% ../nbs/21_lightning.ipynb #0a208bf4
 def build(cfg):
     "Module, trainer, loaders and resume path for `cfg` (everything `fit` needs, nothing run yet)."
     run_dir = Path(cfg.run_dir); ckpt_dir = run_dir/'checkpoints'

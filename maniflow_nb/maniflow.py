@@ -6,7 +6,7 @@
 __all__ = ['OBS_TYPES', 'farthest_point_sample', 'TokenObsEncoder', 'timestep_embedding', 'TimeEmbedder', 'modulate', 'DiTXBlock',
            'DiTX', 'ManiFlowPolicy', 'ema_update']
 
-# %% ../nbs/12_maniflow.ipynb #8c4e674b
+# %% ../nbs/12_maniflow.ipynb #cb739c4c
 import math, copy
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
@@ -17,7 +17,7 @@ from .flow import (
     make_path, sample_path, sample_time, euler_chain, ode_sample, ODE_METHODS, TIME_SAMPLERS, PATHS,
     sde_chain, flow_sde_log_prob, window_mask)
 
-# %% ../nbs/12_maniflow.ipynb #5ca3e271
+# %% ../nbs/12_maniflow.ipynb #26a42d8f
 def farthest_point_sample(xyz:Tensor, # (N,P,3) points
                           k:int,      # points to keep
                          ) -> Tensor:
@@ -34,7 +34,7 @@ def farthest_point_sample(xyz:Tensor, # (N,P,3) points
         far = dist.argmax(-1)
     return idx
 
-# %% ../nbs/12_maniflow.ipynb #2cc17cd5
+# %% ../nbs/12_maniflow.ipynb #65058e9a
 def _channels_last(shape): return shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
 
 class TokenObsEncoder(nn.Module):
@@ -89,7 +89,7 @@ class TokenObsEncoder(nn.Module):
             out.append(self._tokens(k, x.reshape(B * To, *x.shape[2:])).reshape(B, -1, self.token_dim))
         return torch.cat(out, 1)
 
-# %% ../nbs/12_maniflow.ipynb #2532b808
+# %% ../nbs/12_maniflow.ipynb #fa56b664
 def timestep_embedding(t:Tensor, # (B,) times in [0,1]
                        dim:int, scale:float=1000.) -> Tensor:
     "Sinusoidal embedding (B,dim) of `scale·t`."
@@ -107,7 +107,7 @@ class TimeEmbedder(nn.Module):
 
 def modulate(x, shift, scale): return x * (1 + scale[:, None]) + shift[:, None]
 
-# %% ../nbs/12_maniflow.ipynb #2847b1fc
+# %% ../nbs/12_maniflow.ipynb #66aa5c77
 class DiTXBlock(nn.Module):
     "adaLN-modulated self-attention over action tokens, cross-attention to obs tokens, and MLP."
     def __init__(self, dim:int, n_head:int, mlp_ratio:float=4.0, p_drop:float=0.0):
@@ -131,7 +131,7 @@ class DiTXBlock(nn.Module):
         x = x + m[5][:, None] * self.cross_attn(h, cond, cond, need_weights=False)[0]
         return x + m[8][:, None] * self.mlp(modulate(self.norms[2](x), m[6], m[7]))
 
-# %% ../nbs/12_maniflow.ipynb #aadc41de
+# %% ../nbs/12_maniflow.ipynb #09407436
 class DiTX(nn.Module):
     "Velocity network `(x (B,T,Da), t (B,), Δt (B,), obs tokens (B,N,Dc)) -> (B,T,Da)`."
     def __init__(self, action_dim:int, horizon:int, cond_dim:int, n_cond_tokens:int,
@@ -163,7 +163,7 @@ def _as_batch(v, B, like):
     v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
     return v.expand(B) if v.dim() == 0 else v
 
-# %% ../nbs/12_maniflow.ipynb #ac96084d
+# %% ../nbs/12_maniflow.ipynb #ee29e13a
 OBS_TYPES = {'point_cloud': 'point_cloud', 'rgb': 'rgb', 'state': 'low_dim'}
 
 def _check_obs_type(obs_type, shape_meta):
@@ -175,7 +175,7 @@ def _check_obs_type(obs_type, shape_meta):
     if want not in types or (obs_type == 'state' and types != {'low_dim'}):
         raise ValueError(f"policy.obs_type={obs_type!r} but task shape_meta.obs has types {sorted(types)}")
 
-# %% ../nbs/12_maniflow.ipynb #186254f9
+# %% ../nbs/12_maniflow.ipynb #69087de4
 class ManiFlowPolicy(nn.Module):
     "ManiFlow: DiT-X flow policy with consistency training; `compute_loss`, `predict_action`, `sample_actions`."
     def __init__(self, shape_meta, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -225,7 +225,7 @@ class ManiFlowPolicy(nn.Module):
         self.normalizer.load_state_dict(normalizer.state_dict())
         self.normalizer.to(self.device)
 
-# %% ../nbs/12_maniflow.ipynb #16b13ea7
+# %% ../nbs/12_maniflow.ipynb #0112a890
 @patch
 def _normalize_obs(self:ManiFlowPolicy, obs:dict) -> dict:
     "Normalize each obs key the normalizer knows (uint8 images first scaled to [0,1]); others pass through."
@@ -246,7 +246,7 @@ def velocity_fn(self:ManiFlowPolicy, cond:Tensor, net=None):
         return net(x, t, dt, c)
     return velocity
 
-# %% ../nbs/12_maniflow.ipynb #7db8cc6b
+# %% ../nbs/12_maniflow.ipynb #de77c54b
 @patch
 def _teacher(self:ManiFlowPolicy, ema_model):
     "The consistency teacher: the EMA copy's network, or the online network when EMA is off."
@@ -301,7 +301,7 @@ def _check_action(self:ManiFlowPolicy, a:Tensor):
     if a.dim() != 3 or a.shape[1:] != (self.horizon, self.action_dim):
         raise ValueError(f"action has shape {tuple(a.shape)}, expected (B, {self.horizon}, {self.action_dim}) from horizon and shape_meta")
 
-# %% ../nbs/12_maniflow.ipynb #64a9039a
+# %% ../nbs/12_maniflow.ipynb #3afc1e66
 @patch
 def _noise(self:ManiFlowPolicy, B, generator):
     return torch.randn((B, self.horizon, self.action_dim), generator=generator, device=generator.device if generator else self.device)
@@ -326,7 +326,7 @@ def predict_action(self:ManiFlowPolicy, obs:dict,     # raw {key: (B,To,...)}
     x1 = ode_sample(self.velocity_fn(cond), x0, self.sampler, num_steps or self.num_inference_steps)
     return self._outputs(x1)
 
-# %% ../nbs/12_maniflow.ipynb #912da5d5
+# %% ../nbs/12_maniflow.ipynb #24fb5042
 @patch
 def value(self:ManiFlowPolicy, obs:dict=None, cond:Tensor=None) -> Tensor:
     "Value (B,) from the value head on the detached mean obs token; gradients reach only the head."
@@ -361,7 +361,7 @@ def chain_log_prob(self:ManiFlowPolicy, obs:dict, chain:Tensor, step_index:Tenso
     return flow_sde_log_prob(self.velocity_fn(self.encode_obs(obs)), chain.to(self.device), step_index.to(self.device),
                              noise_level, mode, W)
 
-# %% ../nbs/12_maniflow.ipynb #d659f336
+# %% ../nbs/12_maniflow.ipynb #be021730
 def ema_update(ema:nn.Module, model:nn.Module, step:int, max_decay:float=0.9999):
     "diffusion_policy's warm-up EMA rule: decay = min(1 − (1+step)^−0.75, max_decay)."
     d = min(1 - (1 + step) ** -0.75, max_decay)

@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['train', 'train_cli', 'main', 'check_job_parameters', 'override_list', 'job_config']
 
-# %% ../nbs/21a_train.ipynb #8cac426d
+# %% ../nbs/21a_train.ipynb #c0cba957
 import sys
 from pathlib import Path
 from fastcore.script import anno_parser, Param
 from .config import compose_config, ConfigError
 
-# %% ../nbs/21a_train.ipynb #469dab82
+# %% ../nbs/21a_train.ipynb #c8cb4131
 def train(cfg) -> dict:
     "Train a composed config with the trainer it names; returns the best checkpoint path and score."
     if cfg.trainer.name == 'legacy':
@@ -46,11 +46,11 @@ def main(argv=None):
     args = anno_parser(train_cli, prog='maniflow-train').parse_args(_hydra_spelling(sys.argv[1:] if argv is None else argv))
     train_cli(args.config_name, args.overrides)
 
-# %% ../nbs/21a_train.ipynb #604b0c5e
+# %% ../nbs/21a_train.ipynb #25cac69c
 #| eval: false
 if __name__ == '__main__': main()
 
-# %% ../nbs/21a_train.ipynb #eadf1752
+# %% ../nbs/21a_train.ipynb #08cb24e3
 _IPYTHON_NAMES = {'In', 'Out', 'get_ipython', 'exit', 'quit', 'open'}
 
 def check_job_parameters(ns:dict,   # the notebook's globals after the parameters cells

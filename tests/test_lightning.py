@@ -86,3 +86,19 @@ def test_ddp_two_cpu_processes_stay_in_sync(store, tmp_path):
     r = subprocess.run([PY, str(script), str(out), *ov], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(out.read_text()) == {'weights_equal': True, 'ema_equal': True, 'shards_differ': True}
+
+def test_metaworld_eval_callback_and_topk_on_score(tmp_path):
+    "EnvEval rolls the EMA policy out with the real MetaWorldRunner; top-k checkpoints are named by test_mean_score."
+    import csv
+    from maniflow_nb.config import compose_config
+    from maniflow_nb.data import make_synthetic_store
+    from maniflow_nb.lightning import fit
+    store = make_synthetic_store(tmp_path/'s.zarr', n_episodes=4, episode_len=20, n_points=512)
+    r = fit(compose_config('maniflow_pointcloud_metaworld', [
+        'policy=mlp', f'task.dataset_path={store}', f'run_dir={tmp_path/"ev"}', 'horizon=4', 'n_action_steps=2',
+        'training.batch_size=8', 'training.num_epochs=1', 'training.max_train_steps=2', 'training.eval_every=1',
+        'task.env_runner.n_episodes=1', 'task.env_runner.max_steps=10', 'checkpoint.topk.monitor_key=test_mean_score',
+        'checkpoint.topk.mode=max', 'trainer.accelerator=cpu', 'logger.tensorboard=false', 'trainer.progress_bar=false']))
+    assert Path(r['best_path']).name.startswith('epoch=0000-test_mean_score=') and 0 <= r['best_score'] <= 1
+    rows = list(csv.DictReader(open(tmp_path/'ev'/'metrics.csv')))
+    assert [float(x['test_mean_score']) for x in rows if x.get('test_mean_score')] == [r['best_score']]

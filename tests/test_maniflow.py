@@ -83,6 +83,10 @@ def _sample_err(pol, batch, sampler, K):
 
 SAMPLERS = [('euler', 1), ('euler', 2), ('euler', 10), ('midpoint', 4), ('rk4', 4), ('dopri5', None)]
 
+# VP-type paths need more steps: their velocity targets grow without bound as t -> 1 (dσ/dt -> -inf), which slows
+# the fall of the flow-matching MSE; the samples themselves converge as fast as on the other paths.
+STEPS = {'condot': 400, 'cosine': 400, 'vp': 1000, 'linear_vp': 1000}
+
 @pytest.mark.parametrize('path', sorted(PATHS))
 def test_overfit_every_path_and_sampler(path):
     "One batch of 4 distinct obs -> chunk pairs: flow loss and every sampler's error fall >= 10x."
@@ -90,10 +94,10 @@ def test_overfit_every_path_and_sampler(path):
     g = torch.Generator().manual_seed(0)
     obs = torch.randn(4, 2, 3, generator=g)
     batch = {'obs': {'agent_pos': obs}, 'action': torch.tanh(obs[:, -1:, :2] + torch.linspace(0, 1, 8)[None, :, None] * obs[:, -1:, 2:3])}
-    pol = _tiny(STATE_META, path=path, time_sampler='uniform', flow_batch_ratio=0.5, add_value_head=False)
+    pol = _tiny(STATE_META, path=path, time_sampler='logit_normal', add_value_head=False)
     pol.set_normalizer(_normalizer(batch))
     l0, e0 = _fixed_loss(pol, batch), {s: _sample_err(pol, batch, *s) for s in SAMPLERS}
-    _train(pol, batch, 400)
+    _train(pol, batch, STEPS[path])
     l1, e1 = _fixed_loss(pol, batch), {s: _sample_err(pol, batch, *s) for s in SAMPLERS}
     assert l0 / l1 >= 10, (path, l0, l1)
     for s in SAMPLERS: assert e0[s] / e1[s] >= 10, (path, s, e0[s], e1[s])
