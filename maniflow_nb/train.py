@@ -5,21 +5,24 @@
 # %% auto #0
 __all__ = ['train', 'train_cli', 'main', 'check_job_parameters', 'override_list', 'job_config']
 
-# %% ../nbs/21a_train.ipynb #c0cba957
+# %% ../nbs/21a_train.ipynb #5e8445ae
 import sys
 from pathlib import Path
 from fastcore.script import anno_parser, Param
 from .config import compose_config, ConfigError
 
-# %% ../nbs/21a_train.ipynb #c8cb4131
+# %% ../nbs/21a_train.ipynb #0adee880
 def train(cfg) -> dict:
     "Train a composed config with the trainer it names; returns the best checkpoint path and score."
+    from maniflow_nb.launch import configure_launch, launch_callbacks, finish_launch
+    cfg = configure_launch(cfg)                               # single or distributed, from cfg.launch and the environment
     if cfg.trainer.name == 'legacy':
         from maniflow_nb.workspace import TrainWorkspace
         return TrainWorkspace(cfg).run()                      # prints the best checkpoint itself
     if cfg.trainer.name != 'lightning': raise ConfigError(f"trainer.name is '{cfg.trainer.name}', expected 'lightning' or 'legacy'")
     from maniflow_nb.lightning import fit
-    res = {k: v for k, v in fit(cfg).items() if k not in ('trainer', 'module')}
+    try: res = {k: v for k, v in fit(cfg, callbacks=launch_callbacks(cfg)).items() if k not in ('trainer', 'module')}
+    finally: finish_launch()                                  # destroy the process group (gloo aborts at exit otherwise)
     if res['best_path']: print(f"best checkpoint: {res['best_path']} ({res['monitor']}={res['best_score']:.4f})")
     return res
 
@@ -46,11 +49,11 @@ def main(argv=None):
     args = anno_parser(train_cli, prog='maniflow-train').parse_args(_hydra_spelling(sys.argv[1:] if argv is None else argv))
     train_cli(args.config_name, args.overrides)
 
-# %% ../nbs/21a_train.ipynb #25cac69c
+# %% ../nbs/21a_train.ipynb #f6080a9e
 #| eval: false
 if __name__ == '__main__': main()
 
-# %% ../nbs/21a_train.ipynb #08cb24e3
+# %% ../nbs/21a_train.ipynb #390a1832
 _IPYTHON_NAMES = {'In', 'Out', 'get_ipython', 'exit', 'quit', 'open'}
 
 def check_job_parameters(ns:dict,   # the notebook's globals after the parameters cells

@@ -10,7 +10,7 @@ __all__ = ['LEGACY_FORMAT', 'LIGHTNING_MODEL_PREFIX', 'LIGHTNING_EMA_PREFIX', 'e
            'TrainWorkspace', 'read_checkpoint', 'load_policy_from_checkpoint', 'run_dir_of', 'evaluate_checkpoint',
            'eval_cli']
 
-# %% ../nbs/20_workspace.ipynb #58419e9d
+# %% ../nbs/20_workspace.ipynb #0495a08f
 import copy, math, random, signal, sys, json, csv
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -22,7 +22,7 @@ from .data import SequenceDataset, LinearNormalizer, collate_batch
 from .config import (to_plain, atomic_path, save_config, seed_everything,
                                 set_deterministic, in_batch_job, ConfigError)
 
-# %% ../nbs/20_workspace.ipynb #fc6138c8
+# %% ../nbs/20_workspace.ipynb #9601d504
 def ema_decay(step:int,              # optimizer steps taken before this update
               max_decay:float=0.9999, # upper bound (cfg.training.ema_decay)
               power:float=0.75,       # warm-up exponent
@@ -35,7 +35,7 @@ def ema_decay(step:int,              # optimizer steps taken before this update
     if s <= 0: return 0.0
     return max(min_decay, min(1 - (1 + s / inv_gamma) ** -power, max_decay))
 
-# %% ../nbs/20_workspace.ipynb #2caae5d3
+# %% ../nbs/20_workspace.ipynb #29f25dfd
 from torch.nn.modules.batchnorm import _BatchNorm
 
 class EMAModel:
@@ -67,7 +67,7 @@ class EMAModel:
         self.averaged_model.load_state_dict(d['model'])
         self.optimization_step, self.decay = int(d['step']), float(d['decay'])
 
-# %% ../nbs/20_workspace.ipynb #bf92bc37
+# %% ../nbs/20_workspace.ipynb #5446a105
 def make_optimizer(cfg, policy:nn.Module) -> torch.optim.AdamW:
     "AdamW over the policy's trainable parameters (normalizer excluded), settings from `cfg.training`."
     tr = cfg.training
@@ -95,7 +95,7 @@ def make_scheduler(cfg, optimizer, total_steps:int) -> torch.optim.lr_scheduler.
     fn = lambda s: lr_factor(s, tr.lr_warmup_steps, total_steps, tr.lr_scheduler)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
-# %% ../nbs/20_workspace.ipynb #59b36f1d
+# %% ../nbs/20_workspace.ipynb #b4701269
 def make_policy(cfg, normalizer=None) -> nn.Module:
     "Instantiate `cfg.policy` with shapes and timeline from `cfg`; set its normalizer if given."
     policy = hydra.utils.instantiate(cfg.policy, shape_meta=to_plain(cfg.task.shape_meta), horizon=cfg.horizon,
@@ -112,7 +112,7 @@ def _obs_features(nobs:dict) -> torch.Tensor:
         feats.append(x.flatten(2))
     return torch.cat(feats, -1).flatten(1)
 
-# %% ../nbs/20_workspace.ipynb #4dfe41d3
+# %% ../nbs/20_workspace.ipynb #be722a6a
 class MLPPolicy(nn.Module):
     "A tiny policy following the policy contract, for fast trainer tests."
     def __init__(self, shape_meta:dict, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -151,7 +151,7 @@ class MLPPolicy(nn.Module):
         start = self.n_obs_steps - 1
         return {'action': pred[:, start:start + self.n_action_steps], 'action_pred': pred}
 
-# %% ../nbs/20_workspace.ipynb #97f0a58d
+# %% ../nbs/20_workspace.ipynb #73fdd2fb
 def rng_state() -> dict:
     "Python, NumPy, torch (and CUDA) RNG states as plain lists and tensors."
     v, st, gauss = random.getstate()
@@ -177,7 +177,7 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint without unpickling objects."
     return torch.load(path, map_location=map_location, weights_only=True)
 
-# %% ../nbs/20_workspace.ipynb #7c0c0c8c
+# %% ../nbs/20_workspace.ipynb #a3556b21
 class EpochSampler(torch.utils.data.Sampler):
     "Seeded per-epoch permutation that can start part-way through an epoch."
     def __init__(self, n:int, seed:int=0, shuffle:bool=True):
@@ -190,7 +190,7 @@ class EpochSampler(torch.utils.data.Sampler):
         idx = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         return iter(idx[self.start:].tolist())
 
-# %% ../nbs/20_workspace.ipynb #c8b07dbc
+# %% ../nbs/20_workspace.ipynb #dc6fcf7b
 class TopK:
     "Bookkeeping of the k best checkpoints by a monitored metric."
     def __init__(self, monitor:str='val_loss', mode:str='min', k:int=1):
@@ -222,7 +222,7 @@ class TopK:
     def state_dict(self): return {'monitor': self.monitor, 'mode': self.mode, 'k': self.k, 'best': dict(self.best)}
     def load_state_dict(self, d): self.monitor, self.mode, self.k, self.best = d['monitor'], d['mode'], d['k'], dict(d['best'])
 
-# %% ../nbs/20_workspace.ipynb #67562167
+# %% ../nbs/20_workspace.ipynb #b235a719
 LEGACY_FORMAT = 'maniflow_nb.legacy/1'
 LIGHTNING_MODEL_PREFIX, LIGHTNING_EMA_PREFIX = 'policy.', 'ema_model.'
 
@@ -252,7 +252,7 @@ def lightning_to_legacy(ckpt:dict) -> dict:
             'optimizer': opt[0], 'scheduler': sch[0], 'rng': extra.get('rng'), 'loop': loop,
             'topk': extra.get('topk'), 'config': (ckpt.get('hyper_parameters') or {}).get('cfg')}
 
-# %% ../nbs/20_workspace.ipynb #f11d9641
+# %% ../nbs/20_workspace.ipynb #d5201ed1
 class MetricsCSV:
     "`metrics.csv` with columns that grow as new metrics appear."
     def __init__(self, path):
@@ -280,7 +280,7 @@ class MetricsCSV:
         if new or not self.path.exists(): return self._rewrite()
         with self.path.open('a', newline='') as f: csv.DictWriter(f, self.cols).writerow(row)
 
-# %% ../nbs/20_workspace.ipynb #f0242350
+# %% ../nbs/20_workspace.ipynb #03032339
 class Loggers:
     "CSV always; TensorBoard and wandb as `cfg.logger` says."
     def __init__(self, cfg, run_dir:Path, global_step:int=0):
@@ -312,7 +312,7 @@ def _wandb_run(cfg, run_dir:Path):
     return wandb.init(project=w.project, group=w.get('group'), mode=w.mode, dir=str(run_dir), id=rid,
                       resume='allow', name=cfg.name, config=to_plain(cfg))
 
-# %% ../nbs/20_workspace.ipynb #6d1bcf7b
+# %% ../nbs/20_workspace.ipynb #13f351b4
 def make_datasets(cfg):
     "Training and validation `SequenceDataset`s from `cfg.task`."
     d = cfg.task.dataset
@@ -341,7 +341,7 @@ def _every(epoch:int, n) -> bool: return bool(n) and n > 0 and (epoch + 1) % n =
 
 class Preempted(Exception): "The job was asked to stop; `latest.ckpt` holds the position."
 
-# %% ../nbs/20_workspace.ipynb #aac810e2
+# %% ../nbs/20_workspace.ipynb #97fc8a34
 class TrainWorkspace:
     "The legacy training loop: run dir, policy, EMA, optimizer, schedule and data of one run."
     def __init__(self, cfg:DictConfig, # composed config (see `compose_config`)
@@ -368,7 +368,7 @@ class TrainWorkspace:
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
 
-# %% ../nbs/20_workspace.ipynb #d4ccd042
+# %% ../nbs/20_workspace.ipynb #c9f3dda7
 @patch
 def state_dict(self:TrainWorkspace) -> dict:
     "The run's complete state as a checkpoint dict."
@@ -392,7 +392,7 @@ def load_state_dict(self:TrainWorkspace, ck:dict):
     self.loss_sum, self.loss_count = loop.get('loss_sum', 0.0), loop.get('loss_count', 0)
     if ck.get('rng'): set_rng_state(ck['rng'])
 
-# %% ../nbs/20_workspace.ipynb #2e0b9304
+# %% ../nbs/20_workspace.ipynb #62f35e32
 @patch
 def resume(self:TrainWorkspace) -> Path|None:
     "Load the checkpoint to resume from, if any; returns its path."
@@ -421,7 +421,7 @@ def train_loader(self:TrainWorkspace):
                                        num_workers=tr.num_workers, generator=torch.Generator(), collate_fn=collate_batch,
                                        pin_memory=self.device.type == 'cuda')
 
-# %% ../nbs/20_workspace.ipynb #8e397f76
+# %% ../nbs/20_workspace.ipynb #be78a08c
 @patch
 def optimizer_step(self:TrainWorkspace):
     "Clip, step the optimizer, the LR schedule and the EMA."
@@ -466,7 +466,7 @@ def maybe_save_mid_epoch(self:TrainWorkspace):
     if self.stop_requested or (every > 0 and self.global_step % every == 0): self.save()
     if self.stop_requested: raise Preempted()
 
-# %% ../nbs/20_workspace.ipynb #9ddd785d
+# %% ../nbs/20_workspace.ipynb #861cc82d
 @patch
 def eval_policy(self:TrainWorkspace) -> nn.Module:
     "The policy used for validation and sampling: the EMA copy when `use_ema`."
@@ -479,8 +479,8 @@ def validate(self:TrainWorkspace) -> float|None:
     tr = self.cfg.training
     if len(self.val_set) == 0: return None
     policy = self.eval_policy(); policy.eval()
-    loader = torch.utils.data.DataLoader(self.val_set, batch_size=tr.batch_size, shuffle=False,
-                                         num_workers=tr.num_workers, collate_fn=collate_batch)
+    loader = torch.utils.data.DataLoader(self.val_set, batch_size=tr.batch_size, shuffle=False, num_workers=tr.num_workers,
+                                         generator=torch.Generator(), collate_fn=collate_batch)  # own RNG: validation must not consume the global one
     losses = []
     for i, batch in enumerate(loader):
         if tr.max_val_steps and i >= tr.max_val_steps: break
@@ -529,7 +529,7 @@ def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
         if keep: names.insert(0, name)
     self.save(names)
 
-# %% ../nbs/20_workspace.ipynb #91b4d1c0
+# %% ../nbs/20_workspace.ipynb #f26006f7
 @patch
 def run(self:TrainWorkspace) -> dict:
     "Train for `training.num_epochs` epochs, resuming where a previous run stopped."
@@ -565,7 +565,7 @@ def _on_stop_signals(handler) -> dict:
 def _restore_signals(old:dict):
     for s, h in old.items(): signal.signal(s, h)
 
-# %% ../nbs/20_workspace.ipynb #b36fa210
+# %% ../nbs/20_workspace.ipynb #21d44beb
 def read_checkpoint(path) -> dict:
     "A checkpoint as a legacy dict, whichever trainer wrote it; clear errors for missing or foreign files."
     path = Path(path)
@@ -589,7 +589,7 @@ def load_policy_from_checkpoint(path,                 # legacy or Lightning chec
     policy.cfg = cfg
     return policy.to(map_location).eval()
 
-# %% ../nbs/20_workspace.ipynb #26303ded
+# %% ../nbs/20_workspace.ipynb #39d7f309
 from fastcore.script import anno_parser, store_true
 
 def _parse_seeds(s:str) -> list:
