@@ -1,8 +1,8 @@
 """A real single-node SLURM cluster (slurm/cluster_up.sh) running the rendered sbatch jobs with papermill:
 a 2-rank CPU DDP job, a 2-task array, and a preemption (SIGUSR1 -> checkpoint -> requeue -> resume -> COMPLETED).
 
-Needs root and the Debian packages `slurmctld slurmd slurm-client munge`; skipped otherwise. Slow (~4-5 min on
-2 busy cores, mostly process start-up): run with `pytest tests/test_slurm.py --runslow`."""
+Needs root and the Debian packages `slurmctld slurmd slurm-client munge`; skipped otherwise. Part of the default
+suite (the CI machine installs the packages through `make sysdeps`); ~3 min, mostly process start-up."""
 import os, re, json, time, shutil, subprocess
 from pathlib import Path
 import pytest, yaml
@@ -11,7 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else 'python'
 PORT = 16817                                  # not the default 6817: leaves a cluster someone else runs alone
 TERMINAL = {'COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY', 'BOOT_FAIL', 'DEADLINE'}
-pytestmark = pytest.mark.slow
 
 def _missing() -> str:
     "Why this machine cannot run a SLURM cluster ('' if it can)."

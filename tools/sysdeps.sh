@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Install the system libraries offscreen MuJoCo rendering needs (EGL, with OSMesa as fallback), if missing.
+# Install the system packages the tests need, if missing: EGL/OSMesa for offscreen MuJoCo rendering and a
+# single-node SLURM (slurmctld, slurmd, slurm-client, munge) for the real-cluster tests.
 set -u
 need=()
 ldconfig -p | grep -q 'libEGL.so.1 ' || need+=(libegl1)
 ldconfig -p | grep -q 'libOSMesa' || need+=(libosmesa6)
 ldconfig -p | grep -q 'libGL.so.1 ' || need+=(libgl1)
+# a real single-node SLURM cluster for tests/test_slurm.py (slurm/cluster_up.sh)
+for p in slurmctld slurmd munge; do command -v $p >/dev/null || need+=($p); done
+command -v sbatch >/dev/null || need+=(slurm-client)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "sysdeps: installing ${need[*]}"
