@@ -2,7 +2,7 @@
 before / after (Euler sampling, same evaluation episodes).
 
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python bench/metaworld_rl.py [--task reach-v3] [--demos 10] [--bc-epochs 120]
-        [--total-timesteps 16000] [--eval-episodes 50] [--checkpoint CKPT] [--no-record]
+        [--total-timesteps 16000] [--eval-episodes 50] [--checkpoint CKPT] [--no-record] [override ...]
 
 Appends two rows (stage bc, stage bc+ppo) to bench/results/success.json with the fields of design.md
 (policy, task, obs, demos, episodes, seeds, success_mean) plus env_steps and rl_seconds."""
@@ -35,19 +35,21 @@ def main():
     p.add_argument('--learning-rate', type=float, default=1e-4); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--checkpoint', default=None, help='skip demos and BC: fine-tune this checkpoint')
     p.add_argument('--no-record', action='store_true')
+    p.add_argument('overrides', nargs='*', help='more train_maniflow_state_rl overrides, e.g. training.target_kl=0.02')
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ck = Path(a.checkpoint) if a.checkpoint else pretrain(a, tmp)
         ov = [f'run_dir={tmp}/rl', f'policy.checkpoint={ck}', 'policy.horizon=null', 'policy.n_action_steps=null',
               'policy.num_inference_steps=null', f'task.env_runner.env_name={a.task}', f'task.env_runner.num_episodes={a.eval_episodes}',
               f'training.total_timesteps={a.total_timesteps}', f'training.num_envs={a.num_envs}', f'training.learning_rate={a.learning_rate}',
-              'training.device=cpu', f'seed={a.seed}']
+              'training.device=cpu', f'seed={a.seed}', *a.overrides]
         rec = run_rl(compose_config('train_maniflow_state_rl', ov))
         steps = load_checkpoint(rec['checkpoint'])['env_steps']
     base = {'device': f'cpu ({platform.machine()}, {torch.get_num_threads()} threads, load avg {os.getloadavg()[0]:.1f})',
             'torch': torch.__version__, 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
             'policy': 'maniflow_state', 'task': a.task, 'obs': 'full_state', 'demos': a.demos, 'episodes': a.eval_episodes,
-            'seeds': [a.seed + 10_000], 'sampler': 'euler'}
+            'seeds': [a.seed + 10_000], 'sampler': 'euler', 'rl_overrides': a.overrides,
+            'learning_rate': a.learning_rate, 'num_envs': a.num_envs}
     rows = [base | {'stage': 'bc', 'success_mean': rec['before']['success_rate'], 'env_steps': 0, 'rl_seconds': 0.0},
             base | {'stage': 'bc+ppo', 'success_mean': rec['after']['success_rate'], 'env_steps': steps, 'rl_seconds': round(rec['rl_seconds'], 1)}]
     for r in rows: print(json.dumps(r))

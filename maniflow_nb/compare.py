@@ -10,14 +10,14 @@ __all__ = ['PARITY_OVERRIDES', 'X_AXES', 'trainer_of', 'read_metrics', 'last_che
            'parity_summary', 'compare_cli', 'find_runs', 'load_runs', 'metric_names', 'smooth_curve', 'plot_runs',
            'flatten', 'config_diff', 'RunDashboard', 'dashboard']
 
-# %% ../nbs/23_compare.ipynb #83d039ee
+# %% ../nbs/23_compare.ipynb #1577abd7
 import os, sys, json, math, time, shutil, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
 from omegaconf import OmegaConf
 from .config import atomic_path, save_config, load_config, compose_config, to_plain, ConfigError
 
-# %% ../nbs/23_compare.ipynb #e7e49e2e
+# %% ../nbs/23_compare.ipynb #20512ba1
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -40,7 +40,7 @@ def read_metrics(run_dir) -> pd.DataFrame:
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/23_compare.ipynb #f78829bc
+# %% ../nbs/23_compare.ipynb #3973707a
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -65,7 +65,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/23_compare.ipynb #56505271
+# %% ../nbs/23_compare.ipynb #cfc0d3f2
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -79,14 +79,8 @@ def check_val_loss(a:dict, b:dict, rtol:float=0.01) -> dict:
     va, vb = _last(a['metrics'], 'val_loss'), _last(b['metrics'], 'val_loss')
     if va is None or vb is None: return check('final val_loss', 'n/a', None, f'<= {rtol:.0%}', 'val_loss not logged by both')
     rel = abs(vb - va) / max(abs(va), 1e-12)
-    return check('final val_loss', f'{va:.6g} vs {vb:.6g} (rel diff {rel:.3%})', rel <= rtol, f'<= {rtol:.0%}', _val_note(a, b))
-
-def _val_note(a:dict, b:dict) -> str:
-    "Why validation losses of a legacy and a Lightning run differ by design, when they do."
-    ema = all((r['config'].get('training') or {}).get('use_ema') for r in (a, b))
-    if {a['trainer'], b['trainer']} == {'legacy', 'lightning'} and ema:
-        return 'the legacy loop validates the EMA policy, Lightning the live policy (PolicyModule.validation_step)'
-    return ''
+    note = '' if rel <= rtol else 'if the training losses agree, check which policy each trainer validates (EMA or live) and how batches are averaged'
+    return check('final val_loss', f'{va:.6g} vs {vb:.6g} (rel diff {rel:.3%})', rel <= rtol, f'<= {rtol:.0%}', note)
 
 def _paired(a:dict, b:dict, col:str) -> pd.DataFrame:
     "Rows of both runs at their common steps where `col` was logged by both."
@@ -109,10 +103,9 @@ def _divergence_note(a:dict, b:dict, step:int) -> str:
     prev = m[m.step < step]
     after_val = len(prev) and 'val_loss' in m and prev.val_loss.notna().iloc[-1] and prev.epoch.dropna().iloc[-1] != row.epoch
     note = f'first step above tolerance: {step} (epoch {int(row.epoch)})'
-    if after_val and {a['trainer'], b['trainer']} == {'legacy', 'lightning'}:
-        note += ('; it follows a validation: the legacy loop\'s validation DataLoader has no generator, so it draws its '
-                 'base seed from the global torch RNG and every later random draw (dropout, noise, flow times) differs; '
-                 'Lightning\'s loaders have their own generators')
+    if after_val:
+        note += ('; it is the first step after a validation: look for global-RNG draws during validation in one trainer only '
+                 '(a DataLoader without its own generator draws its base seed from the global torch RNG)')
     return note
 
 def check_lr(a:dict, b:dict) -> dict:
@@ -123,7 +116,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/23_compare.ipynb #885d5917
+# %% ../nbs/23_compare.ipynb #0f9bb83d
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -147,10 +140,11 @@ def check_sample_mse(a:dict, b:dict) -> dict:
     "The sampling MSE (`train_action_mse_error`) is logged by both runs."
     va, vb = _last(a['metrics'], 'train_action_mse_error'), _last(b['metrics'], 'train_action_mse_error')
     fmt = lambda v: 'missing' if v is None else f'{v:.4g}'
+    differ = {a['trainer'], b['trainer']} == {'legacy', 'lightning'}
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
-                 'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run')
+                 'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run' if differ else '')
 
-# %% ../nbs/23_compare.ipynb #98d35879
+# %% ../nbs/23_compare.ipynb #4f4abccc
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -182,7 +176,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     dp = float((preds[0] - preds[1]).abs().max())
     return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}')]
 
-# %% ../nbs/23_compare.ipynb #66557897
+# %% ../nbs/23_compare.ipynb #3197cb5e
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -221,7 +215,7 @@ def check_cross_load(run:dict, workdir) -> dict:
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/23_compare.ipynb #b3c3c9b9
+# %% ../nbs/23_compare.ipynb #a1f64ec9
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
@@ -260,7 +254,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/23_compare.ipynb #e04e6171
+# %% ../nbs/23_compare.ipynb #b2172d12
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -297,7 +291,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/23_compare.ipynb #9eac116d
+# %% ../nbs/23_compare.ipynb #c95cc76c
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -328,7 +322,7 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/23_compare.ipynb #7e2fe332
+# %% ../nbs/23_compare.ipynb #c7dd35a4
 def _lead_identical(d:pd.Series) -> int:
     "Number of leading zeros in the absolute differences `d`."
     nz = (d.values != 0)
@@ -348,7 +342,7 @@ def parity_summary(run_a, run_b) -> dict:
             'val_loss_rel_diff': abs(vb - va) / abs(va) if va and vb is not None else None,
             'wall_ratio': ratio('wall_s'), 'peak_rss_ratio': ratio('peak_rss_mb')}
 
-# %% ../nbs/23_compare.ipynb #dd540dac
+# %% ../nbs/23_compare.ipynb #620bf95b
 from fastcore.script import anno_parser, Param, store_true
 
 def _compare_args(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
@@ -386,7 +380,7 @@ def compare_cli(argv=None): # command-line arguments (default: sys.argv[1:])
     print(report_markdown(checks))
     if any(c['passed'] is False for c in checks): sys.exit(1)
 
-# %% ../nbs/23_compare.ipynb #da2529e9
+# %% ../nbs/23_compare.ipynb #604b2864
 def find_runs(root) -> list:
     "Run dirs under `root` (itself included): folders holding a `metrics.csv`."
     root = Path(root)
@@ -407,7 +401,7 @@ def metric_names(df:pd.DataFrame) -> list:
     "Metrics that can be plotted (numeric columns other than the x axes)."
     return [c for c in df.columns if c not in ('run', 'step', 'epoch', 'time') and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
 
-# %% ../nbs/23_compare.ipynb #5c49090e
+# %% ../nbs/23_compare.ipynb #c6a24d58
 def smooth_curve(y, weight:float=0.0) -> np.ndarray:
     "TensorBoard-style smoothing: debiased exponential moving average with `weight` in [0, 1); NaNs are skipped."
     y = np.asarray(y, dtype=float)
@@ -419,7 +413,7 @@ def smooth_curve(y, weight:float=0.0) -> np.ndarray:
         out[i] = acc / (1 - weight ** n) if weight else v
     return out
 
-# %% ../nbs/23_compare.ipynb #21b61c1c
+# %% ../nbs/23_compare.ipynb #b99cb28f
 import matplotlib.pyplot as plt
 
 X_AXES = ('step', 'epoch', 'time')
@@ -444,7 +438,7 @@ def plot_runs(df:pd.DataFrame, # `load_runs` table
     if own: plt.close(fig)      # returned, not shown twice in notebooks
     return fig
 
-# %% ../nbs/23_compare.ipynb #98329b8a
+# %% ../nbs/23_compare.ipynb #67146bf8
 def flatten(d:dict, prefix:str='') -> dict:
     "Nested dict -> `{dotted.key: value}`."
     out = {}
@@ -466,7 +460,7 @@ def config_diff(run_a, run_b, ignore=('run_dir',)) -> dict:
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
             if k not in ignore and a.get(k, missing) != b.get(k, missing)}
 
-# %% ../nbs/23_compare.ipynb #8aa55e60
+# %% ../nbs/23_compare.ipynb #3e388075
 import ipywidgets as W
 
 class RunDashboard:

@@ -28,10 +28,11 @@ def train_rows(run_dir, n):
     return read_metrics(run_dir).dropna(subset=['train_loss']).head(n)
 
 def test_parity_first_200_steps_identical(store, tmp_path):
-    "The parity job via the CLI: on CPU fp32 deterministic, per-step training loss and LR are identical for 200+ steps."
+    """The parity job via the CLI: on CPU fp32 deterministic (dropout on, validation after every epoch), per-step training
+    loss and LR are identical for 200+ steps, and so are the EMA weights and predictions and the final val_loss."""
     work, out = tmp_path/'parity', tmp_path/'report.md'
     r = cli('--parity', '--config-name', 'maniflow_state_metaworld', '--workdir', work, '--out', out,
-            '--loss-atol', '0', *tiny(store, epochs=12, batch_size=4, val_every=12))
+            '--loss-atol', '0', *tiny(store, epochs=12, batch_size=4, val_every=1))
     assert r.returncode in (0, 1), r.stderr[-3000:]
     a, b = train_rows(work/'legacy', 200), train_rows(work/'lightning', 200)
     assert len(a) == len(b) == 200
@@ -40,19 +41,9 @@ def test_parity_first_200_steps_identical(store, tmp_path):
     assert (a.lr.values == b.lr.values).all() and a.lr.nunique() > 20     # the warm-up and cosine, step by step
     report = out.read_text()
     for line in ('| train_loss curves |', '| LR schedule |', '| EMA weights |', '| EMA predictions |',
-                 '| legacy checkpoint loads in lightning |', '| lightning checkpoint loads in legacy |'):
+                 '| legacy checkpoint loads in lightning |', '| lightning checkpoint loads in legacy |', '| final val_loss |'):
         assert line in report and report.split(line)[1].split('\n')[0].count('| pass |') == 1, line
     assert json.loads((work/'legacy'/'resources.json').read_text())['peak_rss_mb'] > 0
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="legacy TrainWorkspace.validate builds its DataLoader without a generator: the "
-                   "iterator draws a base seed from the global torch RNG, so dropout masks after a validation differ from Lightning's")
-def test_parity_identical_with_validation_every_epoch(store, tmp_path):
-    from maniflow_nb.compare import parity_configs, train_child
-    cfgs = parity_configs('maniflow_state_metaworld', tiny(store, epochs=2, batch_size=8, val_every=1), tmp_path)
-    for c in cfgs.values(): train_child(c, timeout=300)
-    a, b = train_rows(tmp_path/'legacy', 1000), train_rows(tmp_path/'lightning', 1000)
-    assert (a.train_loss.values == b.train_loss.values).all()
 
 def run_cli(argv, capsys):
     "`compare_cli(argv)` in this process: (exit code, stdout, stderr)."
@@ -65,10 +56,10 @@ def run_cli(argv, capsys):
 def test_cli_report_of_fixture(tmp_path, capsys):
     out = tmp_path/'r.html'
     code, stdout, _ = run_cli([FIXTURES/'legacy', FIXTURES/'lightning', '--out', out], capsys)
-    assert code == 1                 # the fixture's curves part after the first validation: a failed check
-    assert '| train_loss curves |' in stdout and 'FAIL' in stdout
+    assert code == 1                 # the fixture's wall-clock differs by more than 10%: a failed check
+    assert '| train_loss curves | max 0, mean 0 over 54 steps |' in stdout and '| wall-clock |' in stdout
     html = out.read_text()
-    assert html.count('<tr') == 12 and 'first step above tolerance: 10' in html
+    assert html.count('<tr') == 12 and html.count('>FAIL<') == 1 and 'median time per optimizer step' in html
 
 @pytest.mark.parametrize('args,msg', [
     (['RUN_A_ONLY'], 'expected two run dirs RUN_A RUN_B, got 1'),

@@ -19,36 +19,6 @@ def _missing() -> str:
     return (f"SLURM not installed ({', '.join(miss)} missing): apt-get install -y --no-install-recommends "
             'slurmctld slurmd slurm-client munge') if miss else ''
 
-JOB_NOTEBOOK = '''# %% tags=["parameters"]
-config_name = 'maniflow_state_metaworld'
-overrides = []
-run_dir = ''
-synthetic_data = False
-
-# %%
-import yaml
-from maniflow_nb.config import compose_config
-from maniflow_nb.launch import configure_launch, launch_callbacks, finish_launch
-from maniflow_nb.lightning import fit
-if isinstance(overrides, str): overrides = yaml.safe_load(overrides)
-cfg = configure_launch(compose_config(config_name, list(overrides) + [f'run_dir={run_dir}']))
-res = fit(cfg, callbacks=launch_callbacks(cfg)); finish_launch()
-print('global_step', res['global_step'])
-'''
-
-def _train_wired() -> bool:
-    "True once maniflow_nb.train calls the launcher (then the jobs run the real nbs/train.ipynb)."
-    return 'configure_launch' in (ROOT/'maniflow_nb'/'train.py').read_text()
-
-def _job_notebook(tmp) -> str:
-    "nbs/train.ipynb when train.py is wired to maniflow_nb.launch, else an equivalent minimal job notebook."
-    if _train_wired(): return str(ROOT/'nbs'/'train.ipynb')
-    import jupytext
-    nb = jupytext.reads(JOB_NOTEBOOK, fmt='py:percent')
-    nb.metadata['kernelspec'] = {'display_name': 'python3', 'language': 'python', 'name': 'python3'}
-    jupytext.write(nb, str(tmp/'job.ipynb'))
-    return str(tmp/'job.ipynb')
-
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
     if why := _missing(): pytest.skip(why)
@@ -60,7 +30,7 @@ def cluster(tmp_path_factory):
     env = {**os.environ, 'SLURM_CONF': str(state/'slurm.conf'), 'OMP_NUM_THREADS': '1', 'WANDB_MODE': 'offline'}
     from maniflow_nb.data import make_synthetic_store
     make_synthetic_store(tmp/'s.zarr', n_episodes=4, episode_len=20)
-    yield {'env': env, 'tmp': tmp, 'store': tmp/'s.zarr', 'notebook': _job_notebook(tmp)}
+    yield {'env': env, 'tmp': tmp, 'store': tmp/'s.zarr', 'notebook': str(ROOT/'nbs'/'train.ipynb')}
     subprocess.run(['bash', str(ROOT/'slurm'/'cluster_down.sh'), str(state)], env=env, capture_output=True, timeout=120)
 
 def _overrides(c, epochs=1):
