@@ -2,7 +2,7 @@
 before / after (Euler sampling, same evaluation episodes).
 
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python bench/metaworld_rl.py [--task reach-v3] [--demos 10] [--bc-epochs 120]
-        [--total-timesteps 16000] [--eval-episodes 50] [--checkpoint CKPT] [--no-record] [override ...]
+        [--total-timesteps 40000] [--eval-episodes 50] [--checkpoint CKPT] [--no-record] [override ...]
 
 Appends two rows (stage bc, stage bc+ppo) to bench/results/success.json with the fields of design.md
 (policy, task, obs, demos, episodes, seeds, success_mean) plus env_steps and rl_seconds."""
@@ -30,9 +30,9 @@ def pretrain(args, tmp) -> Path:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--task', default='reach-v3'); p.add_argument('--demos', type=int, default=10)
-    p.add_argument('--bc-epochs', type=int, default=120); p.add_argument('--total-timesteps', type=int, default=16000)
-    p.add_argument('--eval-episodes', type=int, default=50); p.add_argument('--num-envs', type=int, default=8)
-    p.add_argument('--learning-rate', type=float, default=1e-4); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--bc-epochs', type=int, default=120); p.add_argument('--total-timesteps', type=int, default=40000)
+    p.add_argument('--eval-episodes', type=int, default=50); p.add_argument('--num-envs', type=int, default=16)
+    p.add_argument('--learning-rate', type=float, default=2e-5); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--checkpoint', default=None, help='skip demos and BC: fine-tune this checkpoint')
     p.add_argument('--no-record', action='store_true')
     p.add_argument('overrides', nargs='*', help='more train_maniflow_state_rl overrides, e.g. training.target_kl=0.02')

@@ -10,14 +10,14 @@ __all__ = ['PARITY_OVERRIDES', 'X_AXES', 'trainer_of', 'read_metrics', 'last_che
            'parity_summary', 'compare_cli', 'find_runs', 'load_runs', 'metric_names', 'smooth_curve', 'plot_runs',
            'flatten', 'config_diff', 'RunDashboard', 'dashboard']
 
-# %% ../nbs/23_compare.ipynb #1577abd7
+# %% ../nbs/23_compare.ipynb #0d9bafa5
 import os, sys, json, math, time, shutil, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
 from omegaconf import OmegaConf
 from .config import atomic_path, save_config, load_config, compose_config, to_plain, ConfigError
 
-# %% ../nbs/23_compare.ipynb #20512ba1
+# %% ../nbs/23_compare.ipynb #aab94aff
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -40,7 +40,7 @@ def read_metrics(run_dir) -> pd.DataFrame:
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/23_compare.ipynb #3973707a
+# %% ../nbs/23_compare.ipynb #ec2535dc
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -65,7 +65,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/23_compare.ipynb #cfc0d3f2
+# %% ../nbs/23_compare.ipynb #2a7a27a6
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -116,7 +116,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/23_compare.ipynb #0f9bb83d
+# %% ../nbs/23_compare.ipynb #a14cdb30
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -144,7 +144,7 @@ def check_sample_mse(a:dict, b:dict) -> dict:
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
                  'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run' if differ else '')
 
-# %% ../nbs/23_compare.ipynb #4f4abccc
+# %% ../nbs/23_compare.ipynb #7b642e09
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -176,7 +176,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     dp = float((preds[0] - preds[1]).abs().max())
     return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}')]
 
-# %% ../nbs/23_compare.ipynb #3197cb5e
+# %% ../nbs/23_compare.ipynb #14c55af5
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -215,7 +215,7 @@ def check_cross_load(run:dict, workdir) -> dict:
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/23_compare.ipynb #a1f64ec9
+# %% ../nbs/23_compare.ipynb #f349545c
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
@@ -254,7 +254,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/23_compare.ipynb #b2172d12
+# %% ../nbs/23_compare.ipynb #8e0ec97c
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -291,7 +291,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/23_compare.ipynb #c95cc76c
+# %% ../nbs/23_compare.ipynb #9ac6a78c
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -322,7 +322,7 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/23_compare.ipynb #c7dd35a4
+# %% ../nbs/23_compare.ipynb #0d8ba26c
 def _lead_identical(d:pd.Series) -> int:
     "Number of leading zeros in the absolute differences `d`."
     nz = (d.values != 0)
@@ -340,9 +340,15 @@ def parity_summary(run_a, run_b) -> dict:
             'mean_abs_loss_diff': float(d.mean()) if len(d) else None,
             'lr_identical': bool(len(l) and (l.lr_a == l.lr_b).all() and len(l) == a['metrics']['lr'].notna().sum() == b['metrics']['lr'].notna().sum()),
             'val_loss_rel_diff': abs(vb - va) / abs(va) if va and vb is not None else None,
-            'wall_ratio': ratio('wall_s'), 'peak_rss_ratio': ratio('peak_rss_mb')}
+            'wall_ratio': ratio('wall_s'), 'step_time_ratio': _step_time(b) / _step_time(a) if _step_time(a) and _step_time(b) else None,
+            'peak_rss_ratio': ratio('peak_rss_mb')}
 
-# %% ../nbs/23_compare.ipynb #620bf95b
+def _step_time(r:dict) -> float|None:
+    "Median seconds per optimizer step from the run's `timing.csv` (None without one)."
+    t = r['metrics']['time'].dropna() if 'time' in r['metrics'] else pd.Series(dtype=float)
+    return float(t.diff().median()) if len(t) > 2 else None
+
+# %% ../nbs/23_compare.ipynb #1cfec669
 from fastcore.script import anno_parser, Param, store_true
 
 def _compare_args(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
@@ -380,7 +386,7 @@ def compare_cli(argv=None): # command-line arguments (default: sys.argv[1:])
     print(report_markdown(checks))
     if any(c['passed'] is False for c in checks): sys.exit(1)
 
-# %% ../nbs/23_compare.ipynb #604b2864
+# %% ../nbs/23_compare.ipynb #f24a7277
 def find_runs(root) -> list:
     "Run dirs under `root` (itself included): folders holding a `metrics.csv`."
     root = Path(root)
@@ -401,7 +407,7 @@ def metric_names(df:pd.DataFrame) -> list:
     "Metrics that can be plotted (numeric columns other than the x axes)."
     return [c for c in df.columns if c not in ('run', 'step', 'epoch', 'time') and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
 
-# %% ../nbs/23_compare.ipynb #c6a24d58
+# %% ../nbs/23_compare.ipynb #50636532
 def smooth_curve(y, weight:float=0.0) -> np.ndarray:
     "TensorBoard-style smoothing: debiased exponential moving average with `weight` in [0, 1); NaNs are skipped."
     y = np.asarray(y, dtype=float)
@@ -413,7 +419,7 @@ def smooth_curve(y, weight:float=0.0) -> np.ndarray:
         out[i] = acc / (1 - weight ** n) if weight else v
     return out
 
-# %% ../nbs/23_compare.ipynb #b99cb28f
+# %% ../nbs/23_compare.ipynb #f9e1391a
 import matplotlib.pyplot as plt
 
 X_AXES = ('step', 'epoch', 'time')
@@ -438,7 +444,7 @@ def plot_runs(df:pd.DataFrame, # `load_runs` table
     if own: plt.close(fig)      # returned, not shown twice in notebooks
     return fig
 
-# %% ../nbs/23_compare.ipynb #67146bf8
+# %% ../nbs/23_compare.ipynb #eaab3825
 def flatten(d:dict, prefix:str='') -> dict:
     "Nested dict -> `{dotted.key: value}`."
     out = {}
@@ -460,7 +466,7 @@ def config_diff(run_a, run_b, ignore=('run_dir',)) -> dict:
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
             if k not in ignore and a.get(k, missing) != b.get(k, missing)}
 
-# %% ../nbs/23_compare.ipynb #3e388075
+# %% ../nbs/23_compare.ipynb #a47897cb
 import ipywidgets as W
 
 class RunDashboard:

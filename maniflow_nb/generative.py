@@ -11,7 +11,7 @@ __all__ = ['CONTEXT_KEYS', 'TARGET_KEY', 'LEGACY_KEYS', 'SCENE_SHAPE', 'FM_SCHED
            'progress_bar', 'build_callbacks', 'build_strategy', 'build_loggers', 'build_trainer', 'save_run_config',
            'build_module', 'train_generative', 'generative_main', 'generative_cli']
 
-# %% ../nbs/14_generative.ipynb #afcf7952
+# %% ../nbs/14_generative.ipynb #2352654d
 import os, sys, math, time, datetime
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -28,7 +28,7 @@ from diffusers import DDPMScheduler, DDIMScheduler
 from .config import (compose_config, ConfigError, atomic_path, save_config, to_plain, seed_everything,
                                 in_batch_job)
 
-# %% ../nbs/14_generative.ipynb #5bf43082
+# %% ../nbs/14_generative.ipynb #547746bc
 CONTEXT_KEYS = ('robot_image', 'goal_image', 'movable_objects_image', 'static_objects_image', 'target_object')
 TARGET_KEY = 'target_goal'
 LEGACY_KEYS = {'robot': 'robot_image', 'goal': 'goal_image', 'movable': 'movable_objects_image',
@@ -51,7 +51,7 @@ def read_scene(path) -> dict:
             raise SceneFileError(f"scene file {path}: key '{k}' has shape {tuple(raw[k].shape)}, expected {SCENE_SHAPE}")
     return {k: raw[k].astype(np.float32) for k in need}
 
-# %% ../nbs/14_generative.ipynb #672401a4
+# %% ../nbs/14_generative.ipynb #fd414563
 def resize_masks(x: torch.Tensor, # (C,H,W) masks in [0,1]
                  size: int,       # output side length
                 ) -> torch.Tensor:
@@ -65,7 +65,7 @@ def scene_tensors(scene: dict, image_size: int = 64):
     tgt = (resize_masks(torch.from_numpy(scene[TARGET_KEY])[None], image_size) > 0.5).float()
     return ctx, tgt
 
-# %% ../nbs/14_generative.ipynb #71f61de9
+# %% ../nbs/14_generative.ipynb #9bdfc334
 def box_mask(size: int, y: int, x: int, h: int, w: int) -> np.ndarray:
     "A `(size,size)` uint8 mask with the rectangle `[y,y+h) x [x,x+w)` set."
     m = np.zeros((size, size), np.uint8); m[y:y+h, x:x+w] = 1
@@ -86,7 +86,7 @@ def _free_box(rng, occ, h, w, tries=200):
         if not occ[max(y-2, 0):y+h+2, max(x-2, 0):x+w+2].any(): return (y, x, h, w)
     return None
 
-# %% ../nbs/14_generative.ipynb #69c8bd1a
+# %% ../nbs/14_generative.ipynb #1b72b02b
 def _walls(rng, S):
     "Border walls, an optional inner wall with a doorway, and 0-2 pillars."
     t = max(2, S // 32); m = np.zeros((S, S), np.uint8)
@@ -125,7 +125,7 @@ def make_scene(seed: int,          # scene seed (the generator is seeded with it
     while (s := _try_scene(rng, size)) is None: pass
     return s
 
-# %% ../nbs/14_generative.ipynb #57f54ee6
+# %% ../nbs/14_generative.ipynb #3f579df7
 def gen_scenes(n: int,             # number of scenes
                out,                # output directory
                seed: int = 0,      # base seed; scene i uses seed + i
@@ -157,7 +157,7 @@ def _die(msg: str):
     "Print one line on stderr and exit with status 2."
     print(f"error: {msg}", file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/14_generative.ipynb #de248df8
+# %% ../nbs/14_generative.ipynb #e8ddfa46
 class SceneDataset(torch.utils.data.Dataset):
     "Scenes from `.npz` files, held in RAM as `context (N,5,S,S)` and `target (N,1,S,S)`."
     def __init__(self, files, image_size: int = 64):
@@ -180,7 +180,7 @@ def split_files(files, val_ratio: float = 0.1, seed: int = 42, max_scenes=None):
     n_val = min(max(1, round(val_ratio * len(files))), max(len(files) - 1, 1))
     return [files[i] for i in sorted(idx[n_val:])], [files[i] for i in sorted(idx[:n_val])]
 
-# %% ../nbs/14_generative.ipynb #c5366e81
+# %% ../nbs/14_generative.ipynb #2ad57c98
 class SceneDataModule(pl.LightningDataModule):
     "Train/val loaders over a directory of NAMO scene files."
     def __init__(self, data_dir, image_size: int = 64, batch_size: int = 64, val_ratio: float = 0.1,
@@ -198,7 +198,7 @@ class SceneDataModule(pl.LightningDataModule):
     def train_dataloader(self): return self._loader(self.train_set, True)
     def val_dataloader(self): return self._loader(self.val_set, False)
 
-# %% ../nbs/14_generative.ipynb #90d3c7f1
+# %% ../nbs/14_generative.ipynb #254f525c
 def timestep_embedding(t: torch.Tensor, # (B,) times in [0,1]
                        dim: int,        # embedding width (even)
                       ) -> torch.Tensor:
@@ -218,7 +218,7 @@ def modulate(x, shift, scale):
     "adaLN modulation of tokens `(B,N,D)` by `(B,1,D)` shift and scale."
     return x * (1 + scale) + shift
 
-# %% ../nbs/14_generative.ipynb #d8c65578
+# %% ../nbs/14_generative.ipynb #0ce6a9f7
 class DiTBlock(nn.Module):
     "Self-attention + MLP, both adaLN-Zero modulated by the conditioning vector."
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
@@ -242,7 +242,7 @@ class DiTBlock(nn.Module):
         x = x + g1 * self.attn(modulate(self.norm1(x), s1, k1))
         return x + g2 * self.mlp(modulate(self.norm2(x), s2, k2))
 
-# %% ../nbs/14_generative.ipynb #907b8e6c
+# %% ../nbs/14_generative.ipynb #316a12ce
 class DiT(nn.Module):
     "Image DiT: `(B,in_ch,S,S)` and times `(B,)` in [0,1] -> `(B,out_ch,S,S)`."
     def __init__(self, in_ch: int = 8, out_ch: int = 1, image_size: int = 64, patch_size: int = 4,
@@ -272,7 +272,7 @@ class DiT(nn.Module):
         shift, scale = self.ada(c)[:, None].chunk(2, -1)
         return self.unpatchify(self.out(modulate(self.norm(h), shift, scale)))
 
-# %% ../nbs/14_generative.ipynb #4c354028
+# %% ../nbs/14_generative.ipynb #f09e3cfc
 FM_SCHEDULERS = {'condot': CondOTScheduler, 'cosine': CosineScheduler, 'vp': VPScheduler, 'linear_vp': LinearVPScheduler}
 
 class FlowMatchingPath:
@@ -294,7 +294,7 @@ class FlowMatchingPath:
         "Estimate of the clean sample `x1` from a velocity prediction."
         return self.path.velocity_to_target(pred, x_t, t.view(-1, *[1] * (x_t.dim() - 1)))
 
-# %% ../nbs/14_generative.ipynb #38f73314
+# %% ../nbs/14_generative.ipynb #dbe706e2
 class DiffusionPath:
     "DDPM forward process (diffusers' `DDPMScheduler`); the target is set by `prediction_type`."
     family = 'diffusion'
@@ -323,7 +323,7 @@ class DiffusionPath:
         if self.prediction_type == 'sample': return pred
         return a.sqrt() * x_t - (1 - a).sqrt() * pred
 
-# %% ../nbs/14_generative.ipynb #dad38f3c
+# %% ../nbs/14_generative.ipynb #6a3a8300
 class ODESampler:
     "Sample a flow model with flow_matching's `ODESolver` (euler | midpoint | rk4 | dopri5)."
     family = 'flow'
@@ -347,7 +347,7 @@ class ODESampler:
         grid = torch.linspace(0, path.t_max, n + 1, device=x0.device)
         return ODESolver(velocity).sample(x0, step_size=None, method=self.method, atol=self.atol, rtol=self.rtol, time_grid=grid)
 
-# %% ../nbs/14_generative.ipynb #992bdb45
+# %% ../nbs/14_generative.ipynb #1f6cb4c6
 class DiffusionSampler:
     "Sample a diffusion model with diffusers' DDIM (eta 0 = deterministic) or DDPM scheduler."
     family = 'diffusion'
@@ -368,7 +368,7 @@ class DiffusionSampler:
             x = sch.step(out, int(t), x, generator=generator, **kw).prev_sample
         return x
 
-# %% ../nbs/14_generative.ipynb #838fb602
+# %% ../nbs/14_generative.ipynb #56d3906a
 def mask_iou(pred: torch.Tensor,   # (B,1,S,S) binary or boolean
              target: torch.Tensor, # (B,1,S,S) binary or boolean
             ) -> torch.Tensor:
@@ -382,7 +382,7 @@ def soft_dice_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     inter = (p * t).flatten(1).sum(1)
     return (1 - (2 * inter + 1) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + 1)).mean()
 
-# %% ../nbs/14_generative.ipynb #48317712
+# %% ../nbs/14_generative.ipynb #eb947fa3
 def coord_grid(size: int, device=None) -> torch.Tensor:
     "Coordinate channels `(2,size,size)` (y, x) in [-1,1]."
     r = torch.linspace(-1, 1, size, device=device)
@@ -394,7 +394,7 @@ def context_rgb(ctx: torch.Tensor) -> torch.Tensor:
     rgb = torch.stack([torch.maximum(target, robot), torch.maximum(goal, robot), movable * (1 - target)], 1)
     return (rgb + 0.5 * static[:, None]).clamp(0, 1)
 
-# %% ../nbs/14_generative.ipynb #4fa69039
+# %% ../nbs/14_generative.ipynb #b9ec4e7c
 def build(cfg):
     "`hydra.utils.instantiate`, with a bad value reported as the `ConfigError` that names it."
     try: return instantiate(cfg)
@@ -444,7 +444,7 @@ class GenerativeModule(pl.LightningModule):
         x0 = torch.randn((context.shape[0], 1, S, S), device=context.device, generator=generator)
         return self.sampler.sample(lambda x, t: self.predict(x, t, context), x0, self.path, generator=generator)
 
-# %% ../nbs/14_generative.ipynb #e44ac183
+# %% ../nbs/14_generative.ipynb #4eb44f4f
 def _training_step(self, batch, batch_idx):
     loss, parts = self.compute_loss(batch)
     bs = batch['target'].shape[0]
@@ -470,7 +470,7 @@ def _on_validation_epoch_end(self):
 GenerativeModule.training_step, GenerativeModule.validation_step = _training_step, _validation_step
 GenerativeModule.on_validation_epoch_end = _on_validation_epoch_end
 
-# %% ../nbs/14_generative.ipynb #3bcf29e0
+# %% ../nbs/14_generative.ipynb #2a25facb
 def _log_samples(self, batch, gen):
     "Write a `context | generated | ground truth` grid of the first samples to TensorBoard."
     n = self.hparams.n_log_images
@@ -492,7 +492,7 @@ def _configure_optimizers(self):
 
 GenerativeModule.log_samples, GenerativeModule.configure_optimizers = _log_samples, _configure_optimizers
 
-# %% ../nbs/14_generative.ipynb #711b85e2
+# %% ../nbs/14_generative.ipynb #0d0196b6
 def resolve_precision(precision, accelerator: str = 'auto') -> str:
     "The precision to use: half precision falls back to `32-true` (with a printed note) without CUDA."
     precision = str(precision)
@@ -511,7 +511,7 @@ def progress_bar(kind: str = 'rich'): # rich | tqdm | none
         except ImportError: print("note: rich is not installed; using the TQDM progress bar")
     return TQDMProgressBar()
 
-# %% ../nbs/14_generative.ipynb #bd3e9e8f
+# %% ../nbs/14_generative.ipynb #aba08a4e
 def build_callbacks(tcfg, run_dir) -> list:
     "ModelCheckpoint (last + best by the monitored metric), LearningRateMonitor and the progress bar."
     from pytorch_lightning.callbacks import ModelCheckpoint, LearningRateMonitor
@@ -551,7 +551,7 @@ def build_trainer(cfg) -> pl.Trainer:
                       limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
                       num_sanity_val_steps=t.num_sanity_val_steps, enable_model_summary=False)
 
-# %% ../nbs/14_generative.ipynb #44462174
+# %% ../nbs/14_generative.ipynb #447ca06f
 def save_run_config(cfg, overrides=()):
     "Write the resolved config to `run_dir/config.yaml` and Hydra-style `run_dir/.hydra/{config,overrides}.yaml`."
     rd = Path(cfg.run_dir)
@@ -581,7 +581,7 @@ def train_generative(cfg, overrides=()):
     trainer.fit(module, dm, ckpt_path=ckpt)
     return trainer, module
 
-# %% ../nbs/14_generative.ipynb #77bbabd4
+# %% ../nbs/14_generative.ipynb #ea92130b
 def generative_main(config_name: str = 'train_fb_flow_matching', # top-level config: train_fb_flow_matching | train_hf_diffusion
                     overrides: Param("dotted overrides, e.g. model.sampler.method=dopri5 sampling_steps=20", str, nargs='*', opt=False) = None,
                    ):

@@ -10,20 +10,20 @@ __all__ = ['TWOROUTES_WAYPOINTS', 'TWOROUTES_META', 'PPO_DEFAULTS', 'TwoRoutesEn
            'check_rl_config', 'debug_config', 'ppo_settings', 'tworoutes_pretrained', 'make_env', 'run_rl',
            'evaluate_rl', 'rl_cli']
 
-# %% ../nbs/30_rl.ipynb #bd0fd733
-import os, sys, copy, json, math, time, datetime
+# %% ../nbs/30_rl.ipynb #c6f4cf38
+import sys, json, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from torch import Tensor
 from fastcore.basics import patch
-from omegaconf import OmegaConf, DictConfig
+from omegaconf import OmegaConf
 from .config import compose_config, ConfigError, to_plain, atomic_path, save_config, seed_everything
 from .data import ReplayBuffer, SequenceDataset
 from .flow import flow_sde_log_prob, window_mask
 from .workspace import (EMAModel, lr_factor, make_policy, read_checkpoint, save_checkpoint, load_checkpoint,
-                                   MetricsCSV, pick_device, rng_state)
+                                   MetricsCSV, pick_device)
 
-# %% ../nbs/30_rl.ipynb #2121a99b
+# %% ../nbs/30_rl.ipynb #9bd208e4
 class TwoRoutesEnv:
     "N point masses in [-1,1]²: start (0,-0.8), goal disc (0,0.8), a blocking box, a pit on the right route."
     start, goal, goal_radius, step_size, box = (0., -0.8), (0., 0.8), 0.12, 0.08, 0.3
@@ -44,7 +44,7 @@ class TwoRoutesEnv:
     def in_pit(self, p): return (p[:, 0] > self.box) & (p[:, 1].abs() < self.box)
     def at_goal(self, p): return (p - torch.tensor(self.goal)).norm(dim=1) < self.goal_radius
 
-# %% ../nbs/30_rl.ipynb #47707cfa
+# %% ../nbs/30_rl.ipynb #b2dce5b8
 @patch
 def step(self:TwoRoutesEnv, action:Tensor, # (N,2), clamped to [-1,1]
                     active:Tensor=None,               # (N,) bool: which envs move (default: those not done)
@@ -61,7 +61,7 @@ def step(self:TwoRoutesEnv, action:Tensor, # (N,2), clamped to [-1,1]
     self.done = self.done | done
     return {self.obs_key: self.p.clone()}, success.float(), done, success
 
-# %% ../nbs/30_rl.ipynb #d86659aa
+# %% ../nbs/30_rl.ipynb #5d98abff
 TWOROUTES_WAYPOINTS = torch.tensor([[[-0.55, -0.45], [-0.55, 0.45], [0., 0.8]],
                                     [[0.55, -0.45], [0.55, 0.45], [0., 0.8]]])   # (route, waypoint, xy)
 
@@ -92,7 +92,7 @@ def tworoutes_demos(n_episodes:int=600, seed:int=0, # episodes; seed of routes, 
     for i in range(n_episodes): rb.add_episode({'state': S[i, M[i]].numpy(), 'action': A[i, M[i]].numpy()})
     return rb
 
-# %% ../nbs/30_rl.ipynb #497e9893
+# %% ../nbs/30_rl.ipynb #19b8313b
 TWOROUTES_META = {'obs': {'agent_pos': {'shape': [2], 'type': 'low_dim', 'store_key': 'state'}}, 'action': {'shape': [2]}}
 
 def tworoutes_config(**policy_kw) -> dict:
@@ -120,7 +120,7 @@ def bc_pretrain(policy:nn.Module, dataset:SequenceDataset,
     policy.load_state_dict(ema.averaged_model.state_dict())
     return policy.eval()
 
-# %% ../nbs/30_rl.ipynb #857c1d03
+# %% ../nbs/30_rl.ipynb #fd296e9f
 class ObsWindow:
     "The last `To` observations of N envs: `.obs` is `{key: (N,To,...)}` (the first one repeated after a reset)."
     def __init__(self, obs:dict, n_obs_steps:int):
@@ -132,7 +132,7 @@ class ObsWindow:
             w = torch.cat([self.obs[k][:, 1:], v[:, None].to(self.obs[k])], 1)
             self.obs[k] = torch.where(active.reshape(-1, *([1] * (w.dim() - 1))), w, self.obs[k])
 
-# %% ../nbs/30_rl.ipynb #6b87ad2e
+# %% ../nbs/30_rl.ipynb #b970e37b
 def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), already clamped
                   done:Tensor) -> tuple:                  # (N,) bool, sticky
     "`(reward (N,), done (N,), success (N,), executed sub-steps (N,))` of one chunk."
@@ -146,7 +146,7 @@ def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), al
         window.push(obs, active)
     return R, done, success, n
 
-# %% ../nbs/30_rl.ipynb #bb1983ae
+# %% ../nbs/30_rl.ipynb #f8a0257a
 def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
                     noise_level:float=0.5, mode:str='single', # flow_sde noise level and mode
                     generator=None, seed:int=None) -> dict:    # sampling generator; env reset seed
@@ -166,7 +166,7 @@ def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
     ro = {k: (torch.stack([x.cpu() for x in v]) if k != 'obs' else {o: torch.stack([x[o] for x in v]) for o in v[0]}) for k, v in buf.items()}
     return ro | {'success': success, 'lengths': length, 'env_steps': int(length.sum())}
 
-# %% ../nbs/30_rl.ipynb #c1df2b30
+# %% ../nbs/30_rl.ipynb #6537d091
 def compute_gae(rewards:Tensor, # (S,N) chunk rewards
                 values:Tensor,  # (S+1,N) values, the last one the bootstrap
                 dones:Tensor,   # (S+1,N) done before each call (last row: after the last call)
@@ -182,7 +182,7 @@ def loss_mask(dones:Tensor) -> Tensor: # (S+1,N) done before each call
     "(S,N) bool: valid calls, those with no done before or at their start."
     return dones[:-1].long().cumsum(0) == 0
 
-# %% ../nbs/30_rl.ipynb #8b1a757e
+# %% ../nbs/30_rl.ipynb #3968d72b
 def policy_loss(logp:Tensor, old_logp:Tensor, adv:Tensor, # (M,) new / old log-probs, advantages
                 clip_range:float=0.2) -> tuple:
     "`(loss, stats)` of the clipped PPO surrogate."
@@ -205,7 +205,7 @@ def explained_variance(pred:Tensor, target:Tensor) -> float:
     var = target.var()
     return float('nan') if var == 0 else (1 - (target - pred).var() / var).item()
 
-# %% ../nbs/30_rl.ipynb #52988773
+# %% ../nbs/30_rl.ipynb #c55f7c55
 PPO_DEFAULTS = dict(noise_level=0.5, noise_mode='single', learning_rate=1e-4, critic_lr_ratio=10.0, clip_range=0.2,
                     value_clip_range=0.2, vf_coef=0.5, batch_size=256, update_epochs=4, max_grad_norm=1.0, target_kl=None,
                     gamma=0.99, gae_lambda=0.95, weight_decay=0.0)
@@ -220,7 +220,7 @@ def split_params(policy:nn.Module) -> tuple:
     named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad and not n.startswith('normalizer.')]
     return [p for n, p in named if not n.startswith('value_head.')], [p for n, p in named if n.startswith('value_head.')]
 
-# %% ../nbs/30_rl.ipynb #dc25d8b2
+# %% ../nbs/30_rl.ipynb #3752181b
 class PPOTrainer:
     "PPO for a flow policy with `flow_sde` log-probs and a value head; settings as in `PPO_DEFAULTS`."
     def __init__(self, policy:nn.Module, **kw):
@@ -238,7 +238,7 @@ class PPOTrainer:
         "`collect_rollout` with this trainer's noise settings."
         return collect_rollout(self.policy, env, num_steps, self.cfg['noise_level'], self.cfg['noise_mode'], generator, seed)
 
-# %% ../nbs/30_rl.ipynb #9d32fd0b
+# %% ../nbs/30_rl.ipynb #641f5de3
 def _flatten_valid(ro:dict, adv:Tensor, ret:Tensor) -> dict:
     "The valid calls of a rollout as flat tensors (M,...), with normalized advantages."
     m = loss_mask(ro['dones'])
@@ -275,7 +275,7 @@ def _ppo_step(self:PPOTrainer, mb:dict, train_actor:bool) -> dict:
     self.critic_opt.step()
     return st
 
-# %% ../nbs/30_rl.ipynb #fcd35130
+# %% ../nbs/30_rl.ipynb #fc90dc04
 @patch
 def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
             train_actor:bool=True,             # False: critic warm-up (the actor does not move)
@@ -295,7 +295,7 @@ def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
     out = _mean_stats(rows) | {'first_ratio_dev': first, 'epochs': epoch + 1, 'n_valid': M}
     return out | {'explained_variance': explained_variance(d['values'], d['returns'])}
 
-# %% ../nbs/30_rl.ipynb #ff4b7c39
+# %% ../nbs/30_rl.ipynb #8329c8b9
 @torch.no_grad()
 def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
     "Success rate, mean episode reward and length of one deterministic (Euler) episode per env."
@@ -308,7 +308,7 @@ def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
         ret, succ, length = ret + R, succ | s, length + n
     return {'success_rate': succ.float().mean().item(), 'episode_reward': ret.mean().item(), 'episode_length': length.mean().item()}
 
-# %% ../nbs/30_rl.ipynb #3dc310ea
+# %% ../nbs/30_rl.ipynb #1e7bdd8e
 def ppo_loop(trainer:PPOTrainer, env, total_timesteps:int, # trainer; vectorized env; env-step budget
              num_steps:int,                 # policy calls per env and iteration
              critic_warmup_iters:int=2,     # first iterations: critic only
@@ -337,7 +337,7 @@ def _iteration_row(it, steps, ro, st, t_roll, t_upd) -> dict:
             **{k: v for k, v in st.items()}, 'fps': ro['env_steps'] / max(t_roll + t_upd, 1e-9),
             'rollout_time': t_roll, 'update_time': t_upd}
 
-# %% ../nbs/30_rl.ipynb #c8ab711d
+# %% ../nbs/30_rl.ipynb #4f429e51
 def _policy_tensor(x:np.ndarray, typ:str, shape) -> Tensor:
     "A batch of env observations (N,...) as the policy reads it (rgb to (N,3,H,W) in [0,1], clouds cut to shape[1] channels)."
     t = torch.from_numpy(np.asarray(x))
@@ -366,7 +366,7 @@ class MetaWorldVecEnv:
         if self.vec is not None: self.vec.close()
         for e in self.envs or []: e.close()
 
-# %% ../nbs/30_rl.ipynb #47bacbfa
+# %% ../nbs/30_rl.ipynb #0137e4bb
 def _vec_obs_list(obs:dict, n:int) -> list: return [{k: v[i] for k, v in obs.items()} for i in range(n)]
 
 @patch
@@ -394,7 +394,7 @@ def step(self:MetaWorldVecEnv, action:Tensor, active:Tensor) -> tuple:
         R[i] = float(x[2]) if self.reward == 'success' else float(x[1])
     return self._obs(self._last), R, S | T, S
 
-# %% ../nbs/30_rl.ipynb #7f4d13b9
+# %% ../nbs/30_rl.ipynb #b312c5eb
 def load_pretrained(path,                      # legacy, Lightning or RL checkpoint
                     add_value_head:bool=True, use_ema:bool=True, overrides:dict=None) -> tuple:
     "`(policy, policy config)` from a checkpoint; only value-head weights may be missing."
@@ -415,7 +415,7 @@ def rl_checkpoint(trainer:PPOTrainer, policy_cfg, rl_cfg, iteration:int, env_ste
             'actor_optimizer': trainer.actor_opt.state_dict(), 'critic_optimizer': trainer.critic_opt.state_dict(),
             'iteration': iteration, 'env_steps': env_steps, 'generator': generator.get_state(), 'format': 'maniflow_nb-rl-1'}
 
-# %% ../nbs/30_rl.ipynb #d8aa0b60
+# %% ../nbs/30_rl.ipynb #6fb6162c
 def check_rl_config(cfg):
     "Clear errors for RL settings that cannot work."
     check_noise_level(cfg.policy.noise_level)
@@ -437,7 +437,7 @@ def debug_config(cfg):
     t.update_epochs, t.critic_warmup_iters, cfg.task.env_runner.num_episodes = 1, min(t.critic_warmup_iters, 1), min(cfg.task.env_runner.num_episodes, 2)
     return cfg
 
-# %% ../nbs/30_rl.ipynb #58485b30
+# %% ../nbs/30_rl.ipynb #4420acfb
 def ppo_settings(cfg) -> dict:
     "`PPOTrainer` settings from an RL config."
     t, p = cfg.training, cfg.policy
@@ -457,7 +457,7 @@ def _check_timeline(cfg, pcfg):
         if cfg.policy.get(k) is not None and cfg.policy[k] != pcfg[k]:
             raise ConfigError(f"policy.{k} is {cfg.policy[k]} but the checkpoint's policy has {k}={pcfg[k]}; set it to {pcfg[k]} or null")
 
-# %% ../nbs/30_rl.ipynb #95da493a
+# %% ../nbs/30_rl.ipynb #d0d89536
 def tworoutes_pretrained(cfg, run_dir:Path) -> tuple:
     "A BC-pretrained TwoRoutes policy: demos into `task.dataset_path` (if missing), then `bc_pretrain`."
     store = Path(cfg.task.dataset_path)
@@ -476,7 +476,7 @@ def make_env(cfg, pcfg, num_envs:int):
     if r.env_name == 'tworoutes': return TwoRoutesEnv(num_envs, r.max_steps)
     return MetaWorldVecEnv(r.env_name, to_plain(pcfg.task.shape_meta), num_envs, r.max_steps, r.get('reward', 'success'), r.get('n_procs', 1))
 
-# %% ../nbs/30_rl.ipynb #5017c25a
+# %% ../nbs/30_rl.ipynb #a84a8050
 def _log_row(csv:MetricsCSV, wandb_run, row:dict, cfg):
     "One metrics row to the CSV (and wandb), printed every `log_interval` iterations."
     csv.log(row)
@@ -501,7 +501,7 @@ def _resume(trainer, ck_path:Path, g) -> tuple:
     print(f"resuming from {ck_path} (iteration {ck['iteration']}, {ck['env_steps']} env steps)")
     return ck['iteration'], ck['env_steps']
 
-# %% ../nbs/30_rl.ipynb #fc379853
+# %% ../nbs/30_rl.ipynb #d3e84568
 def run_rl(cfg) -> dict:
     "PPO fine-tuning from a composed RL config; returns the eval record (success before / after)."
     if cfg.get('debug'): cfg = debug_config(cfg)
@@ -548,7 +548,7 @@ def evaluate_rl(policy, cfg, pcfg, n_episodes:int) -> dict:
     finally:
         if hasattr(env, 'close'): env.close()
 
-# %% ../nbs/30_rl.ipynb #c3a60d6b
+# %% ../nbs/30_rl.ipynb #005fb84b
 from fastcore.script import anno_parser, Param
 
 def _rl_args(config_name:str='train_maniflow_pointcloud_rl', # RL config in maniflow_nb/conf
