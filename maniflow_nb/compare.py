@@ -10,14 +10,14 @@ __all__ = ['PARITY_OVERRIDES', 'X_AXES', 'trainer_of', 'read_metrics', 'last_che
            'parity_summary', 'compare_cli', 'find_runs', 'load_runs', 'metric_names', 'smooth_curve', 'plot_runs',
            'flatten', 'config_diff', 'RunDashboard', 'dashboard']
 
-# %% ../nbs/23_compare.ipynb #0d9bafa5
-import os, sys, json, math, time, shutil, resource, subprocess, tempfile, html
+# %% ../nbs/23_compare.ipynb #50fecc5d
+import os, sys, json, time, shutil, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
 from omegaconf import OmegaConf
-from .config import atomic_path, save_config, load_config, compose_config, to_plain, ConfigError
+from .config import atomic_path, save_config, load_config, compose_config, ConfigError
 
-# %% ../nbs/23_compare.ipynb #aab94aff
+# %% ../nbs/23_compare.ipynb #abb39839
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -31,7 +31,8 @@ def read_metrics(run_dir) -> pd.DataFrame:
     "A run's `metrics.csv` in the common layout: one row per optimizer step `step`, one column per metric."
     path = Path(run_dir)/'metrics.csv'
     if not path.is_file(): raise FileNotFoundError(f"{path} does not exist: not a run dir")
-    df = pd.read_csv(path)
+    try: df = pd.read_csv(path)
+    except pd.errors.EmptyDataError: raise ValueError(f"{path} is empty: the run logged nothing yet") from None
     if trainer_of(df.columns) == 'legacy': df = df.rename(columns={'global_step': 'step'})
     else: df = df.assign(step=df['step'] + 1)
     df = df.rename(columns=_canonical)
@@ -40,7 +41,7 @@ def read_metrics(run_dir) -> pd.DataFrame:
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/23_compare.ipynb #ec2535dc
+# %% ../nbs/23_compare.ipynb #007c0fd2
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -65,7 +66,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/23_compare.ipynb #2a7a27a6
+# %% ../nbs/23_compare.ipynb #8f7550fd
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -116,7 +117,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/23_compare.ipynb #a14cdb30
+# %% ../nbs/23_compare.ipynb #ac9809d8
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -144,7 +145,7 @@ def check_sample_mse(a:dict, b:dict) -> dict:
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
                  'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run' if differ else '')
 
-# %% ../nbs/23_compare.ipynb #7b642e09
+# %% ../nbs/23_compare.ipynb #4f7dd888
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -158,6 +159,13 @@ def fixed_batch(cfg, n:int=8) -> dict:
     ds = val if len(val) else train
     return collate_batch([ds[i] for i in range(min(n, len(ds)))])
 
+def _stale_note(a:dict, b:dict, ea:dict, eb:dict) -> str:
+    "Say so when a last checkpoint is older than the run's last logged step (e.g. Lightning's `save_last` only follows top-k saves)."
+    ends = [int(r['metrics'].step.max()) for r in (a, b)]
+    stale = [f"{r['name']}'s {r['last_checkpoint'].name} is at EMA step {e['step']} but its metrics end at step {n}"
+             for r, e, n in zip((a, b), (ea, eb), ends) if e['step'] != n]
+    return '; '.join(stale) + (' (a stale last checkpoint)' if stale else '')
+
 def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     "EMA weights and EMA predictions on a fixed batch (max abs diff) of both runs' last checkpoints."
     from maniflow_nb.workspace import read_checkpoint, load_policy_from_checkpoint
@@ -166,7 +174,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     ea, eb = (read_checkpoint(p).get('ema') for p in (pa, pb))
     if not (ea and eb): return [check(n, 'n/a', None, f'<= {atol:g}', 'a run trained without EMA') for n in ('EMA weights', 'EMA predictions')]
     dw = _max_diff(ea['model'], eb['model'])
-    out = [check('EMA weights', f'max abs diff {dw:.3g} (EMA steps {ea["step"]} vs {eb["step"]})', dw <= atol and ea['step'] == eb['step'], f'<= {atol:g}')]
+    out = [check('EMA weights', f'max abs diff {dw:.3g} (EMA steps {ea["step"]} vs {eb["step"]})', dw <= atol and ea['step'] == eb['step'], f'<= {atol:g}', _stale_note(a, b, ea, eb))]
     try: batch = fixed_batch(a['config'])
     except (FileNotFoundError, OSError, ValueError) as e: return out + [check('EMA predictions', 'n/a', None, f'<= {atol:g}', f'dataset not available ({e})')]
     preds = []
@@ -176,7 +184,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     dp = float((preds[0] - preds[1]).abs().max())
     return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}')]
 
-# %% ../nbs/23_compare.ipynb #14c55af5
+# %% ../nbs/23_compare.ipynb #7ede2c38
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -215,7 +223,7 @@ def check_cross_load(run:dict, workdir) -> dict:
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/23_compare.ipynb #f349545c
+# %% ../nbs/23_compare.ipynb #f823b39e
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
@@ -224,7 +232,7 @@ def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:floa
     workdir = Path(workdir or tempfile.mkdtemp(prefix='maniflow_compare_'))
     tl, ema = check_train_loss(a, b, loss_atol), check_ema(a, b, ema_atol)
     for c in ema:
-        if c['passed'] is False and tl['passed'] is False: c['note'] = 'follows from the training-loss difference (see train_loss curves)'
+        if c['passed'] is False and tl['passed'] is False and not c['note']: c['note'] = 'follows from the training-loss difference (see train_loss curves)'
     return [check_val_loss(a, b, val_rtol), tl, check_lr(a, b), *ema, *check_resources(a, b, wall_tol, mem_tol),
             check_cross_load(a, workdir), check_cross_load(b, workdir), check_sample_mse(a, b)]
 
@@ -254,7 +262,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/23_compare.ipynb #8e0ec97c
+# %% ../nbs/23_compare.ipynb #b79a73d7
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -291,7 +299,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/23_compare.ipynb #9ac6a78c
+# %% ../nbs/23_compare.ipynb #405c5f91
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -322,7 +330,7 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/23_compare.ipynb #0d8ba26c
+# %% ../nbs/23_compare.ipynb #3d655820
 def _lead_identical(d:pd.Series) -> int:
     "Number of leading zeros in the absolute differences `d`."
     nz = (d.values != 0)
@@ -348,7 +356,7 @@ def _step_time(r:dict) -> float|None:
     t = r['metrics']['time'].dropna() if 'time' in r['metrics'] else pd.Series(dtype=float)
     return float(t.diff().median()) if len(t) > 2 else None
 
-# %% ../nbs/23_compare.ipynb #1cfec669
+# %% ../nbs/23_compare.ipynb #04e53bb5
 from fastcore.script import anno_parser, Param, store_true
 
 def _compare_args(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
@@ -386,7 +394,7 @@ def compare_cli(argv=None): # command-line arguments (default: sys.argv[1:])
     print(report_markdown(checks))
     if any(c['passed'] is False for c in checks): sys.exit(1)
 
-# %% ../nbs/23_compare.ipynb #f24a7277
+# %% ../nbs/23_compare.ipynb #ddc8c370
 def find_runs(root) -> list:
     "Run dirs under `root` (itself included): folders holding a `metrics.csv`."
     root = Path(root)
@@ -395,19 +403,20 @@ def find_runs(root) -> list:
 
 def load_runs(root) -> pd.DataFrame:
     "Metrics of every run under `root` in one table (column `run`); `df.attrs['runs']` maps run names to `load_run` dicts."
-    root, runs = Path(root), {}
+    root, runs, skipped = Path(root), {}, {}
     for d in find_runs(root):
         name = str(d.relative_to(root)) if d != root else d.name
-        runs[name] = load_run(d, name)
+        try: runs[name] = load_run(d, name)
+        except ValueError as e: skipped[name] = str(e)
     df = pd.concat([r['metrics'].assign(run=n) for n, r in runs.items()], ignore_index=True) if runs else pd.DataFrame(columns=['run', 'step'])
-    df.attrs['runs'] = runs
+    df.attrs['runs'], df.attrs['skipped'] = runs, skipped
     return df
 
 def metric_names(df:pd.DataFrame) -> list:
     "Metrics that can be plotted (numeric columns other than the x axes)."
     return [c for c in df.columns if c not in ('run', 'step', 'epoch', 'time') and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
 
-# %% ../nbs/23_compare.ipynb #50636532
+# %% ../nbs/23_compare.ipynb #05f52274
 def smooth_curve(y, weight:float=0.0) -> np.ndarray:
     "TensorBoard-style smoothing: debiased exponential moving average with `weight` in [0, 1); NaNs are skipped."
     y = np.asarray(y, dtype=float)
@@ -419,7 +428,7 @@ def smooth_curve(y, weight:float=0.0) -> np.ndarray:
         out[i] = acc / (1 - weight ** n) if weight else v
     return out
 
-# %% ../nbs/23_compare.ipynb #f9e1391a
+# %% ../nbs/23_compare.ipynb #70030ef7
 import matplotlib.pyplot as plt
 
 X_AXES = ('step', 'epoch', 'time')
@@ -444,7 +453,7 @@ def plot_runs(df:pd.DataFrame, # `load_runs` table
     if own: plt.close(fig)      # returned, not shown twice in notebooks
     return fig
 
-# %% ../nbs/23_compare.ipynb #eaab3825
+# %% ../nbs/23_compare.ipynb #e04edb88
 def flatten(d:dict, prefix:str='') -> dict:
     "Nested dict -> `{dotted.key: value}`."
     out = {}
@@ -466,7 +475,7 @@ def config_diff(run_a, run_b, ignore=('run_dir',)) -> dict:
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
             if k not in ignore and a.get(k, missing) != b.get(k, missing)}
 
-# %% ../nbs/23_compare.ipynb #a47897cb
+# %% ../nbs/23_compare.ipynb #341d0924
 import ipywidgets as W
 
 class RunDashboard:
