@@ -10,14 +10,14 @@ __all__ = ['PARITY_OVERRIDES', 'X_AXES', 'trainer_of', 'read_metrics', 'last_che
            'parity_summary', 'compare_cli', 'find_runs', 'load_runs', 'metric_names', 'smooth_curve', 'plot_runs',
            'flatten', 'config_diff', 'RunDashboard', 'dashboard']
 
-# %% ../nbs/23_compare.ipynb #50fecc5d
+# %% ../nbs/23_compare.ipynb #25638968
 import os, sys, json, time, shutil, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
 from omegaconf import OmegaConf
 from .config import atomic_path, save_config, load_config, compose_config, ConfigError
 
-# %% ../nbs/23_compare.ipynb #abb39839
+# %% ../nbs/23_compare.ipynb #488d017e
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -41,7 +41,7 @@ def read_metrics(run_dir) -> pd.DataFrame:
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/23_compare.ipynb #007c0fd2
+# %% ../nbs/23_compare.ipynb #79282415
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -66,7 +66,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/23_compare.ipynb #8f7550fd
+# %% ../nbs/23_compare.ipynb #fd70077f
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -117,7 +117,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/23_compare.ipynb #ac9809d8
+# %% ../nbs/23_compare.ipynb #07256e2e
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -145,7 +145,9 @@ def check_sample_mse(a:dict, b:dict) -> dict:
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
                  'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run' if differ else '')
 
-# %% ../nbs/23_compare.ipynb #4f7dd888
+# %% ../nbs/23_compare.ipynb #62cd9ce5
+def _first_line(e:Exception) -> str: return (str(e).strip().splitlines() or [''])[0]
+
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -178,13 +180,15 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     try: batch = fixed_batch(a['config'])
     except (FileNotFoundError, OSError, ValueError) as e: return out + [check('EMA predictions', 'n/a', None, f'<= {atol:g}', f'dataset not available ({e})')]
     preds = []
-    for p in (pa, pb):
-        torch.manual_seed(0)
-        preds.append(load_policy_from_checkpoint(p).predict_action(batch['obs'])['action_pred'])
+    try:
+        for p in (pa, pb):
+            torch.manual_seed(0)
+            preds.append(load_policy_from_checkpoint(p).predict_action(batch['obs'])['action_pred'])
+    except Exception as e: return out + [check('EMA predictions', f'failed: {type(e).__name__}: {_first_line(e)}', False, f'<= {atol:g}')]
     dp = float((preds[0] - preds[1]).abs().max())
-    return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}')]
+    return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}', out[0]['note'])]
 
-# %% ../nbs/23_compare.ipynb #7ede2c38
+# %% ../nbs/23_compare.ipynb #2941504b
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -218,12 +222,12 @@ def check_cross_load(run:dict, workdir) -> dict:
     from maniflow_nb.workspace import read_checkpoint
     ck = read_checkpoint(p)
     try: got = (load_in_legacy if other == 'legacy' else load_in_lightning)(p, ck['config'], Path(workdir)/f"{run['name']}_in_{other}")
-    except Exception as e: return check(name, f'failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}', False, 'same step and weights')
+    except Exception as e: return check(name, f'failed: {type(e).__name__}: {_first_line(e)}', False, 'same step and weights')
     dw = _max_diff(ck['model'], got['model'])
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/23_compare.ipynb #f823b39e
+# %% ../nbs/23_compare.ipynb #54d91ff3
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
@@ -262,7 +266,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/23_compare.ipynb #b79a73d7
+# %% ../nbs/23_compare.ipynb #82e5ebff
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -299,7 +303,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/23_compare.ipynb #405c5f91
+# %% ../nbs/23_compare.ipynb #33256bc1
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -330,7 +334,7 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/23_compare.ipynb #3d655820
+# %% ../nbs/23_compare.ipynb #bbf1f94a
 def _lead_identical(d:pd.Series) -> int:
     "Number of leading zeros in the absolute differences `d`."
     nz = (d.values != 0)
@@ -356,7 +360,7 @@ def _step_time(r:dict) -> float|None:
     t = r['metrics']['time'].dropna() if 'time' in r['metrics'] else pd.Series(dtype=float)
     return float(t.diff().median()) if len(t) > 2 else None
 
-# %% ../nbs/23_compare.ipynb #04e53bb5
+# %% ../nbs/23_compare.ipynb #10d076aa
 from fastcore.script import anno_parser, Param, store_true
 
 def _compare_args(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
@@ -394,7 +398,7 @@ def compare_cli(argv=None): # command-line arguments (default: sys.argv[1:])
     print(report_markdown(checks))
     if any(c['passed'] is False for c in checks): sys.exit(1)
 
-# %% ../nbs/23_compare.ipynb #ddc8c370
+# %% ../nbs/23_compare.ipynb #5d1946e7
 def find_runs(root) -> list:
     "Run dirs under `root` (itself included): folders holding a `metrics.csv`."
     root = Path(root)
@@ -416,7 +420,7 @@ def metric_names(df:pd.DataFrame) -> list:
     "Metrics that can be plotted (numeric columns other than the x axes)."
     return [c for c in df.columns if c not in ('run', 'step', 'epoch', 'time') and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
 
-# %% ../nbs/23_compare.ipynb #05f52274
+# %% ../nbs/23_compare.ipynb #1ae41961
 def smooth_curve(y, weight:float=0.0) -> np.ndarray:
     "TensorBoard-style smoothing: debiased exponential moving average with `weight` in [0, 1); NaNs are skipped."
     y = np.asarray(y, dtype=float)
@@ -428,7 +432,7 @@ def smooth_curve(y, weight:float=0.0) -> np.ndarray:
         out[i] = acc / (1 - weight ** n) if weight else v
     return out
 
-# %% ../nbs/23_compare.ipynb #70030ef7
+# %% ../nbs/23_compare.ipynb #15fe7cb2
 import matplotlib.pyplot as plt
 
 X_AXES = ('step', 'epoch', 'time')
@@ -453,7 +457,7 @@ def plot_runs(df:pd.DataFrame, # `load_runs` table
     if own: plt.close(fig)      # returned, not shown twice in notebooks
     return fig
 
-# %% ../nbs/23_compare.ipynb #e04edb88
+# %% ../nbs/23_compare.ipynb #eedcd44a
 def flatten(d:dict, prefix:str='') -> dict:
     "Nested dict -> `{dotted.key: value}`."
     out = {}
@@ -475,7 +479,7 @@ def config_diff(run_a, run_b, ignore=('run_dir',)) -> dict:
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
             if k not in ignore and a.get(k, missing) != b.get(k, missing)}
 
-# %% ../nbs/23_compare.ipynb #341d0924
+# %% ../nbs/23_compare.ipynb #b8d488e3
 import ipywidgets as W
 
 class RunDashboard:

@@ -224,14 +224,19 @@ def make_loggers(cfg, run_dir) -> list:
 
 # %% ../nbs/21_lightning.ipynb #0d1f557a
 def make_checkpoint_callbacks(cfg, ckpt_dir) -> list:
-    "Top-k + last checkpoints, and a step-based `last.ckpt` if `training.checkpoint_every_steps` is set."
+    "Top-k checkpoints, `last.ckpt` every epoch, and a step-based `last.ckpt` if `training.checkpoint_every_steps` is set."
     ck, m = cfg.checkpoint, cfg.checkpoint.topk.monitor_key
     on_val = m == 'val_loss'
     every = cfg.training.val_every if on_val else max(1, cfg.training.eval_every)
     cbs = [ModelCheckpoint(dirpath=str(ckpt_dir), filename=f'epoch={{epoch:04d}}-{m}={{{m}:.4f}}', monitor=m,
-                           mode=ck.topk.mode, save_top_k=ck.topk.k, save_last=ck.get('save_last', True),
+                           mode=ck.topk.mode, save_top_k=ck.topk.k, save_last=False,
                            auto_insert_metric_name=False, enable_version_counter=False, every_n_epochs=every,
                            save_on_train_epoch_end=not on_val)]
+    # Lightning 2.6's `save_last=True` rewrites last.ckpt only in epochs that also save a top-k file, so once the
+    # monitored metric stops improving last.ckpt falls behind the run: a callback of its own keeps it current.
+    if ck.get('save_last', True):
+        cbs.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename='last', every_n_epochs=1, save_top_k=1,
+                                   enable_version_counter=False, save_on_train_epoch_end=True))
     if n := cfg.training.get('checkpoint_every_steps'):
         cbs.append(ModelCheckpoint(dirpath=str(ckpt_dir), filename='last', every_n_train_steps=n, save_top_k=1,
                                    enable_version_counter=False, save_on_train_epoch_end=False))
