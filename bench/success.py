@@ -26,10 +26,13 @@ def device_name(device:str) -> str:
 
 def append_rows(rows:list, path:Path=RESULTS):
     "Append `rows` to the JSON list at `path` atomically, keeping what is there."
+    import fcntl
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else []
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(json.dumps(old + rows, indent=1)); os.replace(tmp, path)
+    with open(path.with_name(f'.{path.name}.lock'), 'w') as lock:   # serializes writers that use the same lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else []
+        tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+        tmp.write_text(json.dumps(old + rows, indent=1)); os.replace(tmp, path)
 
 def make_store(task:str, demos:int, data_dir:Path) -> Path:
     "State-only expert demos of `task` (reused when present)."
@@ -43,7 +46,7 @@ def n_epochs(store:Path, steps:int, batch:int, a) -> tuple:
     "Whole epochs that give about `steps` optimizer steps on this store's training windows; (epochs, windows)."
     from maniflow_nb.config import compose_config
     from maniflow_nb.workspace import make_datasets
-    cfg = compose_config('maniflow_state_metaworld', [f'task.dataset_path={store}'])
+    cfg = compose_config('maniflow_state_metaworld', [f'task.dataset_path={store}', *a.override])
     n = len(make_datasets(cfg)[0])
     return max(1, math.ceil(steps / math.ceil(n / batch))), n
 

@@ -20,6 +20,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 from .config import to_plain, atomic_path, save_config, seed_everything, set_deterministic, in_batch_job, ConfigError
+from .data import EpochSampler
 from .workspace import (EMAModel, make_optimizer, make_scheduler, optimizer_steps, make_policy, make_datasets,
                                    rng_state, set_rng_state, load_checkpoint, legacy_to_lightning, LEGACY_FORMAT)
 
@@ -87,23 +88,19 @@ class EMA(Callback):
         self.ema.optimization_step, self.ema.decay = int(extra.get('ema_step', 0)), float(extra.get('ema_decay', 0.0))
 
 # %% ../nbs/21_lightning.ipynb #ba13aa1c
-class ResumableSampler(torch.utils.data.Sampler):
-    "Seeded per-epoch permutation, sharded over DDP ranks, that can resume part-way through an epoch."
-    def __init__(self, n:int, seed:int=0, shuffle:bool=True):
-        self.n, self.seed, self.shuffle, self.epoch, self._resume = n, seed, shuffle, 0, None
+class ResumableSampler(EpochSampler):
+    "`EpochSampler`'s per-epoch permutation, sharded over DDP ranks, that can resume part-way through one epoch."
+    _resume = None
 
     def _rank_world(self):
         d = torch.distributed
         return (d.get_rank(), d.get_world_size()) if d.is_available() and d.is_initialized() else (0, 1)
 
-    def set_epoch(self, epoch:int): self.epoch = epoch
     def resume_at(self, epoch:int, start:int): self._resume = (epoch, start)
     def __len__(self): return math.ceil(self.n / self._rank_world()[1])
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        idx = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        rank, world = self._rank_world()
+        idx, (rank, world) = self.order(self.epoch), self._rank_world()
         idx = torch.cat([idx, idx[:len(self) * world - self.n]])[rank::world].tolist()   # pad to equal shards
         start = self._resume[1] if self._resume and self._resume[0] == self.epoch else 0
         self._resume = None

@@ -5,10 +5,9 @@
 # %% auto #0
 __all__ = ['LEGACY_FORMAT', 'LIGHTNING_MODEL_PREFIX', 'LIGHTNING_EMA_PREFIX', 'ema_decay', 'EMAModel', 'make_optimizer',
            'optimizer_steps', 'lr_factor', 'make_scheduler', 'make_policy', 'MLPPolicy', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'load_checkpoint', 'EpochSampler', 'TopK', 'legacy_to_lightning', 'lightning_to_legacy',
-           'MetricsCSV', 'Loggers', 'make_datasets', 'to_device', 'pick_device', 'autocast', 'Preempted',
-           'TrainWorkspace', 'read_checkpoint', 'load_policy_from_checkpoint', 'run_dir_of', 'evaluate_checkpoint',
-           'eval_cli']
+           'save_checkpoint', 'load_checkpoint', 'TopK', 'legacy_to_lightning', 'lightning_to_legacy', 'MetricsCSV',
+           'Loggers', 'make_datasets', 'to_device', 'pick_device', 'autocast', 'Preempted', 'TrainWorkspace',
+           'read_checkpoint', 'load_policy_from_checkpoint', 'run_dir_of', 'evaluate_checkpoint', 'eval_cli']
 
 # %% ../nbs/20_workspace.ipynb #0495a08f
 import copy, math, random, signal, sys, json, csv
@@ -18,7 +17,7 @@ import hydra
 from omegaconf import OmegaConf, DictConfig
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .data import SequenceDataset, LinearNormalizer, collate_batch
+from .data import SequenceDataset, LinearNormalizer, collate_batch, EpochSampler
 from .config import (to_plain, atomic_path, save_config, seed_everything,
                                 set_deterministic, in_batch_job, ConfigError)
 
@@ -176,19 +175,6 @@ def save_checkpoint(ckpt:dict, path):
 def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint without unpickling objects."
     return torch.load(path, map_location=map_location, weights_only=True)
-
-# %% ../nbs/20_workspace.ipynb #a3556b21
-class EpochSampler(torch.utils.data.Sampler):
-    "Seeded per-epoch permutation that can start part-way through an epoch."
-    def __init__(self, n:int, seed:int=0, shuffle:bool=True):
-        self.n, self.seed, self.shuffle, self.epoch, self.start = n, seed, shuffle, 0, 0
-    def set_epoch(self, epoch:int): self.epoch = epoch
-    def set_start(self, start:int): self.start = start
-    def __len__(self): return max(0, self.n - self.start)
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        idx = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
-        return iter(idx[self.start:].tolist())
 
 # %% ../nbs/20_workspace.ipynb #dc6fcf7b
 class TopK:
