@@ -8,7 +8,7 @@ __all__ = ['MODES', 'ACCELERATORS', 'LAUNCH_DEFAULTS', 'SBATCH_TEMPLATE', 'DEFAU
            'in_notebook', 'effective_batch_size', 'trainer_settings', 'launch_config', 'launch_summary',
            'configure_launch', 'open_dict', 'slurm_job_id', 'requeue_job', 'RequeueOnSignal', 'launch_callbacks',
            'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_size', 'render_sbatch',
-           'array_params', 'write_job', 'slurm_job', 'slurm_cli']
+           'array_params', 'multirun_job', 'write_job', 'slurm_job', 'slurm_cli']
 
 # %% ../nbs/22_launch.ipynb #b2dd473a
 import os, re, sys, shlex, signal, subprocess
@@ -359,16 +359,25 @@ def _load_sweep(path) -> list:
         raise ConfigError(f"--sweep {p}: expected a YAML list of override lists, e.g. [[training.seed=0], [training.seed=1]]")
     return sweep
 
-def write_job(config_name:str, overrides:list=(), array:str|None=None, sweep=None, run_dir:str='', job_name:str='', **kw) -> Path:
+def multirun_job(overrides:list, array:str|None, sweep) -> tuple:
+    "A Hydra multirun as a job array: `(shared overrides, array spec, per-task override lists)` from `expand_sweep`."
+    from maniflow_nb.train import expand_sweep, sweep_axes
+    if sweep: raise ConfigError('-m/--multirun and --sweep both give the array tasks: use one of them')
+    shared, tasks = sweep_axes(overrides)[0], expand_sweep(overrides)
+    return shared, array or f'0-{len(tasks) - 1}', [t[len(shared):] for t in tasks]
+
+def write_job(config_name:str, overrides:list=(), array:str|None=None, sweep=None, run_dir:str='', job_name:str='',
+              multirun:bool=False, **kw) -> Path:
     "Compose-check the config, write `RUN_DIR/job.sbatch` (and `params/task_<i>.yaml` for an array); returns the script path."
     import yaml
     from maniflow_nb.config import compose_config
+    if multirun: overrides, array, sweep = multirun_job(list(overrides), array, sweep)
     job_name = job_name or config_name
     run_root = Path(run_dir or f'runs/{job_name}')
     if kw.get('synthetic_data') and kw.get('nodes', 1) * (kw.get('tasks_per_node') or max(kw.get('gpus', 1), 1)) > 1:
         raise ConfigError('--synthetic_data writes the store from every rank: use it in single-task jobs (or make the store first)')
     compose_config(config_name, list(overrides))                         # a bad override fails now
-    tasks = array_params(config_name, overrides, array_size(array), _load_sweep(sweep) if sweep else None,
+    tasks = array_params(config_name, overrides, array_size(array), (sweep if isinstance(sweep, list) else _load_sweep(sweep)) if sweep else None,
                          kw.get('synthetic_data', False)) if array else []
     for t in tasks: compose_config(config_name, t['overrides'])
     script = render_sbatch(config_name, overrides, array=array, run_dir=str(run_root), job_name=job_name, **kw)
@@ -383,7 +392,7 @@ def _ids(part:str) -> range:
     m = re.fullmatch(r'(\d+)(?:-(\d+))?(?::(\d+))?', part.strip())
     return range(int(m[1]), int(m[2] or m[1]) + 1, int(m[3] or 1))
 
-# %% ../nbs/22_launch.ipynb #85756b99
+# %% ../nbs/22_launch.ipynb #f6aab5f3
 def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides for every task, e.g. training.num_epochs=100', str, nargs='*', opt=False)=None,
               nodes:int=1,              # nodes
@@ -400,9 +409,10 @@ def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level confi
               python:str='python',      # the Python that has maniflow_nb installed
               synthetic_data:bool=False, # train on a tiny synthetic store (smoke test; single-task jobs only)
               notebook:str='nbs/train.ipynb', # the job notebook papermill executes
-              submit:bool=False):       # run sbatch on the rendered script
+              submit:bool=False,        # run sbatch on the rendered script
+              multirun:bool=False):     # Hydra multirun (`-m`): one array task per combination of comma-separated values
     "Render (and with `--submit`, submit) an sbatch training job for a config."
-    path = write_job(config_name, overrides or [], array, sweep, run_dir, job_name, nodes=nodes, gpus=gpus, tasks_per_node=tasks_per_node,
+    path = write_job(config_name, overrides or [], array, sweep, run_dir, job_name, multirun, nodes=nodes, gpus=gpus, tasks_per_node=tasks_per_node,
                      time=time, partition=partition, cpus_per_task=cpus_per_task, setup=setup, workdir=str(Path.cwd()),
                      python=python, synthetic_data=synthetic_data, notebook=notebook)
     print(path)
@@ -416,6 +426,7 @@ def slurm_cli(argv=None):
     "Console entry point `maniflow-slurm`."
     argv = sys.argv[1:] if argv is None else argv
     argv = [('--config_name' + a[len('--config-name'):]) if a.startswith('--config-name') else a for a in argv]
+    argv = ['--multirun' if a == '-m' else a for a in argv]
     args = anno_parser(slurm_job, prog='maniflow-slurm').parse_args(argv)
     kw = {k: v for k, v in vars(args).items() if k not in ('pdb', 'xtra')}
     try: slurm_job(**kw)

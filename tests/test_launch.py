@@ -137,3 +137,61 @@ def test_cli_bad_input(tmp_path, capsys, monkeypatch, args, expect):
     err = capsys.readouterr().err
     assert e.value.code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path/'job').exists()
+
+# --- the launch paths agree: python -m, the console script, torchrun with one process ---
+def _tiny_overrides(store, run_dir):
+    "A tiny training (the override set of tests/test_slurm.py) on CPU."
+    return ['policy=mlp', f'task.dataset_path={store}', 'training.num_epochs=1', 'training.batch_size=4', 'training.max_train_steps=2',
+            'training.max_val_steps=1', 'logger.tensorboard=false', 'trainer.accelerator=cpu', f'run_dir={run_dir}']
+
+def _last_weights(run_dir) -> dict:
+    return torch.load(Path(run_dir)/'checkpoints'/'last.ckpt', weights_only=False)['state_dict']
+
+def test_launch_paths_train_identically(tmp_path):
+    "The same tiny config through `python -m maniflow_nb.train`, `maniflow-train` and `torchrun --nproc_per_node 1`: identical weights."
+    store = tmp_path/'s.zarr'
+    make_synthetic_store(store, n_episodes=3, episode_len=12)
+    bindir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')}
+    env.update(OMP_NUM_THREADS='1', WANDB_MODE='offline')
+    cmds = {'python_m': [sys.executable, '-m', 'maniflow_nb.train'], 'console': [str(bindir/'maniflow-train')],
+            'torchrun': [str(bindir/'torchrun'), '--nproc_per_node', '1', '--master_port', str(_free_port()), '-m', 'maniflow_nb.train']}
+    for name, cmd in cmds.items():
+        r = subprocess.run([*cmd, '--config-name', 'maniflow_state_metaworld', *_tiny_overrides(store, tmp_path/name)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (name, r.stderr[-2000:])
+        assert ('via torchrun' if name == 'torchrun' else 'launch: single via none') in r.stdout, (name, r.stdout)
+    steps = {n: torch.load(tmp_path/n/'checkpoints'/'last.ckpt', weights_only=False)['global_step'] for n in cmds}
+    assert steps == {n: 2 for n in cmds}, steps
+    ref = _last_weights(tmp_path/'python_m')
+    assert ref and any(k.startswith('policy.') for k in ref)
+    for name in ('console', 'torchrun'):
+        got = _last_weights(tmp_path/name)
+        assert got.keys() == ref.keys()
+        for k in ref: assert torch.equal(got[k], ref[k]), (name, k)
+
+
+# --- multirun sweeps ---
+def test_train_multirun(tmp_path, capsys):
+    "`maniflow-train -m` trains each combination in its own run dir and prints the table (in-process: no extra interpreter)."
+    from maniflow_nb.train import main
+    store = tmp_path/'s.zarr'
+    make_synthetic_store(store, n_episodes=3, episode_len=12)
+    main(['--config-name', 'maniflow_state_metaworld', '--multirun', *_tiny_overrides(store, tmp_path/'mr'), 'training.seed=0,1'])
+    out = capsys.readouterr().out
+    dirs = sorted(p.name for p in (tmp_path/'mr').iterdir())
+    assert dirs == ['0_seed=0', '1_seed=1'], dirs
+    assert all((tmp_path/'mr'/d/'checkpoints'/'last.ckpt').exists() for d in dirs)
+    table = out[out.index('run dir'):].splitlines()[1:]
+    assert len(table) == 2 and {l.split()[0] for l in table} == {'0', '1'}, out
+
+def test_slurm_cli_multirun(tmp_path, monkeypatch):
+    "`maniflow-slurm -m a=1,2 b=x,y`: a 4-task array, one params file per combination."
+    import yaml
+    from maniflow_nb.launch import slurm_cli
+    monkeypatch.chdir(tmp_path)
+    slurm_cli(['--config-name', 'maniflow_state_metaworld', '--gpus', '1', '--run_dir', str(tmp_path/'mr'), '-m',
+               'training.seed=0,1', 'training.batch_size=8,16', 'training.num_epochs=2'])
+    assert '#SBATCH --array=0-3' in (tmp_path/'mr'/'job.sbatch').read_text()
+    ov = [yaml.safe_load((tmp_path/'mr'/'params'/f'task_{i}.yaml').read_text())['overrides'] for i in range(4)]
+    assert ov == [['training.num_epochs=2', f'training.seed={s}', f'training.batch_size={b}'] for s in (0, 1) for b in (8, 16)]
