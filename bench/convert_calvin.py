@@ -12,15 +12,11 @@ import numpy as np, torch
 from maniflow_nb.config import atomic_path
 from maniflow_nb.convert import make_calvin_fixture, convert_calvin, read_calvin_frame, calvin_camera_matrices
 from maniflow_nb.pointcloud import depth_to_points, points_with_color, fps
+from _common import cpu_name
 
 RESULTS = Path(__file__).parent / 'results' / 'convert_calvin.json'
 
 
-def cpu_name() -> str:
-    "CPU model and core count."
-    try: name = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): name = platform.processor() or 'cpu'
-    return f"cpu: {name} ({os.cpu_count()} cores)"
 
 
 def ms(f, n=10) -> float:

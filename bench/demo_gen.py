@@ -15,15 +15,11 @@ import numpy as np, torch, mujoco, metaworld
 from maniflow_nb.config import atomic_path
 from maniflow_nb.envs import MetaWorldEnv, expert_episode, episode_seed
 from maniflow_nb.pointcloud import depth_to_points, crop_points, fps
+from _common import cpu_name
 
 RESULTS = Path(__file__).parent / 'results' / 'demo_gen.json'
 
 
-def cpu_name() -> str:
-    "CPU model and core count."
-    try: name = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): name = platform.processor() or 'cpu'
-    return f"cpu: {name} ({os.cpu_count()} cores)"
 
 
 def gl_renderer(env) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 import numpy as np, torch, zarr
 from maniflow_nb.data import SequenceSampler
+from _common import cpu_name
 
 SHAPES = {'point_cloud_512x3': (512, 3), 'point_cloud_1024x6': (1024, 6)}
 
@@ -37,11 +38,6 @@ def measure(pc, device, batch, horizon, n_obs, n_act, seconds, n_episodes=50, ep
     while time.perf_counter() - t0 < seconds: gather(sampler, data, idx[n % 64], n_obs, device); n += 1
     return n * batch / (time.perf_counter() - t0)
 
-def cpu_name():
-    "The CPU model (from /proc/cpuinfo where there is one) and the core count."
-    try: model = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): model = platform.processor() or platform.machine()
-    return f'cpu: {model} ({os.cpu_count()} cores)'
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

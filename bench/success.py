@@ -12,15 +12,14 @@ bench/results/success.json (read-modify-write through a temp file; rows written 
 """
 import argparse, datetime, json, math, os, subprocess, sys, time
 from pathlib import Path
+from _common import cpu_name as _cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'bench'/'results'/'success.json'
 BIN = Path(sys.executable).parent
 
 def cpu_name() -> str:
-    "CPU model and core count (the device of a CPU run)."
-    try: name = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): name = 'cpu'
-    return f"cpu: {name} ({os.cpu_count()} cores, {os.environ.get('OMP_NUM_THREADS', 'all')} threads)"
+    "CPU model and core count, with the thread count of the run."
+    return f"{_cpu_name()[:-1]}, {os.environ.get('OMP_NUM_THREADS', 'all')} threads)"
 
 def device_name(device:str) -> str:
     import torch

@@ -14,12 +14,8 @@ import torch
 from maniflow_nb.config import compose_config, atomic_path
 from maniflow_nb.data import make_synthetic_store
 from maniflow_nb.workspace import TrainWorkspace
+from _common import cpu_name
 
-def cpu_name():
-    "The CPU model (from /proc/cpuinfo where there is one) and the core count."
-    try: model = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): model = platform.processor() or platform.machine()
-    return f'cpu: {model} ({os.cpu_count()} cores)'
 
 def measure(config, device, batch, epochs, tmp) -> dict:
     "samples/s over epochs 1..epochs-1 of a legacy run."
