@@ -4,36 +4,40 @@
 
 # %% auto #0
 __all__ = ['WORKSPACE', 'OBS_KEYS', 'VISUAL_KEYS', 'STORE_KEYS', 'metaworld_tasks', 'check_task', 'linearize_depth', 'Camera',
-           'MetaWorldEnv', 'episode_seed', 'expert_episode', 'collect_demos', 'demos_cli', 'rollout', 'ExpertPolicy',
-           'RandomPolicy', 'MetaWorldRunner', 'write_video']
+           'MetaWorldEnv', 'episode_seed', 'expert_episode', 'collect_demos', 'demos', 'demos_cli', 'ObsWindow',
+           'rollout', 'ExpertPolicy', 'RandomPolicy', 'MetaWorldRunner', 'write_video']
 
-# %% ../nbs/08_envs.ipynb #2854555a
+# %% ../nbs/08_envs.ipynb #6e1ef0f5
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco is imported: headless rendering
-import argparse, atexit, hashlib, warnings, weakref, multiprocessing as mp
-from collections import deque
+import atexit, hashlib, warnings, weakref, multiprocessing as mp
 from pathlib import Path
 import numpy as np, torch, mujoco, gymnasium as gym
 from gymnasium import spaces
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 from fastcore.basics import patch
+from fastcore.script import Param, store_true
+from .config import ConfigError, UserError
+from .cli import run_cli
+from .timeline import Timeline
+from .data import ReplayBuffer
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.policies import ENV_POLICY_MAP
 from .pointcloud import camera_intrinsics, pose_matrix, rgbd_to_point_cloud
 
-# %% ../nbs/08_envs.ipynb #a9b926a4
+# %% ../nbs/08_envs.ipynb #2910de7f
 def metaworld_tasks() -> list:
     "Names of the MetaWorld v3 tasks that have a scripted expert."
     return sorted(set(ALL_V3_ENVIRONMENTS) & set(ENV_POLICY_MAP))
 
 def check_task(task:str) -> str:
-    "Return `task` if it is a MetaWorld v3 task with an expert, else raise a `ValueError` listing the valid names."
+    "Return `task` if it is a MetaWorld v3 task with an expert, else raise a `ConfigError` listing the valid names."
     if task not in ENV_POLICY_MAP or task not in ALL_V3_ENVIRONMENTS:
-        raise ValueError(f"unknown MetaWorld task '{task}'; valid tasks: {', '.join(metaworld_tasks())}")
+        raise ConfigError(f"unknown MetaWorld task '{task}'; valid tasks: {', '.join(metaworld_tasks())}")
     return task
 
-# %% ../nbs/08_envs.ipynb #d3464cf0
+# %% ../nbs/08_envs.ipynb #413da55a
 def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
                     model,  # mujoco.MjModel (clip planes from `vis.map` and `stat.extent`)
                    ) -> np.ndarray: # (H,W) float32 depth along the viewing axis, metres
@@ -42,7 +46,7 @@ def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
     near, far = model.vis.map.znear * ext, model.vis.map.zfar * ext
     return (near / (1 - zbuf * (1 - near / far))).astype(np.float32)
 
-# %% ../nbs/08_envs.ipynb #c34c180e
+# %% ../nbs/08_envs.ipynb #800c744b
 _OPEN_CAMERAS = weakref.WeakSet()
 
 def _close_cameras():
@@ -61,7 +65,7 @@ class Camera:
                  fast:bool=True,        # no shadows, reflections, skybox or multisampling
                 ):
         names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
-        if name not in names: raise ValueError(f"no camera '{name}' in the model; cameras: {', '.join(names)}")
+        if name not in names: raise ConfigError(f"no camera '{name}' in the model; cameras: {', '.join(names)}")
         self.model, self.id, self.width, self.height = model, names.index(name), width, height
         if fast: model.vis.quality.offsamples = 0
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
@@ -97,7 +101,7 @@ class Camera:
         "Free the OpenGL context (do this explicitly: EGL teardown at interpreter exit is noisy)."
         if self._gl is not None: self._con.free(); self._gl.free(); self._gl = None; _OPEN_CAMERAS.discard(self)
 
-# %% ../nbs/08_envs.ipynb #0104fcb7
+# %% ../nbs/08_envs.ipynb #88895834
 WORKSPACE = ((-0.5, 0.25, 0.005), (0.5, 0.95, 0.7))  # (lo, hi) xyz box in metres, MetaWorld world frame
 OBS_KEYS = ('full_state', 'agent_pos', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -113,7 +117,7 @@ class MetaWorldEnv(gym.Env):
                  max_steps:int=200, seed:int=0,        # episode length limit; seed of the first reset
                 ):
         check_task(task)
-        if bad := set(obs_keys) - set(OBS_KEYS): raise ValueError(f"unknown observation keys {sorted(bad)}; valid: {OBS_KEYS}")
+        if bad := set(obs_keys) - set(OBS_KEYS): raise ConfigError(f"unknown observation keys {sorted(bad)}; valid: {OBS_KEYS}")
         self.task, self.obs_keys, self.n_points, self.pc_color = task, tuple(obs_keys), n_points, pc_color
         self.image_size, self.camera_name, self.bounds, self.max_steps = image_size, camera, bounds, max_steps
         self._mw, self._expert = _make_metaworld(task, max_steps, seed), ENV_POLICY_MAP[task]()
@@ -128,7 +132,7 @@ class MetaWorldEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._mw.model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/08_envs.ipynb #d18b06ac
+# %% ../nbs/08_envs.ipynb #e83f3819
 def _make_metaworld(task, max_steps, seed):
     "A MetaWorld env with the goal observable and a fresh, seeded scene at each reset."
     mw = ALL_V3_ENVIRONMENTS[task]()
@@ -145,7 +149,7 @@ def _obs_space(key, size, n_points, pc_color):
     shape = {'full_state': (39,), 'agent_pos': (9,), 'depth': (size, size), 'point_cloud': (n_points, 6 if pc_color else 3)}[key]
     return spaces.Box(-np.inf, np.inf, shape, np.float32)
 
-# %% ../nbs/08_envs.ipynb #547ffa81
+# %% ../nbs/08_envs.ipynb #3a545d66
 @patch
 def _observe(self:MetaWorldEnv, state):
     "Observation dict from MetaWorld's 39-d state (and a render when needed)."
@@ -197,7 +201,7 @@ def close(self:MetaWorldEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._mw.close()
 
-# %% ../nbs/08_envs.ipynb #868001c4
+# %% ../nbs/08_envs.ipynb #fb1df610
 STORE_KEYS = {'agent_pos': 'state'}   # observation key -> store key where they differ
 
 def episode_seed(seed:int, i:int, purpose:str='train') -> int:
@@ -218,7 +222,7 @@ def expert_episode(env:MetaWorldEnv, seed:int, # environment; scene seed
         if truncated or (first is not None and t - first >= post_success_steps): break
     return {k: np.stack([s[k] for s in steps]) for k in steps[0]}, first is not None
 
-# %% ../nbs/08_envs.ipynb #9f7af7a5
+# %% ../nbs/08_envs.ipynb #1a020320
 def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful episodes to collect
                   obs_keys=('full_state', 'agent_pos'), # observations to record (`agent_pos` is stored as `state`)
                   seed:int=0, progress:bool=True, # run seed; show a progress bar
@@ -226,7 +230,6 @@ def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful epi
                   **env_kwargs,                 # image_size, n_points, pc_color, camera, bounds, max_steps
                  ) -> tuple:                    # (ReplayBuffer, number of failed episodes)
     "Scripted-expert demonstrations of a MetaWorld task, successful episodes only."
-    from maniflow_nb.data import ReplayBuffer   # here, not at the top: maniflow_nb.data imports Lightning (seconds)
     max_failures = n_episodes + 10 if max_failures is None else max_failures
     rb, failed, i = ReplayBuffer(), 0, 0
     env = MetaWorldEnv(task, obs_keys=obs_keys, seed=seed, **env_kwargs)
@@ -236,52 +239,71 @@ def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful epi
                 ep, ok = expert_episode(env, episode_seed(seed, i)); i += 1
                 if ok: rb.add_episode(ep); bar.update(1)
                 elif (failed := failed + 1) > max_failures:
-                    raise RuntimeError(f"{task}: the expert failed {failed} of {i} episodes within {env.max_steps} steps")
+                    raise UserError(f"{task}: the expert failed {failed} of {i} episodes within {env.max_steps} steps")
     finally: env.close()
     return rb, failed
 
-# %% ../nbs/08_envs.ipynb #ca909ff4
-def _demos_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='maniflow-demos', description='Scripted-expert demonstrations as a Zarr store.')
-    p.add_argument('--env', default='metaworld', choices=['metaworld'], help='simulator')
-    p.add_argument('--task', default='reach-v3', help='MetaWorld v3 task name')
-    p.add_argument('--episodes', type=int, default=10, help='successful episodes to record')
-    p.add_argument('--out', required=True, help='output Zarr store (directory)')
-    p.add_argument('--point-cloud', action='store_true', help='record point_cloud (P,3)')
-    p.add_argument('--pc-color', action='store_true', help='record XYZRGB point clouds (P,6)')
-    p.add_argument('--img', action='store_true', help='record img (H,W,3) uint8')
-    p.add_argument('--depth', action='store_true', help='record depth (H,W) float32, metres')
-    p.add_argument('--n-points', type=int, default=512, help='points per cloud')
-    p.add_argument('--image-size', type=int, default=128, help='camera image size (square)')
-    p.add_argument('--camera', default='corner4', help='MuJoCo camera name')
-    p.add_argument('--max-steps', type=int, default=200, help='episode step limit')
-    p.add_argument('--seed', type=int, default=0, help='run seed')
-    p.add_argument('--overwrite', action='store_true', help='replace an existing output store')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    return p
-
-def _check_demo_args(a):
+# %% ../nbs/08_envs.ipynb #ef96b284
+def _check_demo_args(task, out, overwrite, **sizes):
     "Validate the arguments before any simulation."
-    check_task(a.task)
-    for k in ('episodes', 'n_points', 'image_size', 'max_steps'):
-        if getattr(a, k) < 1: raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(a, k)}")
-    if Path(a.out).exists() and not a.overwrite: raise FileExistsError(f"{a.out} already exists (use --overwrite to replace it)")
+    check_task(task)
+    for k, v in sizes.items():
+        if v < 1: raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+    if Path(out).exists() and not overwrite: raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
 
-def demos_cli(argv=None):
-    "Command line: record scripted-expert demonstrations of a MetaWorld task into a Zarr store."
-    p = _demos_parser(); a = p.parse_args(argv)
-    keys = ('full_state', 'agent_pos') + tuple(k for k in ('img', 'depth') if getattr(a, k))
-    keys += ('point_cloud',) if a.point_cloud or a.pc_color else ()
-    try:
-        _check_demo_args(a)
-        rb, failed = collect_demos(a.task, a.episodes, keys, seed=a.seed, progress=not a.quiet, n_points=a.n_points,
-                                   pc_color=a.pc_color, image_size=a.image_size, camera=a.camera, max_steps=a.max_steps)
-        rb.save(a.out, overwrite=a.overwrite)
-    except (ValueError, FileExistsError, RuntimeError) as e: p.exit(2, f"maniflow-demos: error: {e}\n")
-    print(f"wrote {rb.n_episodes} episodes ({rb.n_steps} steps, {failed} failed episodes skipped) "
-          f"with keys {sorted(rb.keys())} to {a.out}")
+def demos(out:Param('output Zarr store (directory)', str, required=True)=None,
+          env:Param('simulator', str, choices=['metaworld'])='metaworld',
+          task:str='reach-v3',          # MetaWorld v3 task name
+          episodes:int=10,              # successful episodes to record
+          point_cloud:store_true=False, # record point_cloud (P,3)
+          pc_color:store_true=False,    # record XYZRGB point clouds (P,6)
+          img:store_true=False,         # record img (H,W,3) uint8
+          depth:store_true=False,       # record depth (H,W) float32, metres
+          n_points:int=512,             # points per cloud
+          image_size:int=128,           # camera image size (square)
+          camera:str='corner4',         # MuJoCo camera name
+          max_steps:int=200,            # episode step limit
+          seed:int=0,                   # run seed
+          overwrite:store_true=False,   # replace an existing output store
+          quiet:store_true=False):      # no progress bar
+    "Scripted-expert demonstrations of a MetaWorld task as a Zarr store."
+    _check_demo_args(task, out, overwrite, episodes=episodes, n_points=n_points, image_size=image_size, max_steps=max_steps)
+    keys = ('full_state', 'agent_pos') + (('img',) if img else ()) + (('depth',) if depth else ())
+    keys += ('point_cloud',) if point_cloud or pc_color else ()
+    rb, failed = collect_demos(task, episodes, keys, seed=seed, progress=not quiet, n_points=n_points, pc_color=pc_color,
+                               image_size=image_size, camera=camera, max_steps=max_steps)
+    rb.save(out, overwrite=overwrite)
+    print(f"wrote {rb.n_episodes} episodes ({rb.n_steps} steps, {failed} failed episodes skipped) with keys {sorted(rb.keys())} to {out}")
 
-# %% ../nbs/08_envs.ipynb #0fa0aa7e
+def demos_cli(argv=None): # command-line arguments (default: sys.argv[1:]); `--n-points` and `--n_points` both work
+    "`maniflow-demos --out STORE [--task T] [--episodes N] [--point-cloud] [--img] [--depth] ...`."
+    run_cli(demos, 'maniflow-demos', argv)
+
+# %% ../nbs/08_envs.ipynb #54fac962
+def _where(mask, new, old):
+    "`new` where the `(N,)` bool `mask` is set, else `old` (both `(N,...)`)."
+    return torch.where(torch.as_tensor(mask, device=new.device).reshape(-1, *([1] * (new.dim() - 1))), new, old)
+
+class ObsWindow:
+    "The last `To` observations of N envs: `.obs` is `{key: (N,To,...)}` (the first one repeated after a reset)."
+    def __init__(self, obs:dict,       # first observations {key: (N,...)}, tensors or arrays
+                 n_obs_steps:int):     # To
+        self.n_obs_steps = n_obs_steps
+        self.obs = {k: self._fill(torch.as_tensor(v)) for k, v in obs.items()}
+
+    def _fill(self, v): return v[:, None].repeat(1, self.n_obs_steps, *([1] * (v.dim() - 1)))   # (N,...) -> (N,To,...)
+
+    def push(self, obs:dict, active=None):
+        "Append observations `{key: (N,...)}` for the `active` envs `(N,)` bool (default: all)."
+        for k, v in obs.items():
+            w = torch.cat([self.obs[k][:, 1:], torch.as_tensor(v)[:, None].to(self.obs[k])], 1)
+            self.obs[k] = w if active is None else _where(active, w, self.obs[k])
+
+    def reset(self, obs:dict, envs):
+        "Restart the windows of `envs` `(N,)` bool from their first observations `{key: (N,...)}`."
+        for k, v in obs.items(): self.obs[k] = _where(envs, self._fill(torch.as_tensor(v).to(self.obs[k])), self.obs[k])
+
+# %% ../nbs/08_envs.ipynb #876fdd93
 def _env_key(spec) -> str:
     "Environment observation key that feeds a policy observation with this shape_meta entry."
     store_key = spec.get('store_key', None)
@@ -300,17 +322,16 @@ def _env_kwargs(obs_meta) -> dict:
         if e == 'depth': kw['image_size'] = shape[0]
     return kw
 
-def _to_policy(x, typ, shape) -> torch.Tensor:
-    "One stacked observation `(1,To,...)` as the dataset delivers it: rgb to (1,To,3,H,W) in [0,1], point clouds cut to `shape[1]` channels."
-    t = torch.from_numpy(x)
+def _to_policy(t, typ, shape) -> torch.Tensor:
+    "One window `(N,To,...)` as the dataset delivers it: rgb to (N,To,3,H,W) in [0,1], point clouds cut to `shape[1]` channels."
     if typ == 'rgb': return t.permute(0, 1, 4, 2, 3).float().div_(255)
     return (t[..., :shape[1]] if typ == 'point_cloud' else t).float()
 
-def _policy_obs(history, obs_meta, device) -> dict:
-    "Stack a To-deque of env observations into policy inputs `{key: (1,To,...)}`."
-    return {k: _to_policy(np.stack([o[e] for o in history])[None], typ, shape).to(device) for k, (e, typ, shape) in obs_meta.items()}
+def _policy_obs(window:dict, obs_meta, device) -> dict:
+    "Policy inputs `{key: (N,To,...)}` from an `ObsWindow`'s env observations `{env key: (N,To,...)}`."
+    return {k: _to_policy(window[e], typ, shape).to(device) for k, (e, typ, shape) in obs_meta.items()}
 
-# %% ../nbs/08_envs.ipynb #8c014f75
+# %% ../nbs/08_envs.ipynb #4be24d3d
 def _device(policy):
     "Device of a torch policy's parameters (CPU for anything else)."
     try: return next(policy.parameters()).device
@@ -321,19 +342,19 @@ def rollout(env:MetaWorldEnv, policy, obs_meta:dict, # environment; policy; poli
             record:bool=False,                       # keep RGB frames for a video
            ) -> dict:                                # success, reward, length, frames
     "Roll `policy` out for one episode; stops at success or `env.max_steps`."
-    obs, _ = env.reset(seed=seed)
-    hist, frames = deque([obs] * n_obs_steps, maxlen=n_obs_steps), [env.render()] if record else []
+    batched = lambda o: {k: v[None] for k, v in o.items()}     # one env: (...) -> (1,...)
+    win, frames = ObsWindow(batched(env.reset(seed=seed)[0]), n_obs_steps), [env.render()] if record else []
     reward, t, success, done, device = 0.0, 0, False, False, _device(policy)
     while not done:
-        with torch.no_grad(): actions = policy.predict_action(_policy_obs(hist, obs_meta, device))['action']
+        with torch.no_grad(): actions = policy.predict_action(_policy_obs(win.obs, obs_meta, device))['action']
         for a in actions[0, :n_action_steps].detach().cpu().numpy():
             obs, r, success, truncated, _ = env.step(a)
-            hist.append(obs); reward += r; t += 1
+            win.push(batched(obs)); reward += r; t += 1
             if record: frames.append(env.render())
             if done := success or truncated: break
     return {'success': float(success), 'reward': reward, 'length': t, 'frames': frames}
 
-# %% ../nbs/08_envs.ipynb #f8513848
+# %% ../nbs/08_envs.ipynb #f173ad0a
 class ExpertPolicy:
     "MetaWorld's scripted expert as a policy: the current expert action repeated for `Ta` steps."
     def __init__(self, task:str, n_action_steps:int=1, state_key:str='full_state'):
@@ -356,7 +377,7 @@ class RandomPolicy:
         a = np.stack([np.random.default_rng(s).uniform(-1, 1, (self.n_action_steps, self.action_dim)) for s in seeds])
         return {'action': torch.from_numpy(a).float(), 'action_pred': torch.from_numpy(a).float()}
 
-# %% ../nbs/08_envs.ipynb #e70c43d1
+# %% ../nbs/08_envs.ipynb #894829c1
 class MetaWorldRunner:
     "Evaluate a policy on a MetaWorld task: success rate per seed and overall (`test_mean_score`)."
     def __init__(self, task:str, shape_meta:dict,         # MetaWorld task; the policy's shape_meta (obs keys, store_keys)
@@ -374,15 +395,15 @@ class MetaWorldRunner:
 
     @classmethod
     def from_config(cls, cfg, output_dir=None, **overrides) -> 'MetaWorldRunner':
-        "Runner of a composed training config, a DictConfig or plain dict (`task.env_runner`, `n_obs_steps`, `n_action_steps`)."
+        "Runner of a composed training config, a DictConfig or plain dict (`task.env_runner` and the checked `Timeline`)."
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
-        r = cfg.task.get('env_runner', {})
-        kw = dict(n_obs_steps=cfg.n_obs_steps, n_action_steps=cfg.n_action_steps, max_steps=r.get('max_steps', 200),
+        r, tl = cfg.task.get('env_runner', {}), Timeline.of(cfg)
+        kw = dict(n_obs_steps=tl.n_obs_steps, n_action_steps=tl.n_action_steps, max_steps=r.get('max_steps', 200),
                   n_episodes=r.get('n_episodes', 20), seeds=list(r.get('seeds', [0])), video=r.get('video', False),
                   n_procs=r.get('n_procs', 1), output_dir=output_dir)
         return cls(cfg.task.name, OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
 
-# %% ../nbs/08_envs.ipynb #8b621bae
+# %% ../nbs/08_envs.ipynb #df461f44
 @patch
 def _episodes(self:MetaWorldRunner) -> list:
     "(index, eval seed, episode index, video path or None) of every episode."

@@ -5,10 +5,9 @@
 # %% auto #0
 __all__ = ['NOISE_T', 'DATA_T', 'PATHS', 'TIME_SAMPLERS', 'ODE_METHODS', 'LOG_SQRT_2PI', 'SDE_MODES', 'make_path',
            'check_convention', 'randn_like_on', 'sample_path', 'sample_time', 'time_grid', 'euler_chain', 'ode_sample',
-           'flow_sde_std', 'flow_sde_mean', 'flow_sde_step', 'gaussian_log_prob', 'window_mask', 'sde_chain',
-           'flow_sde_log_prob']
+           'flow_sde_std', 'flow_sde_mean', 'flow_sde_step', 'gaussian_log_prob', 'sde_chain', 'flow_sde_log_prob']
 
-# %% ../nbs/12_flow.ipynb #3716ada1
+# %% ../nbs/12_flow.ipynb #52610044
 import math
 import torch
 from torch import Tensor
@@ -16,7 +15,7 @@ from flow_matching.path import AffineProbPath
 from flow_matching.path.scheduler import CondOTScheduler, CosineScheduler, VPScheduler, LinearVPScheduler
 from flow_matching.solver import ODESolver
 
-# %% ../nbs/12_flow.ipynb #dd1bcef0
+# %% ../nbs/12_flow.ipynb #a5c51c10
 NOISE_T, DATA_T = 0.0, 1.0   # t at which x_t is pure noise / pure data
 
 PATHS = {'condot': CondOTScheduler, 'cosine': CosineScheduler, 'vp': VPScheduler, 'linear_vp': LinearVPScheduler}
@@ -32,7 +31,7 @@ def check_convention(path:AffineProbPath, tol:float=1e-2):
     assert abs(s0.alpha_t) < tol and abs(s0.sigma_t - 1) < tol, f"path is not noise at t={NOISE_T}"
     assert abs(s1.alpha_t - 1) < tol and abs(s1.sigma_t) < tol, f"path is not data at t={DATA_T}"
 
-# %% ../nbs/12_flow.ipynb #cf5b228c
+# %% ../nbs/12_flow.ipynb #ac8744ed
 def randn_like_on(x:Tensor, generator=None) -> Tensor:
     "Standard normal noise shaped like `x`, drawn on the generator's device, returned on `x`'s."
     dev = generator.device if generator is not None else x.device
@@ -49,7 +48,7 @@ def sample_path(path:AffineProbPath, # from `make_path`
     s = path.sample(x_0=x0, x_1=x1, t=t)
     return s.x_t, s.dx_t, x0
 
-# %% ../nbs/12_flow.ipynb #63e167b6
+# %% ../nbs/12_flow.ipynb #6df39e63
 TIME_SAMPLERS = ('uniform', 'beta', 'logit_normal', 'discrete')
 
 def sample_time(n:int,                 # number of times
@@ -70,24 +69,27 @@ def sample_time(n:int,                 # number of times
     u = torch.rand(n, generator=generator, device=device)
     return u if mode == 'uniform' else beta_scale * (1 - (1 - u)**(1/beta_b))
 
-# %% ../nbs/12_flow.ipynb #e367bfb8
-def time_grid(K:int, device=None) -> Tensor:
-    "The K+1 grid times `t_i = i/K` (t_0 = 0 noise, t_K = 1 data)."
+# %% ../nbs/12_flow.ipynb #3c7d2704
+def time_grid(K:int, device=None,
+              t1:float=DATA_T, # end time; below 1 stops short of the data end (VP paths diverge at t=1)
+             ) -> Tensor:
+    "The K+1 grid times `t_i = t1·i/K` (t_0 = 0 noise, t_K = t1, by default 1: data)."
     if K < 1: raise ValueError(f"number of steps must be >= 1, got {K}")
-    return torch.arange(K + 1, device=device, dtype=torch.float32) / K
+    return torch.arange(K + 1, device=device, dtype=torch.float32) / K * t1
 
 def euler_chain(velocity,      # callable (x (B,...), t (B,), dt float) -> (B,...)
                 x0:Tensor,     # noise (B,...)
                 num_steps:int, # K
+                t1:float=DATA_T, # end time
                ) -> Tensor:
-    "Euler integration from t=0 to t=1; the chain `(B,K+1,...)`."
-    ts, dt, xs = time_grid(num_steps, x0.device), 1.0 / num_steps, [x0]
+    "Euler integration from t=0 to `t1`; the chain `(B,K+1,...)`."
+    ts, dt, xs = time_grid(num_steps, x0.device, t1), t1 / num_steps, [x0]
     for i in range(num_steps):
         x = xs[-1]
         xs.append(x + velocity(x, ts[i].expand(x.shape[0]), dt) * dt)
     return torch.stack(xs, 1)
 
-# %% ../nbs/12_flow.ipynb #63c8a54a
+# %% ../nbs/12_flow.ipynb #1997aadf
 ODE_METHODS = ('euler', 'midpoint', 'rk4', 'dopri5')
 
 def ode_sample(velocity,         # callable (x, t (B,), dt) -> velocity
@@ -95,17 +97,18 @@ def ode_sample(velocity,         # callable (x, t (B,), dt) -> velocity
                method:str='euler', # one of `ODE_METHODS`
                num_steps:int=10, # steps for fixed-step methods
                atol:float=1e-5, rtol:float=1e-5, # tolerances for `dopri5`
+               t1:float=DATA_T,  # end time (1: data)
               ) -> Tensor:
-    "Integrate the flow from noise `x0` at t=0 to data at t=1 (B,...)."
+    "Integrate the flow from noise `x0` at t=0 to `t1` (B,...)."
     if method not in ODE_METHODS: raise ValueError(f"unknown ODE method '{method}', expected one of {ODE_METHODS}")
-    if method == 'euler': return euler_chain(velocity, x0, num_steps)[:, -1]
-    dt = 0.0 if method == 'dopri5' else 1.0 / num_steps
+    if method == 'euler': return euler_chain(velocity, x0, num_steps, t1)[:, -1]
+    dt = 0.0 if method == 'dopri5' else t1 / num_steps
     fn = lambda x, t: velocity(x, t.expand(x.shape[0]).to(x), dt)
-    step = None if method == 'dopri5' else 1.0 / num_steps
-    return ODESolver(velocity_model=fn).sample(x_init=x0, step_size=step, method=method, atol=atol, rtol=rtol,
-                                               time_grid=torch.tensor([NOISE_T, DATA_T]))
+    grid = torch.tensor([NOISE_T, t1]) if method == 'dopri5' else time_grid(num_steps, t1=t1)
+    return ODESolver(velocity_model=fn).sample(x_init=x0, step_size=None, method=method, atol=atol, rtol=rtol,
+                                               time_grid=grid.to(x0.device))
 
-# %% ../nbs/12_flow.ipynb #f1c87464
+# %% ../nbs/12_flow.ipynb #e9cd1214
 def flow_sde_std(t:Tensor, # grid times t_i (...)
                  dt:float, # step δ = 1/K
                  a:float,  # noise level
@@ -133,7 +136,7 @@ def flow_sde_step(x:Tensor, u:Tensor, t:Tensor, dt:float, a:float,
     if eps is None: eps = randn_like_on(x, generator)
     return mean + std*eps, mean, std
 
-# %% ../nbs/12_flow.ipynb #d9ca0cc7
+# %% ../nbs/12_flow.ipynb #d6ed13df
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 def gaussian_log_prob(x:Tensor, mean:Tensor, std:Tensor, # (B,T,Da)
@@ -152,13 +155,7 @@ def _expand_mask(mask, x):
     while mask.dim() < x.dim(): mask = mask.unsqueeze(-1)
     return mask.expand_as(x)
 
-def window_mask(horizon:int, n_obs_steps:int, n_action_steps:int, device=None) -> Tensor:
-    "The executed window `[To−1, To−1+Ta)` of a chunk as a bool mask (T,)."
-    m = torch.zeros(horizon, dtype=torch.bool, device=device)
-    m[n_obs_steps - 1 : n_obs_steps - 1 + n_action_steps] = True
-    return m
-
-# %% ../nbs/12_flow.ipynb #577e1cde
+# %% ../nbs/12_flow.ipynb #7e532bfe
 SDE_MODES = ('single', 'joint')
 
 def _check_mode(mode):
@@ -196,7 +193,7 @@ def _step_lp(xn, mean, std, mask, j, i, mode):
     lp = gaussian_log_prob(xn, mean, std, mask)
     return lp if mode == 'joint' else lp * (j == i).to(lp)
 
-# %% ../nbs/12_flow.ipynb #ebdbaa2e
+# %% ../nbs/12_flow.ipynb #8c964320
 def flow_sde_log_prob(velocity,         # callable (x, t (B,), dt) -> velocity; gradients flow through it
                       chain:Tensor,     # stored chain (B,K+1,T,Da)
                       step_index:Tensor,# (B,) the stochastic step (single mode; ignored in joint mode)

@@ -7,18 +7,20 @@ __all__ = ['MODES', 'ACCELERATORS', 'LAUNCH_DEFAULTS', 'SBATCH_TEMPLATE', 'DEFAU
            'slurm_tasks_per_node', 'in_slurm_step', 'detect_launch', 'resolve_launch', 'ExternalDDPStrategy',
            'in_notebook', 'effective_batch_size', 'trainer_settings', 'launch_config', 'launch_summary',
            'configure_launch', 'open_dict', 'slurm_job_id', 'requeue_job', 'RequeueOnSignal', 'launch_callbacks',
-           'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_size', 'render_sbatch',
-           'array_params', 'multirun_job', 'write_job', 'slurm_job', 'slurm_cli']
+           'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_ids', 'array_size',
+           'render_sbatch', 'array_params', 'multirun_job', 'write_job', 'slurm_job', 'slurm_cli']
 
-# %% ../nbs/26_launch.ipynb #b2dd473a
+# %% ../nbs/26_launch.ipynb #25e2b925
 import os, re, sys, shlex, signal, subprocess
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from omegaconf import OmegaConf, DictConfig
-from fastcore.script import anno_parser, Param
+from fastcore.script import Param
 from .config import ConfigError, atomic_path
+from .cli import parse_args, pop_flag, user_errors
+from .sweep import expand_sweep, sweep_axes
 
-# %% ../nbs/26_launch.ipynb #33e9c447
+# %% ../nbs/26_launch.ipynb #5b0de7c1
 @dataclass(frozen=True)
 class LaunchInfo:
     "How training runs: the mode, who started the processes, and this process's place among them."
@@ -47,7 +49,7 @@ def first_host(nodelist:str) -> str:
     if not m: return ''
     return m.group(1) + (re.split(r'[-,]', m.group(2))[0] if m.group(2) else '')
 
-# %% ../nbs/26_launch.ipynb #2cb035f0
+# %% ../nbs/26_launch.ipynb #afc5cf67
 def slurm_tasks_per_node(env:dict) -> int:
     "Tasks on this node of a SLURM step (`SLURM_STEP_TASKS_PER_NODE` or `SLURM_TASKS_PER_NODE`, e.g. `4(x2)`)."
     v = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE') or env.get('SLURM_NTASKS', '1')
@@ -78,7 +80,7 @@ def detect_launch(env:dict,      # environment variables (os.environ)
     if cuda_count > 1: return LaunchInfo('distributed', 'spawn', cuda_count, devices=cuda_count)
     return LaunchInfo('single', 'none')
 
-# %% ../nbs/26_launch.ipynb #72fac408
+# %% ../nbs/26_launch.ipynb #9536f26c
 MODES, ACCELERATORS = ('auto', 'single', 'distributed'), ('auto', 'cpu', 'gpu', 'cuda')
 
 def _check_choice(key:str, value, choices):
@@ -93,7 +95,7 @@ def _requested_size(world_size, accelerator:str, cuda_count:int) -> int:
         raise ConfigError(f"launch.world_size is {world_size!r}, expected a positive integer or 'auto'")
     return world_size
 
-# %% ../nbs/26_launch.ipynb #7b1b2bf2
+# %% ../nbs/26_launch.ipynb #52312fec
 def _no_gpu_error(): return ConfigError("No CUDA devices available in distributed mode: set trainer.accelerator=cpu for gloo "
                                         "or run on a GPU node (or launch.train_mode=single)")
 
@@ -133,7 +135,7 @@ def resolve_launch(mode:str='auto',         # launch.train_mode: auto | single |
         return LaunchInfo('distributed', 'spawn', n, devices=n) if n > 1 else LaunchInfo('single', 'none')
     return found if mode == 'auto' else LaunchInfo('single', 'none')
 
-# %% ../nbs/26_launch.ipynb #2e4aeb77
+# %% ../nbs/26_launch.ipynb #a713cc84
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
 class ExternalDDPStrategy(DDPStrategy):
@@ -146,7 +148,7 @@ class ExternalDDPStrategy(DDPStrategy):
 if 'ddp_external' not in StrategyRegistry:
     StrategyRegistry.register('ddp_external', ExternalDDPStrategy, description='DDP over externally started processes (notebooks under srun/torchrun)')
 
-# %% ../nbs/26_launch.ipynb #e0b526b4
+# %% ../nbs/26_launch.ipynb #b3973011
 LAUNCH_DEFAULTS = {'train_mode': 'auto', 'world_size': 'auto'}
 
 def in_notebook() -> bool:
@@ -166,7 +168,7 @@ def trainer_settings(info:LaunchInfo, accelerator:str, strategy:str='auto', note
     if notebook: ddp = 'ddp_external' if info.external else 'ddp_notebook'
     return {'devices': info.devices, 'num_nodes': info.num_nodes, 'strategy': ddp, 'accelerator': acc}
 
-# %% ../nbs/26_launch.ipynb #950c3430
+# %% ../nbs/26_launch.ipynb #fb34283a
 def launch_config(cfg) -> dict:
     "`cfg.launch` with defaults filled in (a config without a `launch` group gets `auto`)."
     got = OmegaConf.to_container(cfg.launch) if 'launch' in cfg and cfg.launch is not None else {}
@@ -198,7 +200,7 @@ def open_dict(cfg):
     from omegaconf import open_dict as od
     return od(cfg)
 
-# %% ../nbs/26_launch.ipynb #2dfb650e
+# %% ../nbs/26_launch.ipynb #31b4cc8f
 import pytorch_lightning as pl
 
 def slurm_job_id(env:dict) -> str|None:
@@ -214,7 +216,7 @@ def requeue_job(env:dict|None=None) -> bool:
     if r.returncode: print(f'requeue of job {jid} failed: {r.stderr.strip()}', file=sys.stderr)
     return r.returncode == 0
 
-# %% ../nbs/26_launch.ipynb #f1138297
+# %% ../nbs/26_launch.ipynb #64506975
 class RequeueOnSignal(pl.Callback):
     "On `sig` (SIGUSR1): at the next batch end, on all ranks, write `ckpt_dir/last.ckpt`, requeue the SLURM job, stop."
     def __init__(self, ckpt_dir,              # where `last.ckpt` goes (the run dir's `checkpoints/`)
@@ -240,7 +242,7 @@ class RequeueOnSignal(pl.Callback):
     def teardown(self, trainer, pl_module, stage=None):
         if self._prev is not None: signal.signal(self.sig, self._prev); self._prev = None
 
-# %% ../nbs/26_launch.ipynb #3560d87a
+# %% ../nbs/26_launch.ipynb #0f4e6945
 def launch_callbacks(cfg, env:dict|None=None) -> list:
     "Callbacks the launch adds to `fit`: SIGUSR1 -> checkpoint -> requeue (requeue only inside SLURM)."
     env = os.environ if env is None else env
@@ -251,7 +253,7 @@ def finish_launch():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/26_launch.ipynb #d3669783
+# %% ../nbs/26_launch.ipynb #48a252ad
 def rank_output(out:str, env:dict) -> str:
     "The executed notebook's path for this rank: `out` on rank 0, `/dev/null` on the others."
     rank = _int(env, 'RANK', _int(env, 'SLURM_PROCID', 0)) if ('RANK' in env or in_slurm_step(env)) else 0
@@ -264,7 +266,7 @@ def papermill_main(argv:list):
     from papermill.cli import papermill
     papermill.main(args=argv, prog_name='papermill')
 
-# %% ../nbs/26_launch.ipynb #6abd5b3b
+# %% ../nbs/26_launch.ipynb #e99970dc
 SBATCH_TEMPLATE = '''#!/bin/bash
 #SBATCH --job-name={job_name}
 #SBATCH --nodes={nodes}
@@ -297,7 +299,7 @@ exit $status
 DEFAULT_SETUP = ('# module load cuda/12.4                      # EDIT: modules\n'
                  '# source /path/to/maniflow_nb/.venv/bin/activate   # EDIT: virtual environment')
 
-# %% ../nbs/26_launch.ipynb #cf1f61d4
+# %% ../nbs/26_launch.ipynb #ab6afc3a
 def _quoted_list(items:list) -> str:
     "A YAML flow list in single shell quotes (`-p overrides '[...]'`)."
     bad = [o for o in items if "'" in o or '"' in o]
@@ -308,17 +310,20 @@ def ddp_overrides(nodes:int, tasks_per_node:int, gpus:int) -> list:
     "Trainer overrides a job's shape implies: CPU jobs need `accelerator=cpu`; devices, nodes, strategy come from `configure_launch`."
     return [] if gpus else ['trainer.accelerator=cpu']
 
-def array_size(array:str) -> int:
-    "Number of tasks of an sbatch `--array` spec (`0-3`, `0,2,5`, `0-7%2`)."
-    n = 0
+def array_ids(array:str) -> list:
+    "Task ids of an sbatch `--array` spec (`0-3`, `0,2,5`, `0-6:2`, `0-7%2`: `%` limits concurrency)."
+    ids = []
     for part in array.split('%')[0].split(','):
         m = re.fullmatch(r'(\d+)(?:-(\d+))?(?::(\d+))?', part.strip())
         if not m: raise ConfigError(f"--array {array!r}: expected e.g. 0-3 or 0,2,5")
-        a, b, s = int(m[1]), int(m[2] or m[1]), int(m[3] or 1)
-        n += len(range(a, b + 1, s))
-    return n
+        ids += range(int(m[1]), int(m[2] or m[1]) + 1, int(m[3] or 1))
+    return ids
 
-# %% ../nbs/26_launch.ipynb #44029ae9
+def array_size(array:str) -> int:
+    "Number of tasks of an sbatch `--array` spec."
+    return len(array_ids(array))
+
+# %% ../nbs/26_launch.ipynb #0401de40
 def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, tasks_per_node:int|None=None, array:str|None=None,
                   run_dir:str='', job_name:str='', time:str='04:00:00', partition:str='', cpus_per_task:int=8,
                   setup:str=DEFAULT_SETUP, workdir:str='"$SLURM_SUBMIT_DIR"', python:str='python', synthetic_data:bool=False,
@@ -348,7 +353,7 @@ def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, s
     per = sweep if sweep is not None else [[f'training.seed={i}'] for i in range(n)]
     return [{'config_name': config_name, 'overrides': list(overrides) + list(p), 'synthetic_data': synthetic_data} for p in per]
 
-# %% ../nbs/26_launch.ipynb #0a267510
+# %% ../nbs/26_launch.ipynb #de598e31
 def _load_sweep(path) -> list:
     "A sweep file: a YAML list with one list of overrides per array task."
     import yaml
@@ -361,7 +366,6 @@ def _load_sweep(path) -> list:
 
 def multirun_job(overrides:list, array:str|None, sweep) -> tuple:
     "A Hydra multirun as a job array: `(shared overrides, array spec, per-task override lists)` from `expand_sweep`."
-    from maniflow_nb.train import expand_sweep, sweep_axes
     if sweep: raise ConfigError('-m/--multirun and --sweep both give the array tasks: use one of them')
     shared, tasks = sweep_axes(overrides)[0], expand_sweep(overrides)
     return shared, array or f'0-{len(tasks) - 1}', [t[len(shared):] for t in tasks]
@@ -382,17 +386,12 @@ def write_job(config_name:str, overrides:list=(), array:str|None=None, sweep=Non
     for t in tasks: compose_config(config_name, t['overrides'])
     script = render_sbatch(config_name, overrides, array=array, run_dir=str(run_root), job_name=job_name, **kw)
     run_root.mkdir(parents=True, exist_ok=True)
-    ids = [int(i) for part in (array or '').split('%')[0].split(',') if part for i in _ids(part)]
-    for i, t in zip(ids, tasks):
+    for i, t in zip(array_ids(array) if array else [], tasks):
         with atomic_path(run_root/'params'/f'task_{i}.yaml') as tmp: Path(tmp).write_text(yaml.safe_dump(t))
     with atomic_path(run_root/'job.sbatch') as tmp: Path(tmp).write_text(script)
     return run_root/'job.sbatch'
 
-def _ids(part:str) -> range:
-    m = re.fullmatch(r'(\d+)(?:-(\d+))?(?::(\d+))?', part.strip())
-    return range(int(m[1]), int(m[2] or m[1]) + 1, int(m[3] or 1))
-
-# %% ../nbs/26_launch.ipynb #f6aab5f3
+# %% ../nbs/26_launch.ipynb #f2a7bc50
 def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides for every task, e.g. training.num_epochs=100', str, nargs='*', opt=False)=None,
               nodes:int=1,              # nodes
@@ -423,17 +422,12 @@ def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level confi
     return path
 
 def slurm_cli(argv=None):
-    "Console entry point `maniflow-slurm`."
-    argv = sys.argv[1:] if argv is None else argv
-    argv = [('--config_name' + a[len('--config-name'):]) if a.startswith('--config-name') else a for a in argv]
-    argv = ['--multirun' if a == '-m' else a for a in argv]
-    args = anno_parser(slurm_job, prog='maniflow-slurm').parse_args(argv)
-    kw = {k: v for k, v in vars(args).items() if k not in ('pdb', 'xtra')}
-    try: slurm_job(**kw)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f'maniflow-slurm: {e}', file=sys.stderr); sys.exit(2)
+    "Console entry point `maniflow-slurm` (Hydra's `-m` is `--multirun`); user errors: one line, exit code 2."
+    multirun, argv = pop_flag(sys.argv[1:] if argv is None else list(argv), '-m')
+    kw = parse_args(slurm_job, 'maniflow-slurm', argv)
+    with user_errors('maniflow-slurm'): slurm_job(**{**kw, 'multirun': kw['multirun'] or multirun})
 
-# %% ../nbs/26_launch.ipynb #2e082b96
+# %% ../nbs/26_launch.ipynb #ba9140d0
 #| eval: false
 if __name__ == '__main__':
     if sys.argv[1:2] == ['papermill']: papermill_main(sys.argv[2:])

@@ -7,7 +7,7 @@ import pandas as pd, pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT/'tests'/'fixtures'/'runs'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT), 'WANDB_MODE': 'offline', 'PYTHONWARNINGS': 'ignore'}
-CLI = 'from maniflow_nb.compare import compare_cli; compare_cli()'
+CLI = 'from maniflow_nb.parity import compare_cli; compare_cli()'
 
 def cli(*args, timeout=300):
     return subprocess.run([sys.executable, '-c', CLI, *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
@@ -24,7 +24,7 @@ def tiny(store, epochs, batch_size, val_every):
             f'training.checkpoint_every={epochs}', 'training.lr_warmup_steps=20', 'trainer.accelerator=cpu']
 
 def train_rows(run_dir, n):
-    from maniflow_nb.compare import read_metrics
+    from maniflow_nb.parity import read_metrics
     return read_metrics(run_dir).dropna(subset=['train_loss']).head(n)
 
 def test_parity_first_200_steps_identical(store, tmp_path):
@@ -47,7 +47,7 @@ def test_parity_first_200_steps_identical(store, tmp_path):
 
 def run_cli(argv, capsys):
     "`compare_cli(argv)` in this process: (exit code, stdout, stderr)."
-    from maniflow_nb.compare import compare_cli
+    from maniflow_nb.parity import compare_cli
     try: compare_cli([str(a) for a in argv]); code = 0
     except SystemExit as e: code = e.code
     out = capsys.readouterr()
@@ -82,7 +82,7 @@ def test_cli_bad_input_subprocess(tmp_path):
 
 def test_load_runs_nested_with_papermill(tmp_path):
     import shutil
-    from maniflow_nb.compare import load_runs, config_diff
+    from maniflow_nb.dashboard import load_runs, config_diff
     shutil.copytree(FIXTURES/'legacy', tmp_path/'sweep'/'a')
     shutil.copytree(FIXTURES/'lightning', tmp_path/'sweep'/'b')
     nb = {'cells': [], 'metadata': {'papermill': {'parameters': {'overrides': ['x=1']}, 'exception': None, 'duration': 2.0}}}
@@ -96,7 +96,7 @@ def test_load_runs_nested_with_papermill(tmp_path):
     assert config_diff(tmp_path/'sweep'/'a', tmp_path/'sweep'/'b')['trainer.name'] == ('legacy', 'lightning')
 
 def test_dashboard_headless():
-    from maniflow_nb.compare import dashboard
+    from maniflow_nb.dashboard import dashboard
     db = dashboard(FIXTURES)
     fig0, html0 = db.figure, db.diff.value
     assert len(fig0.axes[0].lines) == 2 and 'trainer.name' in html0

@@ -24,10 +24,10 @@ def run_subprocess(fn, *args):
     return subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
 
 def assert_clean_failure(code, err, out_path, *expected):
-    "Exit code 1, one error line naming what went wrong, nothing left at (or next to) the output path."
-    assert code == 1, err
+    "Exit code 2 (a user error), one line naming what went wrong, nothing left at (or next to) the output path."
+    assert code == 2, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(('maniflow-convert: error:', 'maniflow-info: error:')), err
+    assert len(lines) == 1 and lines[0].startswith(('maniflow-convert: ', 'maniflow-info: ')), err
     assert 'Traceback' not in err
     for e in expected: assert e in lines[0], (e, lines[0])
     if out_path is not None:
@@ -119,7 +119,7 @@ def test_calvin_overwrite_and_options(calvin, tmp_path, capsys):
     assert run_cli(convert_cli, 'calvin', calvin, out, '--n-points', 64, '--max-episodes', 1, capsys=capsys)[0] == 0
     assert ReplayBuffer.from_path(out).n_steps == 3
     code, _, err = run_cli(convert_cli, 'calvin', calvin, out, capsys=capsys)
-    assert code == 1 and 'already exists' in err and '--overwrite' in err
+    assert code == 2 and 'already exists' in err and '--overwrite' in err
     assert ReplayBuffer.from_path(out).n_steps == 3                        # the old store is untouched
     code, _, err = run_cli(convert_cli, 'calvin', calvin, out, '--n-points', 32, '--overwrite', '--crop', -1, -1, 0, -0.03, 1, 1, capsys=capsys)
     assert code == 0, err
@@ -231,7 +231,7 @@ def test_dp3_not_a_store(tmp_path, capsys):
 def test_dp3_output_exists(dp3, tmp_path, capsys):
     (tmp_path/'o.zarr').mkdir()
     code, _, err = run_cli(convert_cli, 'dp3', dp3, tmp_path/'o.zarr', capsys=capsys)
-    assert code == 1 and 'already exists' in err and (tmp_path/'o.zarr').is_dir()
+    assert code == 2 and 'already exists' in err and (tmp_path/'o.zarr').is_dir()
 
 def test_info_bad_store(tmp_path, capsys):
     (tmp_path/'d').mkdir()
@@ -243,3 +243,16 @@ def test_calvin_bad_arguments(args, calvin, tmp_path, capsys):
     code, _, err = run_cli(convert_cli, 'calvin', calvin, tmp_path/'o.zarr', *args, capsys=capsys)
     assert code == 2 and 'expected an integer' in err and 'Traceback' not in err
     assert not (tmp_path/'o.zarr').exists()
+
+@pytest.mark.parametrize('fmt,args,flag', [('dp3', ['--n-points', '64'], '--n-points'), ('calvin', ['--keys', 'a'], '--keys'),
+                                           ('robomimic', ['--crop', '0', '0', '0', '1', '1', '1'], '--crop'),
+                                           ('calvin', ['--keep-obs'], '--keep-obs')])
+def test_flag_of_another_format(fmt, args, flag, dp3, tmp_path, capsys):
+    code, _, err = run_cli(convert_cli, fmt, dp3, tmp_path/'o.zarr', *args, capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'o.zarr', f"{flag} is not an option of format '{fmt}'")
+
+def test_unknown_format_and_help(dp3, tmp_path, capsys):
+    code, _, err = run_cli(convert_cli, 'lerobot', dp3, tmp_path/'o.zarr', capsys=capsys)
+    assert code == 2 and "invalid choice: 'lerobot'" in err
+    code, out, _ = run_cli(convert_cli, '--help', capsys=capsys)
+    assert code == 0 and '--n_points' in out and 'calvin: points per cloud' in out

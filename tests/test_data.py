@@ -1,13 +1,17 @@
-"""maniflow_nb.data beyond the notebook: DP3-layout v2 stores, every bad-store error, atomic appends under crashes
-(exception and hard kill), the DataModule with worker processes, and multi-domain proportions."""
+"""maniflow_nb.data / normalizer / dataset beyond the notebooks: DP3-layout v2 stores, every bad-store error, atomic
+appends under crashes (exception and hard kill), the DataModule with worker processes, multi-domain proportions, and
+every `task.dataset` key read by `make_datasets` (the one data factory of both trainers)."""
 import json, os, subprocess, sys, textwrap
 from pathlib import Path
 import numpy as np, pytest, torch, zarr, numcodecs
 from torch.utils.data import DataLoader
 import maniflow_nb.data as D
-from maniflow_nb.data import (DataError, ReplayBuffer, SequenceDataset, MultiDomainDataset, ManiFlowDataModule,
-                              LinearNormalizer, append_episodes, make_synthetic_store, check_batch, collate_batch)
-from maniflow_nb.config import compose_config
+import maniflow_nb.dataset as DS
+from maniflow_nb.data import DataError, ReplayBuffer, append_episodes, make_synthetic_store
+from maniflow_nb.normalizer import LinearNormalizer
+from maniflow_nb.dataset import (SequenceDataset, MultiDomainDataset, ManiFlowDataModule, EpochSampler, check_batch,
+                                 collate_batch, make_datasets)
+from maniflow_nb.config import UserError, ConfigError, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PC_META = {'obs': {'point_cloud': {'shape': [512, 3], 'type': 'point_cloud', 'store_key': 'point_cloud'},
@@ -177,3 +181,101 @@ def test_bench_runs():
     r = subprocess.run([sys.executable, 'bench/sampler.py', '--seconds', '0.2', '--no-record'], cwd=ROOT,
                        env=os.environ | {'OMP_NUM_THREADS': '1'}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and 'windows/s' in r.stdout, r.stderr
+
+# ---------------------------------------------------------------- make_datasets: every task.dataset key changes the data
+
+def _cfg(path, *overrides, config='maniflow_pointcloud_metaworld'):
+    return compose_config(config, [f"task.dataset_path='{path}'", 'training.batch_size=16', *overrides])
+
+def _epoch(train, batch_size=16, seed=0):
+    "Every batch of one epoch, loaded the way both trainers load (sampler over indices, batched `__getitems__`)."
+    dl = DataLoader(train, batch_size=batch_size, sampler=EpochSampler(len(train), seed), collate_fn=collate_batch)
+    return list(dl)
+
+@pytest.fixture
+def two_stores(tmp_path):
+    a = make_synthetic_store(tmp_path / 'a.zarr', n_episodes=2, episode_len=20, seed=1)   # 2 x 13 windows (T=16, To=2, Ta=8); 1 held out
+    b = make_synthetic_store(tmp_path / 'b.zarr', n_episodes=4, episode_len=40, seed=2)   # 4 x 33 windows
+    return a, b
+
+def test_single_store_default_unchanged(tmp_path):
+    "One store with the packaged defaults: exactly the SequenceDataset the trainers built before."
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=6, episode_len=25)
+    cfg = _cfg(p)
+    train, val = make_datasets(cfg)
+    ref = SequenceDataset(p, cfg.task.shape_meta, 16, 2, 8, val_ratio=0.1, max_train_episodes=None, seed=42)
+    assert type(train) is SequenceDataset and 'domain' not in train[0]
+    np.testing.assert_array_equal(train.sampler.table, ref.sampler.table)
+    np.testing.assert_array_equal(val.sampler.table, ref.get_validation_dataset().sampler.table)
+    torch.testing.assert_close(train.__getitems__([0, 5, 9]), ref.__getitems__([0, 5, 9]), rtol=0, atol=0)
+    assert train.get_normalizer().state_dict().keys() == ref.get_normalizer().state_dict().keys()
+    for k, v in train.get_normalizer().state_dict().items(): assert torch.equal(v, ref.get_normalizer().state_dict()[k])
+
+def test_two_stores_batches_hold_both(two_stores):
+    a, b = two_stores
+    train, val = make_datasets(_cfg(f'{a},{b}'))
+    assert type(train) is MultiDomainDataset and train.counts().tolist() == [13, 99] and val.counts().tolist() == [13, 33]
+    batches = _epoch(train)
+    doms = torch.cat([bt['domain'] for bt in batches])
+    assert sorted(doms.unique().tolist()) == [0, 1] and len(doms) == len(train)
+    bt = batches[0]; check_batch(bt, train.shape_meta, 16, 2)
+    assert set(bt['domain'].tolist()) == {0, 1}                                  # one shuffled batch mixes the stores
+    d, local = train.locate(list(EpochSampler(len(train), 0))[:16])
+    for i in range(16):                                                           # each window is its store's window
+        torch.testing.assert_close(bt['action'][i], train.parts[d[i]][local[i]]['action'], rtol=0, atol=0)
+
+def test_domains_list_equals_comma_path(two_stores):
+    a, b = two_stores
+    t1, _ = make_datasets(_cfg(f'{a},{b}'))
+    t2, _ = make_datasets(_cfg('ignored.zarr', f"+task.dataset.domains=['{a}','{b}']"))
+    t3, _ = make_datasets(_cfg(a, f"task.dataset_path=['{a}','{b}']"))
+    assert t1.paths == t2.paths == t3.paths == [str(a), str(b)]
+    torch.testing.assert_close(t1.__getitems__([0, 50]), t2.__getitems__([0, 50]), rtol=0, atol=0)
+
+@pytest.mark.parametrize('sampling,expect', [('proportional', [13, 99]), ('uniform', [99, 99])])
+def test_sampling_changes_domain_frequencies(two_stores, sampling, expect):
+    a, b = two_stores
+    train, _ = make_datasets(_cfg(f'{a},{b}', f'task.dataset.sampling={sampling}'))
+    doms = torch.cat([bt['domain'] for bt in _epoch(train, batch_size=64)])
+    assert torch.bincount(doms).tolist() == expect
+    dm = ManiFlowDataModule(_cfg(f'{a},{b}', f'task.dataset.sampling={sampling}'), batch_size=64)
+    assert torch.bincount(torch.cat([bt['domain'] for bt in dm.train_dataloader()])).tolist() == expect
+
+def test_normalizer_mode_changes_normalizer(tmp_path, two_stores):
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=4, episode_len=25)
+    lim, gau = (make_datasets(_cfg(p, f'task.dataset.normalizer_mode={m}'))[0].get_normalizer() for m in ('limits', 'gaussian'))
+    act = torch.from_numpy(ReplayBuffer.from_path(p)['action'])
+    assert not torch.allclose(lim['action'].scale, gau['action'].scale)
+    torch.testing.assert_close(lim['action'].normalize(act).amax(0), torch.ones(4))
+    torch.testing.assert_close(gau['action'].normalize(act).mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    md, _ = make_datasets(_cfg(','.join(map(str, two_stores)), 'task.dataset.normalizer_mode=gaussian'))
+    assert md.normalizer_mode == 'gaussian' and md.get_validation_dataset().get_normalizer()['action'].mean.abs().max() < 1
+    with pytest.raises(ConfigError, match="task.dataset.normalizer_mode is 'minmax'"): make_datasets(_cfg(p, 'task.dataset.normalizer_mode=minmax'))
+
+def test_max_train_episodes_and_val_ratio(tmp_path):
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=10, episode_len=25)     # 10 x 18 windows
+    train, val = make_datasets(_cfg(p))
+    assert (len(train), len(val)) == (9 * 18, 1 * 18)
+    small, val2 = make_datasets(_cfg(p, 'task.dataset.max_train_episodes=3'))
+    assert (len(small), len(val2)) == (3 * 18, 18) and not (small.train_mask & small.val_mask).any()
+    t4, v4 = make_datasets(_cfg(p, 'task.dataset.val_ratio=0.4'))
+    assert (len(t4), len(v4)) == (6 * 18, 4 * 18)
+    assert len(_epoch(small)) == -(-3 * 18 // 16)                                      # the trainer's epoch shrinks with it
+    seeds = {tuple(np.flatnonzero(make_datasets(_cfg(p, f'task.dataset.seed={s}'))[0].val_mask)) for s in range(4)}
+    assert len(seeds) > 1                                                               # the seed picks the split
+
+def test_datamodule_uses_make_datasets(tmp_path, monkeypatch):
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=3, episode_len=20)
+    calls = []
+    def spy(cfg): calls.append(cfg); return make_datasets(cfg)
+    monkeypatch.setattr(DS, 'make_datasets', spy)
+    dm = ManiFlowDataModule(_cfg(p, 'task.dataset.normalizer_mode=gaussian'))
+    dm.setup(); dm.setup()
+    assert len(calls) == 1 and dm.normalizer['action'].mean.shape == (4,)
+    torch.testing.assert_close(dm.normalizer['action'].scale, dm.train_set.get_normalizer('gaussian')['action'].scale)
+
+def test_bad_dataset_keys_are_user_errors(tmp_path):
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=2, episode_len=20)
+    with pytest.raises(ConfigError, match="task.dataset.sampling is 'even'"): make_datasets(_cfg(p, 'task.dataset.sampling=even'))
+    with pytest.raises(UserError, match='horizon=16, n_obs_steps=2, n_action_steps=16'): make_datasets(_cfg(p, 'n_action_steps=16'))
+    assert issubclass(DataError, UserError)

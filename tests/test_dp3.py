@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest, torch
 
 from maniflow_nb.config import seed_everything
-from maniflow_nb.data import LinearNormalizer, SequenceDataset, make_synthetic_store, collate_batch
+from maniflow_nb.data import make_synthetic_store
+from maniflow_nb.normalizer import LinearNormalizer
+from maniflow_nb.dataset import SequenceDataset, collate_batch
+from maniflow_nb.timeline import TimelineError
 from maniflow_nb.encoders import PointNetEncoder, MLPEncoder, ImageEncoder, ObsEncoder
 from maniflow_nb.dp3 import ConditionalUnet1D, DP3Policy, make_scheduler
 
@@ -80,6 +83,17 @@ def test_policy_shapes_xyz_xyzrgb(channels, color):
     out = p.predict_action(b['obs'])
     assert out['action'].shape == (4, TA, 4) and out['action_pred'].shape == (4, T, 4)
     torch.testing.assert_close(out['action'], out['action_pred'][:, TO - 1:TO - 1 + TA])
+
+def test_timeline_checked():
+    with pytest.raises(TimelineError, match='horizon=4, n_obs_steps=2, n_action_steps=4'):
+        DP3Policy(meta(), horizon=4, n_obs_steps=2, n_action_steps=4, **TINY)
+
+def test_state_dict_keys_unchanged():
+    "The step encoder keeps its Sequential layout: (sinusoids, Linear, Mish, Linear), as in older checkpoints."
+    g = torch.load(GOLDEN, weights_only=True)
+    assert list(tiny().state_dict()) == list(g['state_dict'])
+    assert {k for k in g['state_dict'] if k.startswith('model.step_encoder.')} == {
+        f'model.step_encoder.{i}.{p}' for i in (1, 3) for p in ('weight', 'bias')}
 
 def test_predict_deterministic():
     b = random_batch(); p = fitted(tiny(), b)
@@ -166,10 +180,10 @@ def test_cuda_matches_cpu():
 
 # --- config -------------------------------------------------------------------------------------------------------
 def instantiate(overrides=()):
-    import hydra
+    "The packaged DP3 config built as the trainers build it (`policies.make_policy`), with T=16, To=2, Ta=8."
     from maniflow_nb.config import compose_config
-    cfg = compose_config('dp3_metaworld', list(overrides))
-    return hydra.utils.instantiate(cfg.policy, shape_meta=cfg.task.shape_meta, horizon=16, n_obs_steps=2, n_action_steps=8)
+    from maniflow_nb.policies import make_policy
+    return make_policy(compose_config('dp3_metaworld', ['horizon=16', 'n_obs_steps=2', 'n_action_steps=8', *overrides]))
 
 def test_config_instantiates():
     p = instantiate(['policy.scheduler.prediction_type=epsilon'])
@@ -180,7 +194,9 @@ def test_config_instantiates():
     assert p.predict_action(b['obs'])['action'].shape == (2, 8, 4)
 
 def test_config_bad_values():
-    with pytest.raises(Exception, match="policy.scheduler.type is 'euler'"): instantiate(['policy.scheduler.type=euler'])
+    from maniflow_nb.config import ConfigError
+    with pytest.raises(ConfigError, match="policy.scheduler.type is 'euler'"): instantiate(['policy.scheduler.type=euler'])
+    with pytest.raises(ConfigError, match="policy._target_ is 'os.system'"): instantiate(['policy._target_=os.system'])
 
 @pytest.mark.slow
 def test_dp3_size_config():

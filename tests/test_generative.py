@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from hydra.utils import instantiate
 from maniflow_nb.config import compose_config
-from maniflow_nb.generative import gen_scenes, gen_scenes_cli, generative_cli, FM_SCHEDULERS, ODESampler, SceneDataModule
+from maniflow_nb.flow import PATHS, ODE_METHODS
+from maniflow_nb.scenes import gen_scenes, gen_scenes_cli, SceneDataModule
+from maniflow_nb.generative import generative_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', 'PATH': f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
@@ -13,10 +15,12 @@ TINY = ['image_size=16', 'batch_size=4', 'max_epochs=1', 'model.network.hidden=3
         'model.network.heads=2', 'sampling_steps=2', 'model.lr_warmup_steps=2', 'trainer.progress_bar=none',
         'trainer.log_every_n_steps=1', 'gen_data.val_ratio=0.25']
 
+PROGS = {'gen_scenes_cli': ('scenes', 'maniflow-gen-scenes'), 'generative_cli': ('generative', 'maniflow-generative')}
+
 def run_cli(func, *args, timeout=300):
-    "Run a console entry point of maniflow_nb.generative in a fresh process, as its console script does."
+    "Run a console entry point (`gen_scenes_cli` or `generative_cli`) in a fresh process, as its console script does."
     script = Path(os.environ.get('PYTEST_TMP', '/tmp')) / f'maniflow_test_{func}_{os.getpid()}.py'
-    script.write_text(f"import sys\nfrom maniflow_nb.generative import {func}\nif __name__ == '__main__':\n    sys.exit({func}())\n")
+    script.write_text(f"import sys\nfrom maniflow_nb.{PROGS[func][0]} import {func}\nif __name__ == '__main__':\n    sys.exit({func}())\n")
     try: return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, env=ENV,
                                timeout=timeout, cwd=ROOT)
     finally: script.unlink()
@@ -25,10 +29,10 @@ def run_cli(func, *args, timeout=300):
 def scenes(tmp_path_factory):
     return gen_scenes(12, tmp_path_factory.mktemp('gen') / 'namo', seed=3, progress=False)
 
-def assert_one_line_error(r, *contains):
-    assert r.returncode != 0, r.stdout + r.stderr
+def assert_one_line_error(r, *contains, prog='maniflow-generative'):
+    assert r.returncode == 2, r.stdout + r.stderr
     assert 'Traceback' not in r.stderr, r.stderr
-    err = [l for l in r.stderr.splitlines() if l.startswith('error:')]
+    err = [l for l in r.stderr.splitlines() if l.startswith(f'{prog}: ')]
     assert len(err) == 1, r.stderr
     for c in contains: assert c in err[0], err[0]
 
@@ -40,8 +44,9 @@ def test_gen_scenes_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ['scene_00000.npz', 'scene_00001.npz', 'scene_00002.npz']
     first = np.load(out / 'scene_00000.npz')['target_goal']
-    with pytest.raises(SystemExit) as e: gen_scenes_cli(n=3, out=str(out))   # refuses to overwrite, leaves the data alone
+    with pytest.raises(SystemExit) as e: gen_scenes_cli(['--n', '3', '--out', str(out)])   # refuses to overwrite, leaves the data alone
     assert e.value.code == 2
+    assert_one_line_error(run_cli('gen_scenes_cli', '--n', 0, '--out', tmp_path / 'x'), '--n must be >= 1', prog='maniflow-gen-scenes')
     assert (np.load(out / 'scene_00000.npz')['target_goal'] == first).all()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temp dirs left
 
@@ -52,7 +57,7 @@ def test_flow_cli_dopri5_cosine_then_resume(tmp_path, scenes):
     r = run_cli('generative_cli', '--config-name', 'train_fb_flow_matching', *TINY, f'run_dir={run}',
                 f'gen_data.data_dir={scenes}', 'model.sampler.method=dopri5', 'model.path.scheduler=cosine')
     assert r.returncode == 0, r.stderr[-3000:]
-    assert 'falling back to 32-true' in r.stdout                     # 16-mixed on CPU: a note, not an error
+    assert 'training in 32-true on the CPU' in r.stdout             # 16-mixed on CPU: a note, not an error
     ck = sorted(p.name for p in (run / 'checkpoints').iterdir())
     assert ck[-1] == 'last.ckpt' and ck[0].startswith('epoch000-val_loss') and len(ck) == 2
     cfg = (run / '.hydra' / 'config.yaml').read_text()
@@ -113,7 +118,7 @@ def test_cli_errors(tmp_path, scenes, case, capsys):
     with pytest.raises(SystemExit) as e: generative_cli(args)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith('error:') and all(w in err[0] for w in want), err
+    assert len(err) == 1 and err[0].startswith('maniflow-generative: ') and all(w in err[0] for w in want), err
     assert not (tmp_path / 'run').exists()                             # nothing written on bad input
 
 # ---------------------------------------------------------------- the papermill job notebook
@@ -143,8 +148,8 @@ def batch(scenes):
     dm = SceneDataModule(scenes, image_size=16, batch_size=3); dm.setup()
     return next(iter(dm.val_dataloader()))
 
-@pytest.mark.parametrize('scheduler', list(FM_SCHEDULERS))
-@pytest.mark.parametrize('method', ODESampler.METHODS)
+@pytest.mark.parametrize('scheduler', list(PATHS))
+@pytest.mark.parametrize('method', ODE_METHODS)
 def test_flow_options(batch, scheduler, method):
     torch.manual_seed(0)
     m = tiny_module('train_fb_flow_matching', f'model.path.scheduler={scheduler}', f'model.sampler.method={method}')
@@ -177,3 +182,56 @@ def test_aux_loss(batch, config_name):
     g = lambda: torch.Generator().manual_seed(0)
     loss, parts = m.compute_loss(batch, generator=g())
     assert 0 < parts['aux'] <= 1 and torch.allclose(loss, parts['mse'] + 0.1 * parts['aux'])
+
+# ---------------------------------------------------------------- golden outputs of a tiny fixed-seed DiT, both families
+# Regenerate (only after an intended numerical change, and say so in the commit):
+#     .venv/bin/python tests/test_generative.py --regenerate
+
+GOLDEN = Path(__file__).parent / 'golden' / 'generative_tiny.pt'
+
+TINY_NET = ['image_size=16', 'batch_size=4', 'model.network.hidden=32', 'model.network.depth=1', 'model.network.heads=2',
+            'model.aux_loss_weight=0.1']
+FAMILIES = {'flow': ('train_fb_flow_matching', 'model.sampler.method', ['euler', 'midpoint', 'rk4', 'dopri5']),
+            'diffusion': ('train_hf_diffusion', 'model.sampler.sampler_type', ['ddim', 'ddpm'])}
+
+def golden_batch(B=3, S=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {'context': (torch.rand(B, 5, S, S, generator=g) > 0.7).float(),
+            'target': (torch.rand(B, 1, S, S, generator=g) > 0.5).float()}
+
+def golden_module(config_name, *overrides):
+    "The tiny module with every weight drawn from a fixed generator (by sorted name), so nothing is zero."
+    torch.manual_seed(0)
+    m = instantiate(compose_config(config_name, [*TINY_NET, 'sampling_steps=3', *overrides]).model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in sorted(m.net.named_parameters()): p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return m
+
+def golden_outputs() -> dict:
+    "Forward pass, training loss on a fixed batch and a 3-step sample from fixed noise, for every sampler."
+    torch.set_num_threads(1)
+    b, out = golden_batch(), {}
+    for fam, (config_name, key, methods) in FAMILIES.items():
+        m = golden_module(config_name)
+        x = torch.randn(3, 8, 16, 16, generator=torch.Generator().manual_seed(2))
+        t = torch.tensor([0.0, 0.3, 0.9])
+        with torch.no_grad(): out[f'{fam}_forward'] = m.net(x, t)
+        loss, parts = m.compute_loss(b, generator=torch.Generator().manual_seed(3))
+        out[f'{fam}_loss'], out[f'{fam}_mse'], out[f'{fam}_aux'] = loss.detach(), parts['mse'].detach(), parts['aux'].detach()
+        for meth in methods:
+            m = golden_module(config_name, f'{key}={meth}')
+            out[f'{fam}_sample_{meth}'] = m.generate(b['context'], generator=torch.Generator().manual_seed(4))
+            out[f'{fam}_nfe_{meth}'] = torch.tensor(m.sampler.nfe)
+    return out
+
+def test_golden_outputs():
+    want, got = torch.load(GOLDEN, weights_only=True), golden_outputs()
+    assert sorted(got) == sorted(want)
+    for k in want:
+        if '_nfe_' in k and 'dopri5' not in k: assert int(got[k]) == int(want[k]), k
+        elif '_nfe_' not in k: torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-5, msg=lambda s: f'{k}: {s}')
+
+if __name__ == '__main__' and '--regenerate' in sys.argv:
+    torch.save(golden_outputs(), GOLDEN)
+    print(f'wrote {GOLDEN}')

@@ -102,3 +102,13 @@ def test_metaworld_eval_callback_and_topk_on_score(tmp_path):
     assert Path(r['best_path']).name.startswith('epoch=0000-test_mean_score=') and 0 <= r['best_score'] <= 1
     rows = list(csv.DictReader(open(tmp_path/'ev'/'metrics.csv')))
     assert [float(x['test_mean_score']) for x in rows if x.get('test_mean_score')] == [r['best_score']]
+
+def test_precision_rule_and_wandb_id(store, tmp_path):
+    "Lightning takes config.resolve_precision (16-mixed without CUDA -> 32-true) and runlog's wandb run id."
+    from maniflow_nb.config import compose_config
+    from maniflow_nb.lightning import make_trainer, make_loggers
+    from maniflow_nb.runlog import wandb_run_id
+    cfg = compose_config('maniflow_pointcloud_metaworld', overrides(store, tmp_path/'p') + ['trainer.precision=16-mixed', 'logger.wandb.enabled=true'])
+    assert make_trainer(cfg).precision == '32-true'
+    wb = make_loggers(cfg, tmp_path/'p')[-1]
+    assert type(wb).__name__ == 'WandbLogger' and wb._wandb_init['id'] == wandb_run_id(tmp_path/'p')

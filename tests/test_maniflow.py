@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest, torch
 from hydra.utils import instantiate
 from maniflow_nb.config import compose_config
-from maniflow_nb.data import LinearNormalizer
+from maniflow_nb.normalizer import LinearNormalizer
 from maniflow_nb.flow import PATHS
-from maniflow_nb.maniflow import ManiFlowPolicy, ema_update
+from maniflow_nb.maniflow import ManiFlowPolicy
+from maniflow_nb.ema import EMAModel
 
 GOLDEN = Path(__file__).parent / 'golden' / 'maniflow_tiny.pt'
 # float32 on CPU: results can differ in the last bits across BLAS builds / thread counts; anything a refactor
@@ -38,12 +39,15 @@ def _tiny(meta=META, **kw):
 
 def _train(pol, batch, steps, lr=3e-3, max_decay=0.95, seed=0):
     torch.manual_seed(seed)
-    ema, opt = copy.deepcopy(pol), torch.optim.AdamW(pol.parameters(), lr=lr)
+    ema, opt = EMAModel(pol, max_decay=max_decay), torch.optim.AdamW(pol.parameters(), lr=lr)
+    # The golden tensors were recorded with a warm-up one step ahead of diffusion_policy's (decay 1-(1+i)^-0.75 at
+    # step i); starting the shared EMAModel's counter at 1 reproduces that schedule exactly.
+    ema.optimization_step = 1
     sch = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     for i in range(steps):
-        loss, m = pol.compute_loss(batch, ema)
-        opt.zero_grad(); loss.backward(); opt.step(); sch.step(); ema_update(ema, pol, i, max_decay)
-    return ema, m
+        loss, m = pol.compute_loss(batch, ema.averaged_model)
+        opt.zero_grad(); loss.backward(); opt.step(); sch.step(); ema.step(pol)
+    return ema.averaged_model, m
 
 def golden_outputs() -> dict:
     "Outputs of a fixed-seed tiny point-cloud policy after 30 training steps."

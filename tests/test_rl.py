@@ -1,6 +1,6 @@
 """`maniflow-rl` (PPO fine-tuning with flow_sde): CLI errors, TwoRoutes and MetaWorld runs end to end, resume,
 checkpoints readable by the evaluator, the papermill job notebook, and (slow) PPO improving a BC policy on TwoRoutes.
-The golden checks 6-15 of rl_spec.md run in nbs/30_rl.ipynb (checks 1-5 in nbs/11_flow.ipynb)."""
+The golden checks 6-15 (nbs/design.ipynb#rl) run in nbs/51_rl.ipynb (checks 1-5 in nbs/12_flow.ipynb)."""
 import os, sys, json, subprocess
 from pathlib import Path
 import pytest, torch
@@ -61,7 +61,7 @@ def test_tworoutes_cli_run_resume_and_evaluator(tmp_path, capsys):
     assert len(list((rd/'checkpoints').glob('iter_*.ckpt'))) >= 2
     ck = torch.load(rd/'checkpoints'/'latest.ckpt', weights_only=True)
     assert ck['iteration'] == len(m) and ck['env_steps'] == m['env_steps'].iloc[-1]
-    from maniflow_nb.workspace import load_policy_from_checkpoint
+    from maniflow_nb.checkpoint import load_policy_from_checkpoint
     pol = load_policy_from_checkpoint(rd/'checkpoints'/'latest.ckpt')
     assert pol.value_head is not None and torch.equal(pol.state_dict()['value_head.0.weight'], ck['model']['value_head.0.weight'])
     from maniflow_nb.config import compose_config
@@ -74,8 +74,9 @@ def test_tworoutes_cli_run_resume_and_evaluator(tmp_path, capsys):
 def _metaworld_state_checkpoint(path):
     "A (untrained) maniflow-train-style checkpoint of a small state policy for reach-v3."
     from maniflow_nb.config import compose_config, to_plain
-    from maniflow_nb.data import LinearNormalizer
-    from maniflow_nb.workspace import make_policy, save_checkpoint
+    from maniflow_nb.normalizer import LinearNormalizer
+    from maniflow_nb.policies import make_policy
+    from maniflow_nb.checkpoint import save_checkpoint
     cfg = compose_config('maniflow_state_metaworld', ['horizon=8', 'n_action_steps=4', 'policy.n_layer=1', 'policy.n_emb=32', 'policy.token_dim=32'])
     g = torch.Generator().manual_seed(0)
     pol = make_policy(cfg, LinearNormalizer().fit({'agent_pos': torch.randn(100, 39, generator=g), 'action': torch.rand(100, 4, generator=g) * 2 - 1}))

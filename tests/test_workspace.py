@@ -7,8 +7,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))    # also without a working editable install
 from maniflow_nb.config import compose_config, save_config
 from maniflow_nb.data import make_synthetic_store
-from maniflow_nb.workspace import (TrainWorkspace, MetricsCSV, TopK, ema_decay, lr_factor, load_checkpoint,
-                                   load_policy_from_checkpoint, optimizer_steps)
+from maniflow_nb.workspace import TrainWorkspace
+from maniflow_nb.checkpoint import TopK, load_checkpoint, save_checkpoint, legacy_to_lightning
+from maniflow_nb.runlog import MetricsCSV
+from maniflow_nb.ema import ema_decay
+from maniflow_nb.optim import lr_factor, optimizer_steps
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MUJOCO_GL': 'egl', 'PYTHONPATH': str(ROOT), 'WANDB_MODE': 'offline'}
 TRAIN = 'from maniflow_nb.config import load_config; from maniflow_nb.workspace import TrainWorkspace; ' \
@@ -98,7 +101,7 @@ def test_resume_checkpoint_path_missing(store, tmp_path):
     with pytest.raises(ValueError, match='does not exist'): ws.run()
 
 def eval_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, '-c', 'from maniflow_nb.workspace import eval_cli; eval_cli()', *map(str, args)],
+    return subprocess.run([sys.executable, '-c', 'from maniflow_nb.evaluate import eval_cli; eval_cli()', *map(str, args)],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 @pytest.mark.parametrize('args,msg', [
@@ -110,7 +113,7 @@ def eval_cli(*args, timeout=300):
 ])
 def test_eval_cli_bad_input(tmp_path, capsys, args, msg):
     "Bad input: one line on stderr naming the problem, exit code 2, no eval.json."
-    from maniflow_nb.workspace import eval_cli as cli
+    from maniflow_nb.evaluate import eval_cli as cli
     (tmp_path/'bad.ckpt').write_text('not a checkpoint')
     ck = tmp_path/'x.ckpt'; torch.save({'model': {}, 'config': {'a': 1}}, ck)
     torch.save({'model': {}}, tmp_path/'noconf.ckpt')
@@ -135,7 +138,6 @@ def test_eval_cli_rollout(store, tmp_path):
 
 def test_resume_from_lightning_format_is_exact(store, tmp_path):
     "A mid-epoch legacy checkpoint converted to Lightning's layout (last.ckpt) resumes the legacy loop exactly."
-    from maniflow_nb.workspace import legacy_to_lightning, save_checkpoint
     ref = TrainWorkspace(tiny_cfg(store, tmp_path/'ref')); ref.run()
     ws = TrainWorkspace(tiny_cfg(store, tmp_path/'a')); step = ws.optimizer_step
     def stop_at_7():
@@ -155,3 +157,12 @@ def test_tensorboard_logging(store, tmp_path):
 def test_bf16_mixed_runs(store, tmp_path):
     out = TrainWorkspace(tiny_cfg(store, tmp_path/'run', 'training.num_epochs=1', 'trainer.precision=bf16-mixed')).run()
     assert out['finished'] and math.isfinite(out['best_score'])
+
+def test_16_mixed_on_cpu_trains_in_32_true(store, tmp_path):
+    "The one precision rule (config.resolve_precision): no float16 without CUDA, 32-true instead (it used to raise)."
+    ws = TrainWorkspace(tiny_cfg(store, tmp_path/'run', 'training.num_epochs=1', 'trainer.precision=16-mixed'))
+    assert ws.precision == '32-true' and ws.run()['finished']
+
+def test_legacy_refuses_64_true(store, tmp_path):
+    with pytest.raises(ValueError, match='use trainer=lightning for 64-true'):
+        TrainWorkspace(tiny_cfg(store, tmp_path/'run', 'trainer.precision=64-true'))
