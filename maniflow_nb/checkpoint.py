@@ -7,7 +7,7 @@ __all__ = ['LEGACY_FORMAT', 'LIGHTNING_MODEL_PREFIX', 'LIGHTNING_EMA_PREFIX', 'r
            'load_checkpoint', 'to_device', 'pick_device', 'TopK', 'legacy_to_lightning', 'lightning_to_legacy',
            'read_checkpoint', 'load_policy_from_checkpoint']
 
-# %% ../nbs/20_checkpoint.ipynb #f2992abc
+# %% ../nbs/20_checkpoint.ipynb #930cd5fa
 import random
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from .config import atomic_path, ConfigError, UserError
 from .policies import make_policy
 
-# %% ../nbs/20_checkpoint.ipynb #449d9679
+# %% ../nbs/20_checkpoint.ipynb #28840ffb
 def rng_state() -> dict:
     "Python, NumPy, torch (and CUDA) RNG states as plain lists and tensors."
     v, st, gauss = random.getstate()
@@ -33,7 +33,7 @@ def set_rng_state(d:dict):
     torch.set_rng_state(d['torch'])
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
-# %% ../nbs/20_checkpoint.ipynb #f1299437
+# %% ../nbs/20_checkpoint.ipynb #237249af
 def save_checkpoint(ckpt:dict, path):
     "Write a checkpoint dict atomically."
     with atomic_path(path) as tmp: torch.save(ckpt, tmp)
@@ -42,7 +42,7 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint without unpickling objects."
     return torch.load(path, map_location=map_location, weights_only=True)
 
-# %% ../nbs/20_checkpoint.ipynb #78c2f59c
+# %% ../nbs/20_checkpoint.ipynb #fe978c8e
 def to_device(x, device):
     "Move the tensors of a nested dict/list/tuple to `device`."
     if torch.is_tensor(x): return x.to(device, non_blocking=torch.device(device).type == 'cuda')
@@ -56,7 +56,7 @@ def pick_device(accelerator:str='auto') -> torch.device:
     if accelerator in ('auto', 'cpu'): return torch.device('cpu')
     raise ConfigError(f"trainer.accelerator is '{accelerator}', expected 'auto', 'cpu' or 'gpu'")
 
-# %% ../nbs/20_checkpoint.ipynb #cbaf21f6
+# %% ../nbs/20_checkpoint.ipynb #11919c11
 class TopK:
     "Bookkeeping of the k best checkpoints by a monitored metric."
     def __init__(self, monitor:str='val_loss', mode:str='min', k:int=1):
@@ -88,7 +88,7 @@ class TopK:
     def state_dict(self): return {'monitor': self.monitor, 'mode': self.mode, 'k': self.k, 'best': dict(self.best)}
     def load_state_dict(self, d): self.monitor, self.mode, self.k, self.best = d['monitor'], d['mode'], d['k'], dict(d['best'])
 
-# %% ../nbs/20_checkpoint.ipynb #33ff02d1
+# %% ../nbs/20_checkpoint.ipynb #3e150e85
 LEGACY_FORMAT = 'maniflow_nb.legacy/1'
 LIGHTNING_MODEL_PREFIX, LIGHTNING_EMA_PREFIX = 'policy.', 'ema_model.'
 
@@ -118,7 +118,7 @@ def lightning_to_legacy(ckpt:dict) -> dict:
             'optimizer': opt[0], 'scheduler': sch[0], 'rng': extra.get('rng'), 'loop': loop,
             'topk': extra.get('topk'), 'config': (ckpt.get('hyper_parameters') or {}).get('cfg')}
 
-# %% ../nbs/20_checkpoint.ipynb #19eefabf
+# %% ../nbs/20_checkpoint.ipynb #082881eb
 def read_checkpoint(path) -> dict:
     "A checkpoint as a legacy dict, whichever trainer wrote it; clear errors for missing or foreign files."
     path = Path(path)

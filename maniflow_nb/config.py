@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'UserError', 'ConfigError', 'conf_dir', 'compose_config', 'list_configs', 'to_plain', 'atomic_path',
-           'save_config', 'load_config', 'seed_everything', 'set_deterministic', 'in_batch_job', 'on_cpu',
-           'resolve_precision']
+           'remove_stale_temps', 'save_config', 'load_config', 'seed_everything', 'set_deterministic', 'in_batch_job',
+           'on_cpu', 'resolve_precision']
 
-# %% ../nbs/00_config.ipynb #a37b7455
-import os, re, sys, uuid, random, shutil, contextlib, importlib.resources
+# %% ../nbs/00_config.ipynb #4bc2a0d2
+import os, re, sys, glob, uuid, socket, random, shutil, contextlib, importlib.resources
 from pathlib import Path
 import numpy as np, torch, yaml
 from omegaconf import OmegaConf, DictConfig
@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 
-# %% ../nbs/00_config.ipynb #318f3b7c
+# %% ../nbs/00_config.ipynb #254cd2d9
 class UserError(ValueError):
     "Bad input from the user (a config, a file, a flag): every CLI prints it as one line and exits with code 2."
 
@@ -51,7 +51,7 @@ def list_configs() -> list:
     "Names of the top-level configs."
     return sorted(p.stem for p in conf_dir().glob('*.yaml'))
 
-# %% ../nbs/00_config.ipynb #7080ada6
+# %% ../nbs/00_config.ipynb #023edef7
 def to_plain(cfg) -> dict:
     "Resolve a config into plain Python containers (safe for `torch.load(weights_only=True)`)."
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
@@ -64,11 +64,32 @@ def atomic_path(path,                # final file or directory
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path} already exists (use --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp-{uuid.uuid4().hex[:8]}')
+    remove_stale_temps(path)
+    tmp = path.with_name(_temp_name(path, 'tmp'))
     try:
         yield tmp
         _replace(tmp, path)
     finally: _remove(tmp)
+
+_HOST = socket.gethostname()
+
+def _temp_name(path: Path, kind: str) -> str:
+    "Hidden sibling name that says who wrote it: `.NAME.tmp-HOST-PID-RANDOM`."
+    return f'.{path.name}.{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    return True
+
+def remove_stale_temps(path) -> list:
+    "Delete temporaries of `path` left by a killed writer on this host (our own naming only); returns them."
+    path, gone = Path(path), []
+    pat = re.compile(rf'^\.{re.escape(path.name)}\.(tmp|old)-{re.escape(_HOST)}-(\d+)-[0-9a-f]{{8}}$')
+    for p in path.parent.glob(f'.{glob.escape(path.name)}.*'):
+        if (m := pat.match(p.name)) and not _alive(int(m.group(2))): _remove(p); gone.append(p)
+    return gone
 
 def _remove(p: Path):
     if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
@@ -77,7 +98,7 @@ def _remove(p: Path):
 def _replace(tmp: Path, path: Path):
     "Rename `tmp` onto `path`; a directory being replaced is moved aside first."
     if path.is_dir():
-        old = path.with_name(f'.{path.name}.old-{uuid.uuid4().hex[:8]}')
+        old = path.with_name(_temp_name(path, 'old'))
         os.replace(path, old); os.replace(tmp, path); _remove(old)
     else: os.replace(tmp, path)
 
@@ -89,7 +110,7 @@ def load_config(path) -> DictConfig:
     "Read a YAML config written by `save_config`."
     return OmegaConf.create(yaml.safe_load(Path(path).read_text()))
 
-# %% ../nbs/00_config.ipynb #b9d095b0
+# %% ../nbs/00_config.ipynb #b7584046
 def seed_everything(seed: int):
     "Seed Python, NumPy and torch (CPU and CUDA)."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
@@ -104,7 +125,7 @@ def in_batch_job() -> bool:
     "True under SLURM batch (or without a terminal): progress bars go off there."
     return 'SLURM_JOB_ID' in os.environ and os.environ.get('SLURM_JOB_NAME') not in ('bash', 'interactive') or not sys.stderr.isatty()
 
-# %% ../nbs/00_config.ipynb #5dbc5412
+# %% ../nbs/00_config.ipynb #d02583a9
 PRECISIONS = {'32': '32-true', '32-true': '32-true', '16': '16-mixed', '16-mixed': '16-mixed',
               'bf16': 'bf16-mixed', 'bf16-mixed': 'bf16-mixed', '64': '64-true', '64-true': '64-true'}
 _NOTED = set()

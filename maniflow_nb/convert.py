@@ -9,7 +9,7 @@ __all__ = ['CALVIN_STATIC_CAMERA', 'CALVIN_KEYS', 'FORMAT_FLAGS', 'ConvertError'
            'robomimic_demos', 'convert_robomimic', 'convert_dp3', 'store_info', 'format_info', 'check_format_flags',
            'convert', 'convert_cli', 'info', 'info_cli']
 
-# %% ../nbs/07_convert.ipynb #9c925e95
+# %% ../nbs/07_convert.ipynb #b5a1f5bf
 import json, re, argparse, multiprocessing
 from functools import partial
 from pathlib import Path
@@ -22,11 +22,11 @@ from .cli import run_cli
 from .data import ReplayBuffer, DataError, open_store, store_parts, time_chunk, compressor
 from .pointcloud import camera_intrinsics, look_at_pose, rgbd_to_point_cloud
 
-# %% ../nbs/07_convert.ipynb #7375fc83
+# %% ../nbs/07_convert.ipynb #d9fafbcf
 class ConvertError(DataError):
     "A source dataset that is missing, malformed, or not in the expected format."
 
-# %% ../nbs/07_convert.ipynb #abf2c4d1
+# %% ../nbs/07_convert.ipynb #49413f6e
 class StoreWriter:
     "Append episodes frame by frame to a new Zarr v3 store (`data/<key>`, `meta/episode_ends`)."
     def __init__(self, path, attrs=None, chunk_len:int=None): # chunk_len: steps per chunk (default: as `ReplayBuffer.save`)
@@ -68,7 +68,7 @@ class StoreWriter:
         self.group.create_array('meta/episode_ends', data=np.asarray(self.ends, dtype=np.int64), chunks=(4096,), compressors=compressor(3))
         return len(self.ends)
 
-# %% ../nbs/07_convert.ipynb #33c1f500
+# %% ../nbs/07_convert.ipynb #b7e6c53a
 CALVIN_STATIC_CAMERA = dict(  # calvin_env conf/cameras/cameras/static.yaml; override with `camera=` / --camera-config
     fov=10.0, width=200, height=200,
     look_from=[2.871459009488717, -2.166602199425597, 2.555159848480571],
@@ -82,7 +82,7 @@ def calvin_camera_matrices(camera:dict=None) -> tuple: # (K (3,3), cam2world (4,
     c = {**CALVIN_STATIC_CAMERA, **(camera or {})}
     return camera_intrinsics(c['fov'], c['width'], c['height']), look_at_pose(c['look_from'], c['look_at'], c['up_vector'])
 
-# %% ../nbs/07_convert.ipynb #ec61d536
+# %% ../nbs/07_convert.ipynb #faf87b7f
 def load_calvin_camera(path) -> dict:
     "The static-camera fields (`fov, width, height, look_from, look_at, up_vector`) of a YAML camera config."
     try: cfg = yaml.safe_load(Path(path).read_text())
@@ -98,7 +98,7 @@ def calvin_split_camera(split_dir, camera_config=None) -> dict:
     path = camera_config or (merged if merged.exists() else None)
     return {**CALVIN_STATIC_CAMERA, **(load_calvin_camera(path) if path else {})}
 
-# %% ../nbs/07_convert.ipynb #77ab067a
+# %% ../nbs/07_convert.ipynb #0d2e6ada
 def _plane_depth(K, T, h, w, z):
     "(h,w) depth of the plane `world z = z` seen by a camera (`K`, OpenGL `cam2world` `T`)."
     v, u = np.indices((h, w), dtype=np.float64)
@@ -135,7 +135,7 @@ def make_calvin_fixture(root,                # dataset root; the split folder is
     np.save(out/'ep_start_end_ids.npy', np.stack([starts, starts + episode_len - 1], 1))
     return out
 
-# %% ../nbs/07_convert.ipynb #15d6360b
+# %% ../nbs/07_convert.ipynb #afb114cf
 def calvin_split_dir(src, split:str='training') -> Path:
     "The split folder: `src/split` if it exists, else `src` itself if it holds `ep_start_end_ids.npy`."
     src = Path(src)
@@ -159,7 +159,6 @@ def calvin_episode_ranges(split_dir) -> np.ndarray: # (n,2) int64 [start, end] i
         i = bad[0]; raise ConvertError(f"{path}: episodes [{ids[i, 0]}, {ids[i, 1]}] and [{ids[i+1, 0]}, {ids[i+1, 1]}] overlap")
     return ids
 
-# %% ../nbs/07_convert.ipynb #c39157ec
 def read_calvin_frame(path, keys=CALVIN_KEYS) -> dict:
     "Load the `keys` of one CALVIN frame file, checking presence, rank/shape and finiteness."
     try:
@@ -181,7 +180,7 @@ def _check_array(a, shape, what):
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool): raise ConvertError(f"{what} has dtype {a.dtype}, expected numbers")
     if len(shape) == 1 and not np.isfinite(a).all(): raise ConvertError(f"{what} contains NaN or inf")
 
-# %% ../nbs/07_convert.ipynb #72af4e4d
+# %% ../nbs/07_convert.ipynb #cbf4e468
 def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=None, path='') -> dict:
     "Our time step from a CALVIN frame: img, depth, point_cloud (XYZRGB, world frame), state, action."
     rgb, depth = frame['rgb_static'], frame['depth_static']
@@ -194,7 +193,7 @@ def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=Non
     return dict(img=rgb, depth=depth.astype(np.float32), point_cloud=pc,
                 state=frame['robot_obs'].astype(np.float32), action=frame['rel_actions'].astype(np.float32))
 
-# %% ../nbs/07_convert.ipynb #61369aed
+# %% ../nbs/07_convert.ipynb #f985d33c
 def _progress(total, desc, progress): return tqdm(total=total, desc=desc, unit='frame', disable=not progress or in_batch_job())
 
 def _calvin_job(job, K, cam2world, n_points, crop):
@@ -241,7 +240,7 @@ def _validated(tmp, out, keys=None) -> dict:
     except DataError as e: raise ConvertError(f"the converted store failed validation: {e}") from None
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #88506131
+# %% ../nbs/07_convert.ipynb #3e544063
 def make_robomimic_fixture(path,              # .hdf5 file to write
                            n_demos:int=3,     # demos (numbered 0, 1, ..., so demo_10 sorts after demo_9 if n_demos > 10)
                            lengths=None,      # frames per demo; default 5, 6, 7, ...
@@ -269,7 +268,7 @@ def make_robomimic_fixture(path,              # .hdf5 file to write
         f.create_dataset('mask/valid', data=np.array(names[-1:], dtype='S'))
     return Path(path)
 
-# %% ../nbs/07_convert.ipynb #90560c72
+# %% ../nbs/07_convert.ipynb #f51f788a
 def _demo_number(name):
     m = re.fullmatch(r'demo_(\d+)', name)
     return int(m.group(1)) if m else None
@@ -285,7 +284,7 @@ def robomimic_demos(f, filter_key:str=None) -> list:
     if not names: raise ConvertError(f"{f.filename} has no demos (data/demo_N)" + (f" in mask/{filter_key}" if filter_key else ''))
     return sorted(names, key=_demo_number)
 
-# %% ../nbs/07_convert.ipynb #b636a29d
+# %% ../nbs/07_convert.ipynb #8c2b4db5
 def _obs_kinds(obs) -> tuple:
     "Sorted names of the low-dim (rank-2) and image (uint8 (T,H,W,3)) observations of a demo's `obs` group."
     low = sorted(k for k, v in obs.items() if v.ndim == 2)
@@ -311,7 +310,7 @@ def _robomimic_episode(demo, where, obs_keys, image_key, keep_obs) -> dict:
     if keep_obs: ep.update({k: v.astype(np.float32) for k, v in obs.items()})
     return ep
 
-# %% ../nbs/07_convert.ipynb #a033181c
+# %% ../nbs/07_convert.ipynb #14479f70
 def convert_robomimic(src,                  # robomimic .hdf5 file
                       out,                  # output store (.zarr directory)
                       obs_keys=None,        # low-dim obs keys concatenated into `state`, in this order; default all, sorted
@@ -347,7 +346,7 @@ def _open_hdf5(path):
     try: return h5py.File(path, 'r')
     except OSError as e: raise ConvertError(f"{path} is not an HDF5 file ({e})") from None
 
-# %% ../nbs/07_convert.ipynb #93c20ba0
+# %% ../nbs/07_convert.ipynb #8ece1f23
 def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr store (v2 or v3)
                 out,                  # output store (.zarr directory)
                 keys=None,            # keys to keep (default all)
@@ -361,7 +360,7 @@ def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr s
     rb.save(out, overwrite=overwrite)
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #1afea1a1
+# %% ../nbs/07_convert.ipynb #169f0a72
 def _codec_names(a) -> str:
     "Compressor(s) of a zarr v2 or v3 array, as text."
     return ', '.join(repr(c) for c in (getattr(a, 'compressors', None) or ())) or 'none'
@@ -386,7 +385,7 @@ def format_info(info:dict) -> str:
               for k, v in info['keys'].items()]
     return '\n'.join(lines)
 
-# %% ../nbs/07_convert.ipynb #7299ee1c
+# %% ../nbs/07_convert.ipynb #f44a1701
 FORMAT_FLAGS = {'calvin': ('split', 'n_points', 'camera_config', 'workers', 'crop', 'max_episodes'),
                 'robomimic': ('obs_keys', 'image_key', 'filter_key', 'keep_obs', 'max_episodes'),
                 'dp3': ('keys',)}
@@ -405,7 +404,7 @@ def check_format_flags(fmt:str, given:dict):
         flags = ' '.join('--' + k.replace('_', '-') for k in FORMAT_FLAGS[fmt])
         raise UserError(f"--{other[0].replace('_', '-')} is not an option of format '{fmt}' (its options: {flags} --overwrite)")
 
-# %% ../nbs/07_convert.ipynb #ab69c9e0
+# %% ../nbs/07_convert.ipynb #447779bd
 def convert(format:Param("source format: calvin, robomimic or dp3", str, choices=list(FORMAT_FLAGS)),
             src:str,                 # source dataset: CALVIN root or split folder, robomimic .hdf5, DP3 .zarr
             out:str,                 # output .zarr store

@@ -6,17 +6,17 @@
 __all__ = ['DataError', 'open_store', 'store_parts', 'check_episode_ends', 'check_lengths', 'check_finite', 'time_chunk',
            'compressor', 'write_store', 'ReplayBuffer', 'make_synthetic_store', 'append_episodes']
 
-# %% ../nbs/03_data.ipynb #688e3be3
+# %% ../nbs/03_data.ipynb #2895aba0
 import os, shutil
 from pathlib import Path
 import numpy as np, zarr, numcodecs
 from .config import UserError, atomic_path
 
-# %% ../nbs/03_data.ipynb #209d1dba
+# %% ../nbs/03_data.ipynb #09836e1c
 class DataError(UserError):
     "A store, episode or batch that breaks the data contract; the message names the file, key and expectation."
 
-# %% ../nbs/03_data.ipynb #dd9eba0c
+# %% ../nbs/03_data.ipynb #244a77e3
 def open_store(path, mode='r') -> zarr.Group:
     "Open the Zarr group (v2 or v3, directory or .zip) at `path`, or raise `DataError`."
     p = Path(path)
@@ -60,7 +60,7 @@ def check_finite(data:dict, path='<buffer>', keys=('action',)):
             bad = ~np.isfinite(data[k].reshape(len(data[k]), -1)).all(1)
             if bad.any(): raise DataError(f"{path}: data/{k} has NaN/inf at step {int(np.argmax(bad))}, expected finite values")
 
-# %% ../nbs/03_data.ipynb #de66906e
+# %% ../nbs/03_data.ipynb #31dcd895
 def time_chunk(step_bytes:int, target=8<<20, lo=16, hi=1024) -> int:
     "Steps per chunk: about `target` bytes, a few hundred steps for point clouds and images."
     return int(np.clip(target // max(step_bytes, 1), lo, hi))
@@ -80,7 +80,7 @@ def write_store(path, data:dict, episode_ends, zarr_format:int=3):
     m.create_array('episode_ends', data=np.asarray(episode_ends, np.int64), chunks=(4096,),
                    compressors=compressor(zarr_format))
 
-# %% ../nbs/03_data.ipynb #ddf2cdaa
+# %% ../nbs/03_data.ipynb #73c71303
 class ReplayBuffer:
     "Episodes of time-major arrays in RAM: `rb[key]` (N,...) and exclusive `episode_ends` (E,)."
     def __init__(self, data:dict=None, # key -> (N,...) arrays
@@ -152,7 +152,7 @@ def _check_episode(ep:dict, keys:list, i:int, path=None):
     if len(set(lens.values())) != 1 or min(lens.values()) < 1:
         raise DataError(f"{path or '<buffer>'}: episode {i} has lengths {lens}, expected one common length >= 1")
 
-# %% ../nbs/03_data.ipynb #649f59ef
+# %% ../nbs/03_data.ipynb #673081e2
 def make_synthetic_store(path, n_episodes:int=4, episode_len=20, # steps per episode (int, or one per episode)
                          n_points:int=512, state_dim:int=9, action_dim:int=4,
                          pc_channels:int=3,  # 3 (xyz) or 6 (xyz + rgb in [0,255])
@@ -177,14 +177,14 @@ def _synthetic_episode(rng, L, n_points, state_dim, action_dim, pc_channels, img
     if img: ep |= {'img': rng.integers(0, 256, (L, 84, 84, 3), dtype=np.uint8), 'depth': rng.uniform(0, 2, (L, 84, 84)).astype(np.float32)}
     return ep
 
-# %% ../nbs/03_data.ipynb #cf80ff66
+# %% ../nbs/03_data.ipynb #cf28fafe
 def _rewrite(path, key, value):
     "Replace one array of a store in place (test helper for malformed stores)."
     g = zarr.open_group(str(path), mode='r+')
     if key in g: del g[key]
     if value is not None: g.create_array(key, data=np.asarray(value))
 
-# %% ../nbs/03_data.ipynb #d6e08f51
+# %% ../nbs/03_data.ipynb #d7058936
 def _link_or_copy(src, dst):
     "Hard-link `src` to `dst` (copy where the filesystem has no hard links)."
     try: os.link(src, dst)

@@ -8,7 +8,7 @@ __all__ = ['OBS_TYPES', 'SAMPLING', 'window_table', 'SequenceSampler', 'get_val_
            'MultiDomainDataset', 'EpochSampler', 'dataset_kwargs', 'task_domains', 'make_datasets',
            'ManiFlowDataModule']
 
-# %% ../nbs/05_dataset.ipynb #3d9fce3a
+# %% ../nbs/05_dataset.ipynb #f88b3534
 import copy
 import numpy as np, torch
 from torch.utils.data import Dataset, DataLoader, default_collate
@@ -18,7 +18,7 @@ from .timeline import Timeline
 from .data import DataError, ReplayBuffer
 from .normalizer import NORMALIZER_MODES, LinearNormalizer, fit_normalizer
 
-# %% ../nbs/05_dataset.ipynb #58ba654c
+# %% ../nbs/05_dataset.ipynb #4a1840d9
 def window_table(episode_ends, horizon:int, pad_before:int=0, pad_after:int=0, episode_mask=None) -> np.ndarray:
     "(M,3) int64 rows `(start, first, last)`: window start step (may precede `first`) and its episode's bounds."
     ends = np.asarray(episode_ends, np.int64); starts = np.r_[0, ends[:-1]]
@@ -71,7 +71,7 @@ def _pad_edges(x, before:int, after:int):
     cat = torch.cat if torch.is_tensor(x) else np.concatenate
     return cat([x[:1]] * before + [x] + [x[-1:]] * after)
 
-# %% ../nbs/05_dataset.ipynb #5a5aa1d2
+# %% ../nbs/05_dataset.ipynb #7715c869
 def get_val_mask(n_episodes:int, val_ratio:float, seed:int=0) -> np.ndarray:
     "(E,) bool: the seeded validation episodes, at least one when `val_ratio > 0` and `n_episodes > 1`."
     mask = np.zeros(n_episodes, bool)
@@ -88,7 +88,7 @@ def downsample_mask(mask, max_n=None, seed:int=0) -> np.ndarray:
     out = np.zeros_like(mask); out[keep] = True
     return out
 
-# %% ../nbs/05_dataset.ipynb #94c6bd46
+# %% ../nbs/05_dataset.ipynb #6c5ac697
 OBS_TYPES = ('point_cloud', 'low_dim', 'rgb')
 
 def _plain_meta(shape_meta) -> dict:
@@ -126,7 +126,7 @@ def prepare_action(x:np.ndarray, meta:dict, path='<buffer>') -> np.ndarray:
 
 
 
-# %% ../nbs/05_dataset.ipynb #a7e6076a
+# %% ../nbs/05_dataset.ipynb #874bbcec
 def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
     "Raise `DataError` unless `batch` is `{'obs': {k: (B,To,*shape)}, 'action': (B,T,Da)}` float32."
     m = _plain_meta(shape_meta); a = batch['action']; B = a.shape[0]
@@ -139,7 +139,7 @@ def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
 
 
 
-# %% ../nbs/05_dataset.ipynb #53346422
+# %% ../nbs/05_dataset.ipynb #1b139396
 def _choice(key:str, value, options):
     "Raise `ConfigError` unless `value` is one of `options`; `key` names the config key."
     if value not in options: raise ConfigError(f"task.dataset.{key} is '{value}', expected one of {', '.join(options)}")
@@ -204,7 +204,7 @@ def collate_batch(samples):
 
 
 
-# %% ../nbs/05_dataset.ipynb #8ea5437d
+# %% ../nbs/05_dataset.ipynb #d8fd6690
 SAMPLING = ('proportional', 'uniform')
 
 def split_domains(domains) -> list:
@@ -265,7 +265,7 @@ def _tree(fn, *trees):
 
 
 
-# %% ../nbs/05_dataset.ipynb #daa43d78
+# %% ../nbs/05_dataset.ipynb #62217ae6
 class EpochSampler(torch.utils.data.Sampler):
     "Indices `0..n-1`, shuffled by a generator seeded with `(seed, epoch)`; `set_epoch`, `skip` and a state_dict."
     def __init__(self, n:int, seed:int=0, shuffle:bool=True):
@@ -284,7 +284,7 @@ class EpochSampler(torch.utils.data.Sampler):
     def state_dict(self) -> dict: return {'epoch': self.epoch, 'start': self.start, 'seed': self.seed}
     def load_state_dict(self, state:dict): self.epoch, self.start, self.seed = state['epoch'], state['start'], state['seed']
 
-# %% ../nbs/05_dataset.ipynb #730b3985
+# %% ../nbs/05_dataset.ipynb #168ec0e8
 def dataset_kwargs(cfg) -> dict:
     "Keyword arguments of `SequenceDataset` / `MultiDomainDataset` from a composed config."
     d = cfg.task.get('dataset') or {}
@@ -303,7 +303,7 @@ def make_datasets(cfg) -> tuple:
     train = SequenceDataset(paths[0], **kw) if len(paths) == 1 else MultiDomainDataset(paths, sampling=sampling, **kw)
     return train, train.get_validation_dataset()
 
-# %% ../nbs/05_dataset.ipynb #ceec7318
+# %% ../nbs/05_dataset.ipynb #d33c696a
 class ManiFlowDataModule(pl.LightningDataModule):
     "Train/val loaders and the normalizer of `make_datasets(cfg)`."
     def __init__(self, cfg,                  # composed config (see `make_datasets` for the keys read)

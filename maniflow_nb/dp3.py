@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SCHEDULERS', 'conv_block', 'CondResBlock1D', 'ConditionalUnet1D', 'make_scheduler', 'DP3Policy']
 
-# %% ../nbs/15_dp3.ipynb #fd6c9040
+# %% ../nbs/15_dp3.ipynb #f2a7b5ec
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -15,7 +15,7 @@ from .layers import SinusoidalPosEmb
 from .encoders import ObsEncoder
 from .normalizer import LinearNormalizer
 
-# %% ../nbs/15_dp3.ipynb #8e35bfef
+# %% ../nbs/15_dp3.ipynb #aaf336d6
 def conv_block(c_in, c_out, kernel_size=5, n_groups=8) -> nn.Sequential:
     "Conv1d → GroupNorm → Mish, length-preserving."
     return nn.Sequential(nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2),
@@ -33,7 +33,7 @@ class CondResBlock1D(nn.Module):
         scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)   # (B,C_out,1) each
         return self.block2(scale * self.block1(x) + bias) + self.skip(x)
 
-# %% ../nbs/15_dp3.ipynb #af6f1ab1
+# %% ../nbs/15_dp3.ipynb #3948e439
 class ConditionalUnet1D(nn.Module):
     "FiLM-conditioned 1-D UNet: `(sample (B,T,Da), timestep (B,)|scalar, global_cond (B,Dg)) -> (B,T,Da)`."
     def __init__(self, input_dim,                   # action size Da
@@ -72,7 +72,7 @@ class ConditionalUnet1D(nn.Module):
             x = up(r2(r1(x, cond), cond))
         return self.final(x)[..., :T].transpose(1, 2)   # (B,T,Da)
 
-# %% ../nbs/15_dp3.ipynb #f32a9d84
+# %% ../nbs/15_dp3.ipynb #9b957b4d
 SCHEDULERS = {'ddim': DDIMScheduler, 'ddpm': DDPMScheduler}
 
 def make_scheduler(type='ddim',                        # 'ddim' or 'ddpm'
@@ -91,7 +91,7 @@ def make_scheduler(type='ddim',                        # 'ddim' or 'ddpm'
     else: kw.update(variance_type='fixed_small')
     return SCHEDULERS[type](**kw)
 
-# %% ../nbs/15_dp3.ipynb #d4510e3a
+# %% ../nbs/15_dp3.ipynb #0e65a320
 def _plain(d) -> dict:
     "A config group (DictConfig, dict or None) as a plain dict."
     return dict(to_plain(d) or {})

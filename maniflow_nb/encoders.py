@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['PointNetEncoder', 'MLPEncoder', 'ImageEncoder', 'ObsEncoder']
 
-# %% ../nbs/11_encoders.ipynb #0c6533ae
+# %% ../nbs/11_encoders.ipynb #d407c800
 import math
 import torch, torch.nn as nn
 from .layers import mlp
 from .config import ConfigError
 
-# %% ../nbs/11_encoders.ipynb #f38dbe45
+# %% ../nbs/11_encoders.ipynb #6164ef28
 class PointNetEncoder(nn.Module):
     "DP3's point encoder: per-point MLP, then max-pool to `(B,out_dim)` or keep per-point tokens `(B,P,out_dim)`."
     def __init__(self, in_channels=3,        # 3 for XYZ, 6 for XYZRGB
@@ -32,7 +32,7 @@ class PointNetEncoder(nn.Module):
         if self.pool == 'max': h = h.max(dim=-2).values  # (B,H)
         return self.proj(h)                              # (B,out_dim) or (B,P,out_dim)
 
-# %% ../nbs/11_encoders.ipynb #01da8aca
+# %% ../nbs/11_encoders.ipynb #49f4650d
 class MLPEncoder(nn.Module):
     "MLP for low-dim state `(B,Ds) -> (B,out_dim)`: ReLU after each hidden layer, linear output."
     def __init__(self, in_dim,           # state size Ds
@@ -44,7 +44,7 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x): return self.net(x)  # (B,Ds) -> (B,out_dim)
 
-# %% ../nbs/11_encoders.ipynb #008ea70f
+# %% ../nbs/11_encoders.ipynb #977dfe8d
 class ImageEncoder(nn.Module):
     "Small CNN `(B,C,H,W) -> (B,out_dim)`: stride-2 Conv → GroupNorm → ReLU blocks, average pool, Linear."
     def __init__(self, in_channels=3,        # image channels
@@ -61,7 +61,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x): return self.net(x)  # (B,C,H,W) -> (B,out_dim)
 
-# %% ../nbs/11_encoders.ipynb #17e0f442
+# %% ../nbs/11_encoders.ipynb #70dbeaa1
 def _pc_channels(shape, use_pc_color):
     "Channels the point encoder sees for a stored point-cloud shape `(P,C)`."
     if use_pc_color and shape[-1] < 6: raise ConfigError(f"use_pc_color=True but point_cloud shape is {list(shape)}, expected (P,6)")

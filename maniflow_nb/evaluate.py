@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['run_dir_of', 'evaluate_checkpoint', 'eval_cli']
 
-# %% ../nbs/28_evaluate.ipynb #c2751a09
+# %% ../nbs/28_evaluate.ipynb #239af00b
 import json
 from pathlib import Path
 from fastcore.script import store_true
@@ -14,7 +14,7 @@ from .cli import run_cli
 from .checkpoint import load_policy_from_checkpoint, pick_device
 from .envs import MetaWorldRunner
 
-# %% ../nbs/28_evaluate.ipynb #bb1d46a9
+# %% ../nbs/28_evaluate.ipynb #8acf76d9
 def run_dir_of(ckpt) -> Path:
     "The run dir of a checkpoint: the parent of its `checkpoints/` folder (else its own folder)."
     p = Path(ckpt).absolute().parent
@@ -39,7 +39,7 @@ def evaluate_checkpoint(ckpt,                 # legacy or Lightning checkpoint
     with atomic_path(Path(out) if out else run_dir/'eval.json') as tmp: Path(tmp).write_text(json.dumps(rec, indent=1, default=str))
     return rec
 
-# %% ../nbs/28_evaluate.ipynb #b5361d00
+# %% ../nbs/28_evaluate.ipynb #44edd957
 def _parse_seeds(s:str) -> list:
     "`'0,1,2'` -> `[0, 1, 2]`."
     try: return [int(x) for x in s.split(',') if x.strip()]

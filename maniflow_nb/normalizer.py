@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['NORMALIZER_MODES', 'channel_stats', 'FieldNormalizer', 'LinearNormalizer', 'fit_normalizer']
 
-# %% ../nbs/04_normalizer.ipynb #198ead49
+# %% ../nbs/04_normalizer.ipynb #ce18f685
 import numpy as np, torch
 from torch import nn
 from .data import DataError
 
-# %% ../nbs/04_normalizer.ipynb #1dc7ec39
+# %% ../nbs/04_normalizer.ipynb #c556d751
 NORMALIZER_MODES = ('limits', 'gaussian')
 
 def channel_stats(x, # (..., C) array or tensor; statistics per channel C over all other axes
@@ -59,7 +59,7 @@ def _dt(x): return x.dtype if torch.is_tensor(x) and x.is_floating_point() else 
 
 
 
-# %% ../nbs/04_normalizer.ipynb #6e30a4dc
+# %% ../nbs/04_normalizer.ipynb #400f818b
 class LinearNormalizer(nn.Module):
     "Per-key `FieldNormalizer`s; `normalize`/`unnormalize` map (nested) dicts of tensors key by key."
     def __init__(self):
@@ -92,9 +92,7 @@ class LinearNormalizer(nn.Module):
         for name, bufs in found.items(): self.fields[name] = FieldNormalizer(**bufs)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-
-
-# %% ../nbs/04_normalizer.ipynb #436979da
+# %% ../nbs/04_normalizer.ipynb #63f3ec85
 def fit_normalizer(data:dict, # 'action' and obs name -> (N,...) arrays
                    obs_meta:dict, # shape_meta['obs'] with each key's `type`
                    mode='limits', # 'limits' or 'gaussian' (task.dataset.normalizer_mode)

@@ -9,7 +9,7 @@ __all__ = ['PARITY_OVERRIDES', 'trainer_of', 'read_metrics', 'last_checkpoint', 
            'report_html', 'render_report', 'train_recorded', 'parity_configs', 'train_child', 'run_parity',
            'parity_summary', 'compare', 'compare_cli']
 
-# %% ../nbs/29_parity.ipynb #47790c21
+# %% ../nbs/29_parity.ipynb #bcca4399
 import os, sys, json, time, shutil, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
@@ -19,7 +19,7 @@ from .config import atomic_path, save_config, load_config, compose_config, UserE
 from .cli import parse_args, user_errors, one_line, fail
 from .checkpoint import read_checkpoint, load_checkpoint, load_policy_from_checkpoint
 
-# %% ../nbs/29_parity.ipynb #eab3d114
+# %% ../nbs/29_parity.ipynb #142fba0e
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -43,7 +43,7 @@ def read_metrics(run_dir) -> pd.DataFrame:
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/29_parity.ipynb #ed357b1b
+# %% ../nbs/29_parity.ipynb #dc5ea842
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -68,7 +68,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/29_parity.ipynb #52474c04
+# %% ../nbs/29_parity.ipynb #676010a0
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -119,7 +119,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/29_parity.ipynb #27a94457
+# %% ../nbs/29_parity.ipynb #fd34e5e1
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -147,7 +147,7 @@ def check_sample_mse(a:dict, b:dict) -> dict:
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
                  'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run' if differ else '')
 
-# %% ../nbs/29_parity.ipynb #7bce3de1
+# %% ../nbs/29_parity.ipynb #b1e521df
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -186,7 +186,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     dp = float((preds[0] - preds[1]).abs().max())
     return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}', out[0]['note'])]
 
-# %% ../nbs/29_parity.ipynb #fdb84a45
+# %% ../nbs/29_parity.ipynb #3c40e55a
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -223,7 +223,7 @@ def check_cross_load(run:dict, workdir) -> dict:
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/29_parity.ipynb #3c3e5a7a
+# %% ../nbs/29_parity.ipynb #393aea41
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
@@ -262,7 +262,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/29_parity.ipynb #e8cca8b6
+# %% ../nbs/29_parity.ipynb #4db82d4f
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -299,7 +299,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/29_parity.ipynb #593846f2
+# %% ../nbs/29_parity.ipynb #59e0a278
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -330,7 +330,7 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/29_parity.ipynb #d410c6a6
+# %% ../nbs/29_parity.ipynb #e20dc391
 def _lead_identical(d:pd.Series) -> int:
     "Number of leading zeros in the absolute differences `d`."
     nz = (d.values != 0)
@@ -356,7 +356,7 @@ def _step_time(r:dict) -> float|None:
     t = r['metrics']['time'].dropna() if 'time' in r['metrics'] else pd.Series(dtype=float)
     return float(t.diff().median()) if len(t) > 2 else None
 
-# %% ../nbs/29_parity.ipynb #e2444b95
+# %% ../nbs/29_parity.ipynb #d5c4f0d3
 def compare(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
             out:str=None,                   # report file: .md or .html (default: print Markdown only)
             parity:store_true=False,        # train --config_name with both trainers first, then compare

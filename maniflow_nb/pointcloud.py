@@ -6,11 +6,11 @@
 __all__ = ['camera_intrinsics', 'pose_matrix', 'look_at_pose', 'depth_to_points', 'points_to_pixels', 'crop_points',
            'points_with_color', 'fps', 'rgbd_to_point_cloud']
 
-# %% ../nbs/06_pointcloud.ipynb #736bc800
+# %% ../nbs/06_pointcloud.ipynb #fb77cc07
 import numpy as np
 import fpsample
 
-# %% ../nbs/06_pointcloud.ipynb #66b00223
+# %% ../nbs/06_pointcloud.ipynb #d89cb3ff
 def camera_intrinsics(fovy_deg:float, # vertical field of view in degrees (MuJoCo `fovy`, PyBullet `fov`)
                       width:int,      # image width W in pixels
                       height:int,     # image height H in pixels
@@ -19,7 +19,7 @@ def camera_intrinsics(fovy_deg:float, # vertical field of view in degrees (MuJoC
     f = (height / 2) / np.tan(np.deg2rad(fovy_deg) / 2)
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
 
-# %% ../nbs/06_pointcloud.ipynb #8ab4b44c
+# %% ../nbs/06_pointcloud.ipynb #fc777394
 def pose_matrix(rot,  # (3,3) rotation whose columns are the camera axes in the world frame
                 pos,  # (3,) camera position in the world frame
                ) -> np.ndarray: # (4,4) homogeneous cam2world
@@ -40,7 +40,7 @@ def look_at_pose(eye,    # (3,) camera position (PyBullet/CALVIN `look_from`)
     x = _unit(np.cross(up, z))
     return pose_matrix(np.stack([x, np.cross(z, x), z], axis=1), eye)
 
-# %% ../nbs/06_pointcloud.ipynb #50dbe01d
+# %% ../nbs/06_pointcloud.ipynb #688d896f
 def depth_to_points(depth,     # (H,W) depth along the viewing axis, metres
                     K,         # (3,3) intrinsics from `camera_intrinsics`
                     cam2world, # (4,4) camera pose, OpenGL axes (looks along -z, y up)
@@ -55,7 +55,7 @@ def depth_to_points(depth,     # (H,W) depth along the viewing axis, metres
     T = np.asarray(cam2world, dtype=np.float64)
     with np.errstate(invalid='ignore'): return (cam @ T[:3, :3].T + T[:3, 3]).astype(np.float32)  # inf depth -> nan
 
-# %% ../nbs/06_pointcloud.ipynb #fa232470
+# %% ../nbs/06_pointcloud.ipynb #e984d26b
 def points_to_pixels(points,    # (N,3) world-frame points
                      K,         # (3,3) intrinsics
                      cam2world, # (4,4) camera pose, OpenGL axes
@@ -66,7 +66,7 @@ def points_to_pixels(points,    # (N,3) world-frame points
     d = -cam[:, 2]
     return np.stack([K[0, 0] * cam[:, 0] / d + K[0, 2], -K[1, 1] * cam[:, 1] / d + K[1, 2], d], axis=1)
 
-# %% ../nbs/06_pointcloud.ipynb #bf387eed
+# %% ../nbs/06_pointcloud.ipynb #16265cb6
 def crop_points(points, # (N,C) points, xyz in the first three channels
                 lo,     # (3,) lower corner of the box
                 hi,     # (3,) upper corner of the box
@@ -76,7 +76,7 @@ def crop_points(points, # (N,C) points, xyz in the first three channels
     keep = np.all((xyz >= np.asarray(lo)) & (xyz <= np.asarray(hi)) & np.isfinite(xyz), axis=1)
     return points[keep]
 
-# %% ../nbs/06_pointcloud.ipynb #89dc3c9c
+# %% ../nbs/06_pointcloud.ipynb #1bf29e66
 def points_with_color(points,         # (N,3) xyz
                       rgb,            # (N,3) or (H,W,3) with H*W == N, uint8 colours
                       scale=1.0,      # colour scale: 1 keeps 0..255 (DP3 stores), 1/255 gives [0,1]
@@ -86,7 +86,7 @@ def points_with_color(points,         # (N,3) xyz
     if len(rgb) != len(points): raise ValueError(f"rgb has {len(rgb)} pixels but there are {len(points)} points")
     return np.concatenate([points[:, :3], rgb * scale], axis=1).astype(np.float32)
 
-# %% ../nbs/06_pointcloud.ipynb #bb8b24d4
+# %% ../nbs/06_pointcloud.ipynb #af508db8
 def _fps_indices(xyz, n, start):
     "Indices of `n` farthest points of `xyz` (N,3), N >= n."
     if n == len(xyz): return np.arange(n)
@@ -105,7 +105,7 @@ def fps(points, # (N,C) points, xyz in the first three channels
     start = 0 if seed is None else int(np.random.default_rng(seed).integers(N))
     return points[_fps_indices(points[:, :3], n, start)]
 
-# %% ../nbs/06_pointcloud.ipynb #dd988dc4
+# %% ../nbs/06_pointcloud.ipynb #8098bbea
 def rgbd_to_point_cloud(depth,          # (H,W) depth along the viewing axis, metres
                         K,              # (3,3) intrinsics
                         cam2world,      # (4,4) camera pose, OpenGL axes

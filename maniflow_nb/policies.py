@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['POLICY_CLASSES', 'POLICY_ALIASES', 'allowed_targets', 'resolve_target', 'build', 'make_policy']
 
-# %% ../nbs/17_policies.ipynb #ad031b7c
+# %% ../nbs/17_policies.ipynb #8c57be75
 import torch.nn as nn
 from omegaconf import OmegaConf
 from .config import ConfigError, to_plain
@@ -14,7 +14,7 @@ from .maniflow import ManiFlowPolicy
 from .dp3 import DP3Policy
 from .mlp import MLPPolicy
 
-# %% ../nbs/17_policies.ipynb #1e596a44
+# %% ../nbs/17_policies.ipynb #5dcdbce4
 POLICY_CLASSES = {f'{c.__module__}.{c.__name__}': c for c in (ManiFlowPolicy, DP3Policy, MLPPolicy)}
 POLICY_ALIASES = {'maniflow_nb.workspace.MLPPolicy': MLPPolicy}   # the old home of a moved class
 
@@ -29,7 +29,7 @@ def resolve_target(name, where:str='policy._target_') -> type:
     if cls is None: raise ConfigError(f"{where} is {name!r}, which is not an allowed class; allowed: {', '.join(allowed_targets())}")
     return cls
 
-# %% ../nbs/17_policies.ipynb #63f09074
+# %% ../nbs/17_policies.ipynb #7cf1e95d
 _SPECIAL = ('_target_', '_convert_', '_recursive_')
 
 def build(node,                 # config node: DictConfig, dict, list or a plain value
@@ -46,7 +46,7 @@ def build(node,                 # config node: DictConfig, dict, list or a plain
     args = {k: build(v, f'{where}.{k}') if deep else v for k, v in node.items() if k not in _SPECIAL}
     return cls(**(args | kwargs)) if cls else args | kwargs
 
-# %% ../nbs/17_policies.ipynb #d2e212b6
+# %% ../nbs/17_policies.ipynb #7672ed20
 def make_policy(cfg,             # a composed config (or the `config` of a checkpoint)
                 normalizer=None, # a fitted `LinearNormalizer` to copy into the policy
                ) -> nn.Module:

@@ -91,7 +91,7 @@ def test_timeline_checked():
 def test_state_dict_keys_unchanged():
     "The step encoder keeps its Sequential layout: (sinusoids, Linear, Mish, Linear), as in older checkpoints."
     g = torch.load(GOLDEN, weights_only=True)
-    assert list(tiny().state_dict()) == list(g['state_dict'])
+    assert list(fitted(tiny(), random_batch()).state_dict()) == list(g['state_dict'])
     assert {k for k in g['state_dict'] if k.startswith('model.step_encoder.')} == {
         f'model.step_encoder.{i}.{p}' for i in (1, 3) for p in ('weight', 'bias')}
 

@@ -1,4 +1,4 @@
-"""maniflow-demos end to end, its bad-input errors, and the evaluation runner in parallel vs in this process."""
+"""maniflow-demos end to end, its bad-input errors, the observation window, and the evaluation runner in parallel vs in this process."""
 import os, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest
@@ -39,13 +39,21 @@ def test_demos_cli_writes_successful_episodes(tmp_path):
 @pytest.mark.parametrize('args,expected', [
     (['--task', 'nope-v3'], "unknown MetaWorld task 'nope-v3'; valid tasks:"),
     (['--task', 'reach-v3', '--episodes', '0'], '--episodes must be >= 1, got 0'),
+    (['--task', 'reach-v3', '--max_steps', '0'], '--max-steps must be >= 1, got 0'),
+    (['--camera', 'nope', '--point-cloud'], "no camera 'nope' in the model"),
 ])
 def test_demos_cli_bad_input(tmp_path, args, expected):
     out = tmp_path / 'x.zarr'
     r = demos(*args, '--out', out)
     assert r.returncode == 2
-    assert expected in r.stderr and 'Traceback' not in r.stderr
+    assert r.stderr.startswith('maniflow-demos: ') and expected in r.stderr and 'Traceback' not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not out.exists()
+
+
+def test_demos_cli_needs_out():
+    r = demos('--task', 'reach-v3')
+    assert r.returncode == 2 and 'the following arguments are required: --out' in r.stderr
 
 
 def test_demos_cli_existing_output(tmp_path):
@@ -77,3 +85,38 @@ def test_open_camera_exits_quietly():
                        env={**os.environ, 'MUJOCO_GL': 'egl', 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0 and r.stdout.strip() == 'done'
     assert 'Exception ignored' not in r.stderr and 'EGLError' not in r.stderr, r.stderr[-500:]
+
+
+def test_obs_window_batched():
+    "N envs: the window slides for active envs only, restarts on reset, and takes arrays or tensors."
+    import torch
+    from maniflow_nb.envs import ObsWindow
+    w = ObsWindow({'x': np.array([[0.], [10.]], np.float32)}, 2)
+    w.push({'x': torch.tensor([[1.], [11.]])}, active=torch.tensor([False, True]))
+    w.push({'x': torch.tensor([[2.], [12.]])})
+    assert w.obs['x'][..., 0].tolist() == [[0., 2.], [11., 12.]] and w.obs['x'].dtype == torch.float32
+    w.reset({'x': torch.tensor([[7.], [8.]])}, torch.tensor([True, False]))
+    assert w.obs['x'][..., 0].tolist() == [[7., 7.], [11., 12.]]
+
+
+def test_rollout_window_is_the_observation_history():
+    "The policy sees the last To observations, the first one repeated at the start of the episode."
+    from collections import deque
+    from maniflow_nb.envs import MetaWorldEnv, ExpertPolicy, rollout
+    class Recorder(ExpertPolicy):
+        seen, acts = [], []
+        def predict_action(self, obs):
+            out = super().predict_action(obs)
+            self.seen.append(obs['agent_pos'][0].numpy().copy()); self.acts.append(out['action'][0].numpy())
+            return out
+    env = MetaWorldEnv('reach-v3', max_steps=9)
+    pol = Recorder('reach-v3', n_action_steps=2, state_key='agent_pos')
+    r = rollout(env, pol, {'agent_pos': ('full_state', 'low_dim', (39,))}, 3, 2, seed=5)
+    obs, _ = env.reset(seed=5)
+    hist, t = deque([obs['full_state']] * 3, maxlen=3), 0
+    for seen, acts in zip(pol.seen, pol.acts):
+        np.testing.assert_array_equal(seen, np.stack(hist))
+        for a in acts[:min(2, r['length'] - t)]:
+            hist.append(env.step(a)[0]['full_state']); t += 1
+    assert len(pol.seen) == 5 and t == r['length'] == 9
+    env.close()
