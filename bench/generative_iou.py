@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from maniflow_nb.config import compose_config
-from maniflow_nb.generative import gen_scenes, mask_iou, train_generative
+from maniflow_nb.scenes import gen_scenes
+from maniflow_nb.generative import mask_iou, train_generative
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'generative_iou.json'
 SAMPLERS = {  # family -> [(sampler config overrides, label, steps)]

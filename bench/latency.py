@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 import numpy as np, torch, hydra
 from maniflow_nb.config import compose_config, to_plain
-from maniflow_nb.data import LinearNormalizer
+from maniflow_nb.normalizer import LinearNormalizer
 
 RESULTS = Path(__file__).parent / 'results' / 'latency.json'
 

@@ -8,7 +8,7 @@ import argparse, datetime, json, os, platform, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
 import numpy as np, torch, zarr
-from maniflow_nb.data import SequenceSampler
+from maniflow_nb.dataset import SequenceSampler
 from _common import cpu_name
 
 SHAPES = {'point_cloud_512x3': (512, 3), 'point_cloud_1024x6': (1024, 6)}
