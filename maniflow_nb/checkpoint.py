@@ -7,7 +7,7 @@ __all__ = ['LEGACY_FORMAT', 'LIGHTNING_MODEL_PREFIX', 'LIGHTNING_EMA_PREFIX', 'r
            'load_checkpoint', 'to_device', 'pick_device', 'TopK', 'legacy_to_lightning', 'lightning_to_legacy',
            'read_checkpoint', 'load_policy_from_checkpoint']
 
-# %% ../nbs/20_checkpoint.ipynb #930cd5fa
+# %% ../nbs/20_checkpoint.ipynb #66edf53d
 import random
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from .config import atomic_path, ConfigError, UserError
 from .policies import make_policy
 
-# %% ../nbs/20_checkpoint.ipynb #28840ffb
+# %% ../nbs/20_checkpoint.ipynb #4724072a
 def rng_state() -> dict:
     "Python, NumPy, torch (and CUDA) RNG states as plain lists and tensors."
     v, st, gauss = random.getstate()
@@ -33,7 +33,7 @@ def set_rng_state(d:dict):
     torch.set_rng_state(d['torch'])
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
-# %% ../nbs/20_checkpoint.ipynb #237249af
+# %% ../nbs/20_checkpoint.ipynb #8ae34de9
 def save_checkpoint(ckpt:dict, path):
     "Write a checkpoint dict atomically."
     with atomic_path(path) as tmp: torch.save(ckpt, tmp)
@@ -42,7 +42,7 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint without unpickling objects."
     return torch.load(path, map_location=map_location, weights_only=True)
 
-# %% ../nbs/20_checkpoint.ipynb #fe978c8e
+# %% ../nbs/20_checkpoint.ipynb #78ab8d82
 def to_device(x, device):
     "Move the tensors of a nested dict/list/tuple to `device`."
     if torch.is_tensor(x): return x.to(device, non_blocking=torch.device(device).type == 'cuda')
@@ -52,11 +52,13 @@ def to_device(x, device):
 
 def pick_device(accelerator:str='auto') -> torch.device:
     "`auto` -> CUDA when available, else CPU; `gpu`/`cuda` or `cpu` as asked."
+    if accelerator in ('gpu', 'cuda') and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator is '{accelerator}', but no CUDA GPU is available (use 'auto' or 'cpu')")
     if accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available()): return torch.device('cuda')
     if accelerator in ('auto', 'cpu'): return torch.device('cpu')
     raise ConfigError(f"trainer.accelerator is '{accelerator}', expected 'auto', 'cpu' or 'gpu'")
 
-# %% ../nbs/20_checkpoint.ipynb #11919c11
+# %% ../nbs/20_checkpoint.ipynb #3916a8cb
 class TopK:
     "Bookkeeping of the k best checkpoints by a monitored metric."
     def __init__(self, monitor:str='val_loss', mode:str='min', k:int=1):
@@ -88,7 +90,7 @@ class TopK:
     def state_dict(self): return {'monitor': self.monitor, 'mode': self.mode, 'k': self.k, 'best': dict(self.best)}
     def load_state_dict(self, d): self.monitor, self.mode, self.k, self.best = d['monitor'], d['mode'], d['k'], dict(d['best'])
 
-# %% ../nbs/20_checkpoint.ipynb #3e150e85
+# %% ../nbs/20_checkpoint.ipynb #3e3f8368
 LEGACY_FORMAT = 'maniflow_nb.legacy/1'
 LIGHTNING_MODEL_PREFIX, LIGHTNING_EMA_PREFIX = 'policy.', 'ema_model.'
 
@@ -118,7 +120,7 @@ def lightning_to_legacy(ckpt:dict) -> dict:
             'optimizer': opt[0], 'scheduler': sch[0], 'rng': extra.get('rng'), 'loop': loop,
             'topk': extra.get('topk'), 'config': (ckpt.get('hyper_parameters') or {}).get('cfg')}
 
-# %% ../nbs/20_checkpoint.ipynb #082881eb
+# %% ../nbs/20_checkpoint.ipynb #4fe9fd9b
 def read_checkpoint(path) -> dict:
     "A checkpoint as a legacy dict, whichever trainer wrote it; clear errors for missing or foreign files."
     path = Path(path)

@@ -5,11 +5,10 @@
 # %% auto #0
 __all__ = ['batch_size_of', 'PolicyModule', 'EMA', 'ResumableSampler', 'make_loader', 'ResumeState', 'SampleMSE', 'EnvEval',
            'RunCSVLogger', 'AtomicCheckpointIO', 'run_loggers', 'make_loggers', 'topk_checkpoint', 'last_checkpoints',
-           'make_checkpoint_callbacks', 'progress_bar_on', 'make_trainer', 'make_loaders', 'make_runner',
-           'make_callbacks', 'resume_path', 'lightning_loops', 'as_lightning_checkpoint', 'build', 'best_checkpoint',
-           'fit']
+           'make_checkpoint_callbacks', 'make_trainer', 'make_loaders', 'make_runner', 'make_callbacks', 'resume_path',
+           'lightning_loops', 'as_lightning_checkpoint', 'build', 'best_checkpoint', 'fit']
 
-# %% ../nbs/24_lightning.ipynb #67b9dc3a
+# %% ../nbs/24_lightning.ipynb #9e1e1925
 import os, csv, math
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -19,16 +18,16 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
-from .config import (to_plain, atomic_path, save_config, seed_everything, set_deterministic, in_batch_job,
-                                ConfigError, resolve_precision)
+from .config import to_plain, save_config, seed_everything, set_deterministic, ConfigError, resolve_precision
 from .dataset import EpochSampler, collate_batch, make_datasets
 from .policies import make_policy
 from .ema import EMAModel
-from .checkpoint import rng_state, set_rng_state, load_checkpoint, legacy_to_lightning, LEGACY_FORMAT, to_device
-from .runlog import wandb_run_id
+from .checkpoint import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, legacy_to_lightning,
+                                    LEGACY_FORMAT, to_device)
+from .runlog import wandb_run_id, progress_bar_on
 from .optim import make_optimizer, make_scheduler
 
-# %% ../nbs/24_lightning.ipynb #01d0f5cd
+# %% ../nbs/24_lightning.ipynb #7716bf6c
 def batch_size_of(batch:dict) -> int: return batch['action'].shape[0]
 
 class PolicyModule(pl.LightningModule):
@@ -69,7 +68,7 @@ class PolicyModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint:dict): checkpoint['hyper_parameters'] = {'cfg': to_plain(self.cfg)}
 
-# %% ../nbs/24_lightning.ipynb #2b3b0fdf
+# %% ../nbs/24_lightning.ipynb #55538601
 class EMA(Callback):
     "Exponential moving average of the policy, stepped once per optimizer step with the shared warm-up rule."
     def __init__(self, max_decay:float=0.9999): self.max_decay, self.ema, self._last_step = max_decay, None, None
@@ -91,7 +90,7 @@ class EMA(Callback):
         extra = checkpoint.get('maniflow', {})
         self.ema.optimization_step, self.ema.decay = int(extra.get('ema_step', 0)), float(extra.get('ema_decay', 0.0))
 
-# %% ../nbs/24_lightning.ipynb #37433b2e
+# %% ../nbs/24_lightning.ipynb #77e0d996
 class ResumableSampler(EpochSampler):
     "`EpochSampler`'s per-epoch permutation, sharded over DDP ranks, that can resume part-way through one epoch."
     _resume = None
@@ -115,7 +114,7 @@ def make_loader(dataset, batch_size:int, sampler=None, num_workers:int=0, seed:i
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_batch,
                                        generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
-# %% ../nbs/24_lightning.ipynb #ded88d56
+# %% ../nbs/24_lightning.ipynb #210b9ca3
 class ResumeState(Callback):
     "Saves and restores RNG states and the sampler position for an exact resume."
     def __init__(self, sampler:ResumableSampler, # the training sampler
@@ -140,7 +139,7 @@ class ResumeState(Callback):
     def on_train_start(self, trainer, pl_module):
         if self._rng is not None: set_rng_state(self._rng); self._rng = None
 
-# %% ../nbs/24_lightning.ipynb #6260bb5b
+# %% ../nbs/24_lightning.ipynb #482e4c7a
 class SampleMSE(Callback):
     "Every `every` epochs, log the MSE of the EMA policy's sampled action chunk on the first training batch."
     def __init__(self, every:int=5): self.every, self.batch = every, None
@@ -155,7 +154,7 @@ class SampleMSE(Callback):
         mse = F.mse_loss(pred.float(), batch['action'].float())
         pl_module.log('train_action_mse_error', mse, sync_dist=True, batch_size=batch_size_of(batch))
 
-# %% ../nbs/24_lightning.ipynb #808b9569
+# %% ../nbs/24_lightning.ipynb #3082f0a4
 class EnvEval(Callback):
     "Roll out the EMA policy every `every` epochs and log the runner's scalar results (`test_mean_score`)."
     def __init__(self, make_runner, # () -> runner with `.run(policy) -> dict`; called once, lazily, on rank 0
@@ -173,7 +172,7 @@ class EnvEval(Callback):
         score = trainer.strategy.broadcast(score, src=0)
         pl_module.log('test_mean_score', score, batch_size=1)
 
-# %% ../nbs/24_lightning.ipynb #e4e7ed2a
+# %% ../nbs/24_lightning.ipynb #ae300aa5
 class _AppendingWriter(ExperimentWriter):
     "Lightning's CSV writer, continuing an existing metrics.csv instead of deleting it."
     def _check_log_dir_exists(self):
@@ -194,7 +193,7 @@ class RunCSVLogger(CSVLogger):
 class AtomicCheckpointIO(TorchCheckpointIO):
     "Write checkpoints to a temporary sibling, then rename."
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        with atomic_path(path) as tmp: torch.save(checkpoint, tmp)
+        save_checkpoint(checkpoint, path)
 
 def run_loggers(run_dir,                # every log file goes here
                 tensorboard:bool=False, # also `run_dir/tensorboard`
@@ -216,7 +215,7 @@ def make_loggers(cfg, run_dir) -> list:
     lg = cfg.logger
     return run_loggers(run_dir, lg.tensorboard, lg.wandb if lg.wandb.enabled else None, cfg.name, cfg)
 
-# %% ../nbs/24_lightning.ipynb #16c9cd8a
+# %% ../nbs/24_lightning.ipynb #1f215eb2
 def topk_checkpoint(ckpt_dir, monitor:str='val_loss', mode:str='min', k:int=1,
                     every_n_epochs:int=1,             # epochs between checks of `monitor`
                     on_train_epoch_end:bool=False):   # True for a metric logged at the end of a training epoch
@@ -241,11 +240,7 @@ def make_checkpoint_callbacks(cfg, ckpt_dir) -> list:
     top = topk_checkpoint(ckpt_dir, t.monitor_key, t.mode, t.k, every, on_train_epoch_end=not on_val)
     return [top, *last_checkpoints(ckpt_dir, cfg.checkpoint.get('save_last', True), tr.get('checkpoint_every_steps') or 0)]
 
-# %% ../nbs/24_lightning.ipynb #577bd11f
-def progress_bar_on(setting) -> bool:
-    "`auto`: on in a terminal, off in batch/SLURM jobs."
-    return (not in_batch_job()) if setting in ('auto', None) else bool(setting)
-
+# %% ../nbs/24_lightning.ipynb #1fb52874
 def _limit(*vals): return next((v for v in vals if v is not None), 1.0)
 
 def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
@@ -262,7 +257,7 @@ def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
         use_distributed_sampler=False, deterministic='warn' if t.deterministic else None,
         log_every_n_steps=t.get('log_every_n_steps', 1), enable_model_summary=False, plugins=[AtomicCheckpointIO()])
 
-# %% ../nbs/24_lightning.ipynb #c5f6f72e
+# %% ../nbs/24_lightning.ipynb #aa78a50d
 def make_loaders(cfg, train_ds, val_ds):
     "Training loader with a `ResumableSampler`, sequential validation loader."
     tr = cfg.training
@@ -271,7 +266,7 @@ def make_loaders(cfg, train_ds, val_ds):
     return (make_loader(train_ds, tr.batch_size, sampler, tr.num_workers, tr.seed),
             make_loader(val_ds, tr.batch_size, None, tr.num_workers, tr.seed))
 
-# %% ../nbs/24_lightning.ipynb #6a51dedc
+# %% ../nbs/24_lightning.ipynb #837ca7aa
 def make_runner(cfg):
     "The env runner of `cfg.task.env_runner`: its `_target_` if it has one, else `maniflow_nb.envs.MetaWorldRunner`."
     import hydra
@@ -290,7 +285,7 @@ def make_callbacks(cfg, sampler, ckpt_dir, loggers=True) -> list:
     if cfg.trainer.fast_dev_run: return cbs      # (Lightning 2.6 still writes `last.ckpt` at train end under fast_dev_run)
     return cbs + make_checkpoint_callbacks(cfg, ckpt_dir)
 
-# %% ../nbs/24_lightning.ipynb #a4427ccf
+# %% ../nbs/24_lightning.ipynb #8d79e0cd
 def resume_path(cfg, ckpt_dir) -> str|None:
     "The checkpoint to resume from: `training.resume_checkpoint_path`, else (`training.resume`) the newest of `last.ckpt` and Lightning's SLURM `hpc_ckpt_*.ckpt`."
     tr = cfg.training
@@ -326,10 +321,10 @@ def as_lightning_checkpoint(path, ckpt_dir, trainer) -> str:
     ck = legacy_to_lightning(ck)
     ck['loops'] = lightning_loops(trainer, ck['maniflow']['loop'])
     out = Path(ckpt_dir)/'from_legacy.ckpt'
-    with atomic_path(out) as t: torch.save(ck, t)
+    save_checkpoint(ck, out)
     return str(out)
 
-# %% ../nbs/24_lightning.ipynb #ee16900f
+# %% ../nbs/24_lightning.ipynb #5264c7ab
 def build(cfg):
     "Module, trainer, loaders and resume path for `cfg` (everything `fit` needs, nothing run yet)."
     run_dir = Path(cfg.run_dir); ckpt_dir = run_dir/'checkpoints'

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['LEGACY_PRECISIONS', 'legacy_precision', 'autocast', 'Preempted', 'TrainWorkspace']
 
-# %% ../nbs/23_workspace.ipynb #8fea0776
+# %% ../nbs/23_workspace.ipynb #1256119e
 import math, signal, sys
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -15,13 +15,13 @@ from fastcore.basics import patch
 from .dataset import collate_batch, EpochSampler, make_datasets
 from .policies import make_policy
 from .ema import EMAModel
-from .config import to_plain, save_config, seed_everything, set_deterministic, in_batch_job, ConfigError, resolve_precision
+from .config import to_plain, save_config, seed_everything, set_deterministic, ConfigError, resolve_precision
 from .checkpoint import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, TopK, LEGACY_FORMAT,
                                     lightning_to_legacy, to_device, pick_device)
-from .runlog import Loggers
+from .runlog import Loggers, progress_bar_on
 from .optim import make_optimizer, make_scheduler, optimizer_steps
 
-# %% ../nbs/23_workspace.ipynb #4134708d
+# %% ../nbs/23_workspace.ipynb #79a5d772
 LEGACY_PRECISIONS = ('32-true', 'bf16-mixed')
 
 def legacy_precision(precision='32-true', # trainer.precision
@@ -40,7 +40,7 @@ def _every(epoch:int, n) -> bool: return bool(n) and n > 0 and (epoch + 1) % n =
 
 class Preempted(Exception): "The job was asked to stop; `latest.ckpt` holds the position."
 
-# %% ../nbs/23_workspace.ipynb #af472801
+# %% ../nbs/23_workspace.ipynb #0932c350
 class TrainWorkspace:
     "The legacy training loop: run dir, policy, EMA, optimizer, schedule and data of one run."
     def __init__(self, cfg:DictConfig, # composed config (see `compose_config`)
@@ -67,7 +67,7 @@ class TrainWorkspace:
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
 
-# %% ../nbs/23_workspace.ipynb #65303aee
+# %% ../nbs/23_workspace.ipynb #fa339166
 @patch
 def state_dict(self:TrainWorkspace) -> dict:
     "The run's complete state as a checkpoint dict."
@@ -91,7 +91,7 @@ def load_state_dict(self:TrainWorkspace, ck:dict):
     self.loss_sum, self.loss_count = loop.get('loss_sum', 0.0), loop.get('loss_count', 0)
     if ck.get('rng'): set_rng_state(ck['rng'])
 
-# %% ../nbs/23_workspace.ipynb #d80d1bf3
+# %% ../nbs/23_workspace.ipynb #624d9a3a
 @patch
 def resume(self:TrainWorkspace) -> Path|None:
     "Load the checkpoint to resume from, if any; returns its path."
@@ -120,7 +120,7 @@ def train_loader(self:TrainWorkspace):
                                        num_workers=tr.num_workers, generator=torch.Generator(), collate_fn=collate_batch,
                                        pin_memory=self.device.type == 'cuda')
 
-# %% ../nbs/23_workspace.ipynb #d6647c98
+# %% ../nbs/23_workspace.ipynb #d9f21004
 @patch
 def optimizer_step(self:TrainWorkspace):
     "Clip, step the optimizer, the LR schedule and the EMA."
@@ -165,7 +165,7 @@ def maybe_save_mid_epoch(self:TrainWorkspace):
     if self.stop_requested or (every > 0 and self.global_step % every == 0): self.save()
     if self.stop_requested: raise Preempted()
 
-# %% ../nbs/23_workspace.ipynb #522fbdf2
+# %% ../nbs/23_workspace.ipynb #76625df0
 @patch
 def eval_policy(self:TrainWorkspace) -> nn.Module:
     "The policy used for validation and sampling: the EMA copy when `use_ema`."
@@ -228,15 +228,14 @@ def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
         if keep: names.insert(0, name)
     self.save(names)
 
-# %% ../nbs/23_workspace.ipynb #9664a2a2
+# %% ../nbs/23_workspace.ipynb #90b5d0a9
 @patch
 def run(self:TrainWorkspace) -> dict:
     "Train for `training.num_epochs` epochs, resuming where a previous run stopped."
     resumed = self.resume()
     if resumed: print(f'resumed from {resumed} at epoch {self.epoch}, step {self.global_step}', file=sys.stderr)
     save_config(self.cfg, self.run_dir/'config.yaml')
-    pb = self.cfg.trainer.get('progress_bar', 'auto')
-    self.progress = (not in_batch_job()) if pb == 'auto' else bool(pb)
+    self.progress = progress_bar_on(self.cfg.trainer.get('progress_bar', 'auto'))
     self.loggers = Loggers(self.cfg, self.run_dir, self.global_step)
     old = _on_stop_signals(lambda *_: setattr(self, 'stop_requested', True))
     try:
