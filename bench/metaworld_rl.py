@@ -4,7 +4,7 @@ before / after (Euler sampling, same evaluation episodes).
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python bench/metaworld_rl.py [--task reach-v3] [--demos 10] [--bc-epochs 120]
         [--total-timesteps 40000] [--eval-episodes 50] [--checkpoint CKPT] [--no-record] [override ...]
 
-Appends two rows (stage bc, stage bc+ppo) to bench/results/success.json with the fields of design.md
+Appends two rows (stage bc, stage bc+ppo) to bench/results/success.json with the fields its earlier rows have
 (policy, task, obs, demos, episodes, seeds, success_mean) plus env_steps and rl_seconds."""
 import argparse, datetime, json, os, platform, subprocess, sys, tempfile
 from pathlib import Path
@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from maniflow_nb.config import compose_config
 from maniflow_nb.rl import run_rl
-from maniflow_nb.workspace import load_checkpoint
+from maniflow_nb.checkpoint import load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent/'results'/'success.json'
 BIN = Path(sys.executable).parent

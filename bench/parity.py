@@ -3,7 +3,7 @@
     python bench/parity.py [--device cpu|cuda] [--policy maniflow_state] [--epochs 4] [--batch 16] [--val-every 1]
 
 Both trainers train `maniflow_state_metaworld` (the default ManiFlow state policy, CPU-sized) on a synthetic store,
-deterministic fp32, each in a child process of its own (`maniflow_nb.compare.run_parity`). Appends one row per run to
+deterministic fp32, each in a child process of its own (`maniflow_nb.parity.run_parity`). Appends one row per run to
 bench/results/parity.json: steps, identical leading steps, max/mean abs training-loss difference, LR identity, final
 val-loss relative difference, wall-clock and peak-RSS ratios (Lightning / legacy), and the full report's pass/fail lines.
 """
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from maniflow_nb.config import atomic_path
 from maniflow_nb.data import make_synthetic_store
-from maniflow_nb.compare import run_parity, parity_summary
+from maniflow_nb.parity import run_parity, parity_summary
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -46,7 +46,7 @@ def make_store(task:str, demos:int, data_dir:Path) -> Path:
 def n_epochs(store:Path, steps:int, batch:int, a) -> tuple:
     "Whole epochs that give about `steps` optimizer steps on this store's training windows; (epochs, windows)."
     from maniflow_nb.config import compose_config
-    from maniflow_nb.workspace import make_datasets
+    from maniflow_nb.dataset import make_datasets
     cfg = compose_config('maniflow_state_metaworld', [f'task.dataset_path={store}', f'n_action_steps={a.n_action_steps}', *a.override])
     n = len(make_datasets(cfg)[0])
     return max(1, math.ceil(steps / math.ceil(n / batch))), n

@@ -42,7 +42,8 @@ def lightning_rate(cfg) -> float:
 
 def legacy_rate(cfg) -> float:
     "Times `train_epoch` of the legacy loop (its whole training half: loader, steps, logging)."
-    from maniflow_nb.workspace import TrainWorkspace, Loggers
+    from maniflow_nb.workspace import TrainWorkspace
+    from maniflow_nb.runlog import Loggers
     ws = TrainWorkspace(cfg); ws.progress = False; ws.loggers = Loggers(cfg, ws.run_dir)
     secs = samples = 0
     for e in range(cfg.training.num_epochs):

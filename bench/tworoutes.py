@@ -1,4 +1,4 @@
-"""TwoRoutes (rl_spec.md): behaviour cloning, then PPO with flow_sde, per seed; success before / after (Euler sampling).
+"""TwoRoutes (nbs/50_tworoutes.ipynb): behaviour cloning, then PPO with flow_sde, per seed; success before / after (Euler sampling).
 
     OMP_NUM_THREADS=1 python bench/tworoutes.py [--seeds 0,1,2] [--total-timesteps 80000] [--bc-steps 600] [--no-record]
 
@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from maniflow_nb.config import compose_config
 from maniflow_nb.rl import run_rl
-from maniflow_nb.workspace import load_checkpoint
+from maniflow_nb.checkpoint import load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent/'results'/'tworoutes.json'
 
