@@ -9,8 +9,8 @@ __all__ = ['CALVIN_STATIC_CAMERA', 'CALVIN_KEYS', 'FORMAT_FLAGS', 'ConvertError'
            'robomimic_demos', 'convert_robomimic', 'convert_dp3', 'store_info', 'format_info', 'check_format_flags',
            'convert', 'convert_cli', 'info', 'info_cli']
 
-# %% ../nbs/07_convert.ipynb #b5a1f5bf
-import json, re, argparse, multiprocessing
+# %% ../nbs/07_convert.ipynb #7846d719
+import json, re, argparse, multiprocessing, zipfile, zlib
 from functools import partial
 from pathlib import Path
 from collections import defaultdict
@@ -19,19 +19,20 @@ from tqdm.auto import tqdm
 from fastcore.script import Param, store_true
 from .config import UserError, atomic_path, in_batch_job
 from .cli import run_cli
-from .data import ReplayBuffer, DataError, open_store, store_parts, time_chunk, compressor
+from .data import (ReplayBuffer, DataError, read_store, time_chunk, compressor, check_replaceable, all_chunks,
+                              ALL_CHUNKS_ATTR)
 from .pointcloud import camera_intrinsics, look_at_pose, rgbd_to_point_cloud
 
-# %% ../nbs/07_convert.ipynb #d9fafbcf
+# %% ../nbs/07_convert.ipynb #78046cb8
 class ConvertError(DataError):
     "A source dataset that is missing, malformed, or not in the expected format."
 
-# %% ../nbs/07_convert.ipynb #49413f6e
+# %% ../nbs/07_convert.ipynb #1b267061
 class StoreWriter:
     "Append episodes frame by frame to a new Zarr v3 store (`data/<key>`, `meta/episode_ends`)."
     def __init__(self, path, attrs=None, chunk_len:int=None): # chunk_len: steps per chunk (default: as `ReplayBuffer.save`)
         self.group = zarr.open_group(str(path), mode='w', zarr_format=3)
-        self.group.attrs.update(attrs or {})
+        self.group.attrs.update({**(attrs or {}), ALL_CHUNKS_ATTR: True})     # every chunk is written (`all_chunks`)
         self.chunk_len, self.buf, self.arrays, self.n_steps, self.ends = chunk_len, defaultdict(list), {}, 0, []
 
     def add_frame(self, frame:dict):
@@ -50,7 +51,7 @@ class StoreWriter:
 
     def _create(self, k, shape, dtype):
         n = self.chunk_len or time_chunk(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-        return self.group.create_array(f'data/{k}', shape=(0, *shape), chunks=(n, *shape), dtype=dtype, compressors=compressor(3))
+        with all_chunks(): return self.group.create_array(f'data/{k}', shape=(0, *shape), chunks=(n, *shape), dtype=dtype, compressors=compressor(3))
 
     def _flush(self, k):
         if self.buf[k]: self.arrays[k].append(np.stack(self.buf[k])); self.buf[k].clear()
@@ -65,10 +66,10 @@ class StoreWriter:
         if self.n_steps != (self.ends[-1] if self.ends else 0): self.end_episode()
         if not self.ends: raise ConvertError("no episodes to write")
         for k in self.arrays: self._flush(k)
-        self.group.create_array('meta/episode_ends', data=np.asarray(self.ends, dtype=np.int64), chunks=(4096,), compressors=compressor(3))
+        with all_chunks(): self.group.create_array('meta/episode_ends', data=np.asarray(self.ends, dtype=np.int64), chunks=(4096,), compressors=compressor(3))
         return len(self.ends)
 
-# %% ../nbs/07_convert.ipynb #b7e6c53a
+# %% ../nbs/07_convert.ipynb #4f55323c
 CALVIN_STATIC_CAMERA = dict(  # calvin_env conf/cameras/cameras/static.yaml; override with `camera=` / --camera-config
     fov=10.0, width=200, height=200,
     look_from=[2.871459009488717, -2.166602199425597, 2.555159848480571],
@@ -82,7 +83,7 @@ def calvin_camera_matrices(camera:dict=None) -> tuple: # (K (3,3), cam2world (4,
     c = {**CALVIN_STATIC_CAMERA, **(camera or {})}
     return camera_intrinsics(c['fov'], c['width'], c['height']), look_at_pose(c['look_from'], c['look_at'], c['up_vector'])
 
-# %% ../nbs/07_convert.ipynb #faf87b7f
+# %% ../nbs/07_convert.ipynb #8482cba8
 def load_calvin_camera(path) -> dict:
     "The static-camera fields (`fov, width, height, look_from, look_at, up_vector`) of a YAML camera config."
     try: cfg = yaml.safe_load(Path(path).read_text())
@@ -98,7 +99,7 @@ def calvin_split_camera(split_dir, camera_config=None) -> dict:
     path = camera_config or (merged if merged.exists() else None)
     return {**CALVIN_STATIC_CAMERA, **(load_calvin_camera(path) if path else {})}
 
-# %% ../nbs/07_convert.ipynb #0d2e6ada
+# %% ../nbs/07_convert.ipynb #a11e9a93
 def _plane_depth(K, T, h, w, z):
     "(h,w) depth of the plane `world z = z` seen by a camera (`K`, OpenGL `cam2world` `T`)."
     v, u = np.indices((h, w), dtype=np.float64)
@@ -135,7 +136,7 @@ def make_calvin_fixture(root,                # dataset root; the split folder is
     np.save(out/'ep_start_end_ids.npy', np.stack([starts, starts + episode_len - 1], 1))
     return out
 
-# %% ../nbs/07_convert.ipynb #afb114cf
+# %% ../nbs/07_convert.ipynb #85284ff6
 def calvin_split_dir(src, split:str='training') -> Path:
     "The split folder: `src/split` if it exists, else `src` itself if it holds `ep_start_end_ids.npy`."
     src = Path(src)
@@ -162,12 +163,15 @@ def calvin_episode_ranges(split_dir) -> np.ndarray: # (n,2) int64 [start, end] i
 def read_calvin_frame(path, keys=CALVIN_KEYS) -> dict:
     "Load the `keys` of one CALVIN frame file, checking presence, rank/shape and finiteness."
     try:
+        if not Path(path).is_file(): raise FileNotFoundError(path)
+        if not zipfile.is_zipfile(path): raise ConvertError(f"cannot read {path}: not an .npz file (no zip archive)")
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in keys if k not in f.files]
             if missing: raise ConvertError(f"{path} has no key '{missing[0]}' (keys: {', '.join(sorted(f.files))})")
             frame = {k: f[k] for k in keys}
     except FileNotFoundError: raise ConvertError(f"missing frame file {path}") from None
-    except (OSError, ValueError) as e: raise ConvertError(f"cannot read {path}: {e}") from None
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+        raise ConvertError(f"cannot read {path}: truncated or corrupt .npz ({type(e).__name__}: {e})") from None
     for k, shape in keys.items(): _check_array(frame[k], shape, f"'{k}' in {path}")
     return frame
 
@@ -180,7 +184,7 @@ def _check_array(a, shape, what):
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool): raise ConvertError(f"{what} has dtype {a.dtype}, expected numbers")
     if len(shape) == 1 and not np.isfinite(a).all(): raise ConvertError(f"{what} contains NaN or inf")
 
-# %% ../nbs/07_convert.ipynb #cbf4e468
+# %% ../nbs/07_convert.ipynb #9624993b
 def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=None, path='') -> dict:
     "Our time step from a CALVIN frame: img, depth, point_cloud (XYZRGB, world frame), state, action."
     rgb, depth = frame['rgb_static'], frame['depth_static']
@@ -193,7 +197,7 @@ def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=Non
     return dict(img=rgb, depth=depth.astype(np.float32), point_cloud=pc,
                 state=frame['robot_obs'].astype(np.float32), action=frame['rel_actions'].astype(np.float32))
 
-# %% ../nbs/07_convert.ipynb #f985d33c
+# %% ../nbs/07_convert.ipynb #10b1b0dc
 def _progress(total, desc, progress): return tqdm(total=total, desc=desc, unit='frame', disable=not progress or in_batch_job())
 
 def _calvin_job(job, K, cam2world, n_points, crop):
@@ -219,6 +223,7 @@ def convert_calvin(src,                   # CALVIN dataset root (or a split fold
                    workers:int=0,         # processes making point clouds; 0 or 1 works in this process
                   ) -> dict:              # summary: episodes, steps, out
     "Convert a CALVIN split into a Zarr v3 store (img, depth, point_cloud, state, action), streaming frame by frame."
+    if overwrite: check_replaceable(out)
     split_dir = calvin_split_dir(src, split)
     ids = calvin_episode_ranges(split_dir)[:max_episodes]
     cam = calvin_split_camera(split_dir, camera_config)
@@ -240,7 +245,7 @@ def _validated(tmp, out, keys=None) -> dict:
     except DataError as e: raise ConvertError(f"the converted store failed validation: {e}") from None
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #3e544063
+# %% ../nbs/07_convert.ipynb #7a70d405
 def make_robomimic_fixture(path,              # .hdf5 file to write
                            n_demos:int=3,     # demos (numbered 0, 1, ..., so demo_10 sorts after demo_9 if n_demos > 10)
                            lengths=None,      # frames per demo; default 5, 6, 7, ...
@@ -268,7 +273,7 @@ def make_robomimic_fixture(path,              # .hdf5 file to write
         f.create_dataset('mask/valid', data=np.array(names[-1:], dtype='S'))
     return Path(path)
 
-# %% ../nbs/07_convert.ipynb #f51f788a
+# %% ../nbs/07_convert.ipynb #7999d87a
 def _demo_number(name):
     m = re.fullmatch(r'demo_(\d+)', name)
     return int(m.group(1)) if m else None
@@ -284,7 +289,7 @@ def robomimic_demos(f, filter_key:str=None) -> list:
     if not names: raise ConvertError(f"{f.filename} has no demos (data/demo_N)" + (f" in mask/{filter_key}" if filter_key else ''))
     return sorted(names, key=_demo_number)
 
-# %% ../nbs/07_convert.ipynb #8c2b4db5
+# %% ../nbs/07_convert.ipynb #5749199a
 def _obs_kinds(obs) -> tuple:
     "Sorted names of the low-dim (rank-2) and image (uint8 (T,H,W,3)) observations of a demo's `obs` group."
     low = sorted(k for k, v in obs.items() if v.ndim == 2)
@@ -297,6 +302,7 @@ def _robomimic_episode(demo, where, obs_keys, image_key, keep_obs) -> dict:
         if k not in demo: raise ConvertError(f"{where} has no '{k}'")
     act = demo['actions'][:]
     _check_array(act, (None, None), f"'actions' in {where}")
+    if not len(act): raise ConvertError(f"'actions' in {where} has 0 steps, expected a demo of >= 1 step")
     if not np.isfinite(act).all(): raise ConvertError(f"'actions' in {where} contains NaN or inf")
     obs = {k: demo[f'obs/{k}'][:] for k in obs_keys}
     for k, v in obs.items():
@@ -310,7 +316,7 @@ def _robomimic_episode(demo, where, obs_keys, image_key, keep_obs) -> dict:
     if keep_obs: ep.update({k: v.astype(np.float32) for k, v in obs.items()})
     return ep
 
-# %% ../nbs/07_convert.ipynb #14479f70
+# %% ../nbs/07_convert.ipynb #c6458903
 def convert_robomimic(src,                  # robomimic .hdf5 file
                       out,                  # output store (.zarr directory)
                       obs_keys=None,        # low-dim obs keys concatenated into `state`, in this order; default all, sorted
@@ -322,6 +328,7 @@ def convert_robomimic(src,                  # robomimic .hdf5 file
                       progress:bool=True,   # show a progress bar (off in batch jobs)
                      ) -> dict:             # summary: episodes, steps, out
     "Convert a robomimic HDF5 dataset into a Zarr v3 store (state, action, img), one demo at a time."
+    if overwrite: check_replaceable(out)
     f = _open_hdf5(src)
     with f, atomic_path(out, overwrite=overwrite) as tmp:
         names = robomimic_demos(f, filter_key)[:max_episodes]
@@ -346,7 +353,7 @@ def _open_hdf5(path):
     try: return h5py.File(path, 'r')
     except OSError as e: raise ConvertError(f"{path} is not an HDF5 file ({e})") from None
 
-# %% ../nbs/07_convert.ipynb #8ece1f23
+# %% ../nbs/07_convert.ipynb #bd109f99
 def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr store (v2 or v3)
                 out,                  # output store (.zarr directory)
                 keys=None,            # keys to keep (default all)
@@ -355,23 +362,23 @@ def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr s
     "Re-encode a DP3-layout Zarr store as our Zarr v3 store."
     if not Path(src).is_dir(): raise ConvertError(f"zarr source {src} does not exist or is not a directory")
     if Path(out).exists() and not overwrite: raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
+    if overwrite: check_replaceable(out)
     try: rb = ReplayBuffer.from_path(src, keys=keys)
     except DataError as e: raise ConvertError(f"{src}: {e}") from None
     rb.save(out, overwrite=overwrite)
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #169f0a72
+# %% ../nbs/07_convert.ipynb #89f0426f
 def _codec_names(a) -> str:
     "Compressor(s) of a zarr v2 or v3 array, as text."
     return ', '.join(repr(c) for c in (getattr(a, 'compressors', None) or ())) or 'none'
 
 def store_info(path) -> dict:
     "Episodes, steps, episode lengths and per-key shape/dtype/chunks/compressor of a store (v2 or v3)."
-    g = open_store(path)
-    data, ends = store_parts(g, path)
+    g, data, ends = read_store(path)         # checks lengths against meta/episode_ends and that every chunk file is there
     lens = np.diff(np.r_[0, ends])
     keys = {k: dict(shape=list(a.shape), dtype=str(a.dtype), chunks=list(a.chunks), compressor=_codec_names(a))
-            for k, a in sorted(data.arrays())}
+            for k, a in sorted(data.items())}
     return dict(path=str(path), zarr_format=g.metadata.zarr_format, episodes=len(ends), steps=int(ends[-1]) if len(ends) else 0,
                 episode_len=dict(min=int(lens.min()), mean=float(lens.mean()), max=int(lens.max())) if len(ends) else None, keys=keys)
 
@@ -385,7 +392,7 @@ def format_info(info:dict) -> str:
               for k, v in info['keys'].items()]
     return '\n'.join(lines)
 
-# %% ../nbs/07_convert.ipynb #f44a1701
+# %% ../nbs/07_convert.ipynb #0e4a610d
 FORMAT_FLAGS = {'calvin': ('split', 'n_points', 'camera_config', 'workers', 'crop', 'max_episodes'),
                 'robomimic': ('obs_keys', 'image_key', 'filter_key', 'keep_obs', 'max_episodes'),
                 'dp3': ('keys',)}
@@ -404,7 +411,7 @@ def check_format_flags(fmt:str, given:dict):
         flags = ' '.join('--' + k.replace('_', '-') for k in FORMAT_FLAGS[fmt])
         raise UserError(f"--{other[0].replace('_', '-')} is not an option of format '{fmt}' (its options: {flags} --overwrite)")
 
-# %% ../nbs/07_convert.ipynb #447779bd
+# %% ../nbs/07_convert.ipynb #77e3422d
 def convert(format:Param("source format: calvin, robomimic or dp3", str, choices=list(FORMAT_FLAGS)),
             src:str,                 # source dataset: CALVIN root or split folder, robomimic .hdf5, DP3 .zarr
             out:str,                 # output .zarr store

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['OBS_TYPES', 'SAMPLING', 'window_table', 'SequenceSampler', 'get_val_mask', 'downsample_mask', 'prepare_obs',
            'prepare_action', 'check_batch', 'SequenceDataset', 'unbatch', 'collate_batch', 'split_domains',
-           'MultiDomainDataset', 'EpochSampler', 'dataset_kwargs', 'task_domains', 'make_datasets',
+           'MultiDomainDataset', 'EpochSampler', 'dataset_kwargs', 'task_domains', 'make_datasets', 'check_work',
            'ManiFlowDataModule']
 
-# %% ../nbs/05_dataset.ipynb #f88b3534
-import copy
+# %% ../nbs/05_dataset.ipynb #11afe3b6
+import copy, warnings
 import numpy as np, torch
 from torch.utils.data import Dataset, DataLoader, default_collate
 import pytorch_lightning as pl
@@ -18,7 +18,7 @@ from .timeline import Timeline
 from .data import DataError, ReplayBuffer
 from .normalizer import NORMALIZER_MODES, LinearNormalizer, fit_normalizer
 
-# %% ../nbs/05_dataset.ipynb #4a1840d9
+# %% ../nbs/05_dataset.ipynb #3a8d1aa9
 def window_table(episode_ends, horizon:int, pad_before:int=0, pad_after:int=0, episode_mask=None) -> np.ndarray:
     "(M,3) int64 rows `(start, first, last)`: window start step (may precede `first`) and its episode's bounds."
     ends = np.asarray(episode_ends, np.int64); starts = np.r_[0, ends[:-1]]
@@ -71,7 +71,7 @@ def _pad_edges(x, before:int, after:int):
     cat = torch.cat if torch.is_tensor(x) else np.concatenate
     return cat([x[:1]] * before + [x] + [x[-1:]] * after)
 
-# %% ../nbs/05_dataset.ipynb #7715c869
+# %% ../nbs/05_dataset.ipynb #e229ff52
 def get_val_mask(n_episodes:int, val_ratio:float, seed:int=0) -> np.ndarray:
     "(E,) bool: the seeded validation episodes, at least one when `val_ratio > 0` and `n_episodes > 1`."
     mask = np.zeros(n_episodes, bool)
@@ -88,7 +88,7 @@ def downsample_mask(mask, max_n=None, seed:int=0) -> np.ndarray:
     out = np.zeros_like(mask); out[keep] = True
     return out
 
-# %% ../nbs/05_dataset.ipynb #6c5ac697
+# %% ../nbs/05_dataset.ipynb #5c9b3245
 OBS_TYPES = ('point_cloud', 'low_dim', 'rgb')
 
 def _plain_meta(shape_meta) -> dict:
@@ -126,7 +126,7 @@ def prepare_action(x:np.ndarray, meta:dict, path='<buffer>') -> np.ndarray:
 
 
 
-# %% ../nbs/05_dataset.ipynb #874bbcec
+# %% ../nbs/05_dataset.ipynb #9630ab69
 def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
     "Raise `DataError` unless `batch` is `{'obs': {k: (B,To,*shape)}, 'action': (B,T,Da)}` float32."
     m = _plain_meta(shape_meta); a = batch['action']; B = a.shape[0]
@@ -139,11 +139,17 @@ def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
 
 
 
-# %% ../nbs/05_dataset.ipynb #1b139396
+# %% ../nbs/05_dataset.ipynb #4506d143
 def _choice(key:str, value, options):
     "Raise `ConfigError` unless `value` is one of `options`; `key` names the config key."
     if value not in options: raise ConfigError(f"task.dataset.{key} is '{value}', expected one of {', '.join(options)}")
     return value
+
+def _check_split(val_ratio, max_train_episodes):
+    "`val_ratio` in [0, 1) and `max_train_episodes` None or >= 1, else `ConfigError` naming the key."
+    if not 0 <= val_ratio < 1: raise ConfigError(f"task.dataset.val_ratio is {val_ratio}, expected a fraction in [0, 1)")
+    if max_train_episodes is not None and not (isinstance(max_train_episodes, int) and max_train_episodes >= 1):
+        raise ConfigError(f"task.dataset.max_train_episodes is {max_train_episodes}, expected a number of episodes >= 1 or null (all)")
 
 class SequenceDataset(Dataset):
     "Windows of a Zarr store as `{'obs': {k: (To,...)}, 'action': (T,Da)}` float32 tensors, per `shape_meta`."
@@ -156,6 +162,7 @@ class SequenceDataset(Dataset):
         self.path, self.shape_meta = str(zarr_path), _plain_meta(shape_meta)
         self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
         self.normalizer_mode = _choice('normalizer_mode', normalizer_mode, NORMALIZER_MODES)
+        _check_split(val_ratio, max_train_episodes); self.val_ratio = val_ratio
         obs = self.shape_meta['obs']
         rb = ReplayBuffer.from_path(zarr_path, keys=sorted({'action', *(m['store_key'] for m in obs.values())}))
         self.obs = {k: prepare_obs(rb[m['store_key']], m, k, zarr_path) for k, m in obs.items()}
@@ -175,7 +182,19 @@ class SequenceDataset(Dataset):
 
     def get_normalizer(self, mode=None, **kwargs) -> LinearNormalizer:
         "Normalizer fitted per key on the whole store (`mode` defaults to `normalizer_mode`; rgb: fixed [0,1] -> [-1,1])."
-        return fit_normalizer({'action': self.action, **self.obs}, self.shape_meta['obs'], mode or self.normalizer_mode, **kwargs)
+        try: return fit_normalizer({'action': self.action, **self.obs}, self.shape_meta['obs'], mode or self.normalizer_mode, **kwargs)
+        except DataError as e: raise DataError(f"{self.path}: {e}") from None
+
+    def min_episode_len(self) -> int:
+        "Steps an episode needs for one window: `horizon - pad_before - pad_after`."
+        tl = self.timeline; return tl.horizon - tl.pad_before - tl.pad_after
+
+    def no_windows(self, mask, what:str) -> str:
+        "Why the episodes of `mask` give no windows (one line naming the store, the lengths and the timeline)."
+        lens, tl = np.diff(np.r_[0, self.episode_ends])[np.asarray(mask, bool)], self.timeline
+        if not len(lens): return f"{self.path}: no {what} episodes ({len(self.episode_ends)} episodes, val_ratio={self.val_ratio})"
+        return (f"{self.path}: no {what} windows: its {len(lens)} {what} episode(s) have {lens.min()}..{lens.max()} steps, "
+                f"a window of horizon={tl.horizon}, n_obs_steps={tl.n_obs_steps}, n_action_steps={tl.n_action_steps} needs >= {self.min_episode_len()}")
 
     def __len__(self): return len(self.sampler)
     def __getitem__(self, i:int) -> dict: return unbatch(self.__getitems__([i]), 0)
@@ -204,7 +223,7 @@ def collate_batch(samples):
 
 
 
-# %% ../nbs/05_dataset.ipynb #d8fd6690
+# %% ../nbs/05_dataset.ipynb #afb53a7a
 SAMPLING = ('proportional', 'uniform')
 
 def split_domains(domains) -> list:
@@ -255,7 +274,8 @@ class MultiDomainDataset(Dataset):
         "One normalizer fitted on all domains together (`mode` defaults to `normalizer_mode`)."
         keys = ['action', *self.parts[0].obs]
         data = {k: np.concatenate([p.action if k == 'action' else p.obs[k] for p in self.parts]) for k in keys}
-        return fit_normalizer(data, self.shape_meta['obs'], mode or self.normalizer_mode, **kwargs)
+        try: return fit_normalizer(data, self.shape_meta['obs'], mode or self.normalizer_mode, **kwargs)
+        except DataError as e: raise DataError(f"{','.join(self.paths)}: {e}") from None
 
 def _tree(fn, *trees):
     "Apply `fn` leaf-wise across nested dicts of the same structure."
@@ -265,7 +285,7 @@ def _tree(fn, *trees):
 
 
 
-# %% ../nbs/05_dataset.ipynb #62217ae6
+# %% ../nbs/05_dataset.ipynb #f63b4a70
 class EpochSampler(torch.utils.data.Sampler):
     "Indices `0..n-1`, shuffled by a generator seeded with `(seed, epoch)`; `set_epoch`, `skip` and a state_dict."
     def __init__(self, n:int, seed:int=0, shuffle:bool=True):
@@ -284,7 +304,7 @@ class EpochSampler(torch.utils.data.Sampler):
     def state_dict(self) -> dict: return {'epoch': self.epoch, 'start': self.start, 'seed': self.seed}
     def load_state_dict(self, state:dict): self.epoch, self.start, self.seed = state['epoch'], state['start'], state['seed']
 
-# %% ../nbs/05_dataset.ipynb #168ec0e8
+# %% ../nbs/05_dataset.ipynb #80a6875a
 def dataset_kwargs(cfg) -> dict:
     "Keyword arguments of `SequenceDataset` / `MultiDomainDataset` from a composed config."
     d = cfg.task.get('dataset') or {}
@@ -301,9 +321,21 @@ def make_datasets(cfg) -> tuple:
     paths, kw = task_domains(cfg), dataset_kwargs(cfg)
     sampling = _choice('sampling', (cfg.task.get('dataset') or {}).get('sampling', 'proportional'), SAMPLING)
     train = SequenceDataset(paths[0], **kw) if len(paths) == 1 else MultiDomainDataset(paths, sampling=sampling, **kw)
-    return train, train.get_validation_dataset()
+    val = train.get_validation_dataset()
+    check_work(train, val); return train, val
 
-# %% ../nbs/05_dataset.ipynb #d33c696a
+def check_work(train, val):
+    "`DataError` when `train` has no windows; a warning per store whose training (or, with `val_ratio > 0`, validation) set is empty."
+    parts, vparts = getattr(train, 'parts', [train]), getattr(val, 'parts', [val])
+    if len(train) == 0: raise DataError('; '.join(p.no_windows(p.train_mask, 'training') for p in parts if len(p) == 0))
+    for p, v in zip(parts, vparts):
+        if len(p) == 0: warnings.warn(p.no_windows(p.train_mask, 'training') + ': this store is skipped')
+        if p.val_ratio > 0 and len(v) == 0:
+            why = f"the store has {len(p.episode_ends)} episode(s); validation takes whole episodes and needs >= 2" if len(p.episode_ends) < 2 \
+                  else p.no_windows(p.val_mask, 'validation').split(': ', 1)[1]
+            warnings.warn(f"{p.path}: no validation set (task.dataset.val_ratio={p.val_ratio}): {why}")
+
+# %% ../nbs/05_dataset.ipynb #99497f36
 class ManiFlowDataModule(pl.LightningDataModule):
     "Train/val loaders and the normalizer of `make_datasets(cfg)`."
     def __init__(self, cfg,                  # composed config (see `make_datasets` for the keys read)

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['MLPPolicy']
 
-# %% ../nbs/16_mlp.ipynb #39f664a7
+# %% ../nbs/16_mlp.ipynb #4dcb82d7
 import torch, torch.nn as nn, torch.nn.functional as F
 from .timeline import Timeline, executed
 from .normalizer import LinearNormalizer
 
-# %% ../nbs/16_mlp.ipynb #06578df5
+# %% ../nbs/16_mlp.ipynb #dfc0c16f
 def _obs_features(nobs:dict) -> torch.Tensor:
     "Flatten normalized observations `{k: (B,To,...)}` into `(B, To*F)`; point clouds are mean/max pooled."
     feats = []
@@ -20,7 +20,7 @@ def _obs_features(nobs:dict) -> torch.Tensor:
         feats.append(x.flatten(2))
     return torch.cat(feats, -1).flatten(1)
 
-# %% ../nbs/16_mlp.ipynb #d1e26a97
+# %% ../nbs/16_mlp.ipynb #08c4cdb8
 class MLPPolicy(nn.Module):
     "A tiny policy following the policy contract, for fast trainer tests."
     def __init__(self, shape_meta:dict, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -54,7 +54,7 @@ class MLPPolicy(nn.Module):
         return loss, {'bc_loss': mse.item()}
 
     @torch.no_grad()
-    def predict_action(self, obs:dict) -> dict:
-        "`{'action': (B,Ta,Da), 'action_pred': (B,T,Da)}`, unnormalized."
+    def predict_action(self, obs:dict, generator=None) -> dict:
+        "`{'action': (B,Ta,Da), 'action_pred': (B,T,Da)}`, unnormalized; deterministic, so `generator` has nothing to draw."
         pred = self.normalizer['action'].unnormalize(self._predict(obs))
         return {'action': executed(self.timeline, pred), 'action_pred': pred}

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MetaWorldVecEnv']
 
-# %% ../nbs/09_vecenv.ipynb #3dd50c2e
+# %% ../nbs/09_vecenv.ipynb #867227f7
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')
 import functools
@@ -14,16 +14,9 @@ import numpy as np, torch
 from torch import Tensor
 from fastcore.basics import patch
 from .config import ConfigError
-from .envs import MetaWorldEnv, _obs_meta, _env_kwargs
+from .envs import MetaWorldEnv, _obs_meta, _env_kwargs, to_policy
 
-# %% ../nbs/09_vecenv.ipynb #4e76cbf3
-def _policy_tensor(x:np.ndarray, typ:str, shape) -> Tensor:
-    "A batch of env observations (N,...) as the policy reads it (rgb to (N,3,H,W) in [0,1], clouds cut to shape[1] channels)."
-    t = torch.from_numpy(np.asarray(x))
-    if typ == 'rgb': return t.permute(0, 3, 1, 2).float().div_(255)
-    return (t[..., :shape[1]] if typ == 'point_cloud' else t).float()
-
-# %% ../nbs/09_vecenv.ipynb #6f619dd0
+# %% ../nbs/09_vecenv.ipynb #c5a1bdd9
 class MetaWorldVecEnv:
     "N MetaWorld envs behind the vectorized-env interface: dict observations (N,...) in the policy's keys."
     def __init__(self, task:str, shape_meta:dict, num_envs:int, max_steps:int=200,
@@ -38,13 +31,13 @@ class MetaWorldVecEnv:
         else: self.vec, self.envs = None, [MetaWorldEnv(task, **kw) for _ in range(num_envs)]
 
     def _obs(self, obs_list) -> dict:
-        return {k: _policy_tensor(np.stack([o[e] for o in obs_list]), typ, shape) for k, (e, typ, shape) in self.obs_meta.items()}
+        return {k: to_policy(np.stack([o[e] for o in obs_list]), typ, shape) for k, (e, typ, shape) in self.obs_meta.items()}
 
     def close(self):
         if self.vec is not None: self.vec.close()
         for e in self.envs or []: e.close()
 
-# %% ../nbs/09_vecenv.ipynb #ac6dbf56
+# %% ../nbs/09_vecenv.ipynb #de27b72f
 def _vec_obs_list(obs:dict, n:int) -> list: return [{k: v[i] for k, v in obs.items()} for i in range(n)]
 
 @patch

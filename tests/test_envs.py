@@ -105,7 +105,7 @@ def test_rollout_window_is_the_observation_history():
     from maniflow_nb.envs import MetaWorldEnv, ExpertPolicy, rollout
     class Recorder(ExpertPolicy):
         seen, acts = [], []
-        def predict_action(self, obs):
+        def predict_action(self, obs, generator=None):
             out = super().predict_action(obs)
             self.seen.append(obs['agent_pos'][0].numpy().copy()); self.acts.append(out['action'][0].numpy())
             return out
