@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SCHEDULERS', 'conv_block', 'CondResBlock1D', 'ConditionalUnet1D', 'make_scheduler', 'DP3Policy']
 
-# %% ../nbs/15_dp3.ipynb #f2a7b5ec
+# %% ../nbs/15_dp3.ipynb #c44ecb34
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -15,7 +15,7 @@ from .layers import SinusoidalPosEmb
 from .encoders import ObsEncoder
 from .normalizer import LinearNormalizer
 
-# %% ../nbs/15_dp3.ipynb #aaf336d6
+# %% ../nbs/15_dp3.ipynb #2f70a455
 def conv_block(c_in, c_out, kernel_size=5, n_groups=8) -> nn.Sequential:
     "Conv1d → GroupNorm → Mish, length-preserving."
     return nn.Sequential(nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2),
@@ -33,7 +33,7 @@ class CondResBlock1D(nn.Module):
         scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)   # (B,C_out,1) each
         return self.block2(scale * self.block1(x) + bias) + self.skip(x)
 
-# %% ../nbs/15_dp3.ipynb #3948e439
+# %% ../nbs/15_dp3.ipynb #5e95a8fb
 class ConditionalUnet1D(nn.Module):
     "FiLM-conditioned 1-D UNet: `(sample (B,T,Da), timestep (B,)|scalar, global_cond (B,Dg)) -> (B,T,Da)`."
     def __init__(self, input_dim,                   # action size Da
@@ -72,7 +72,7 @@ class ConditionalUnet1D(nn.Module):
             x = up(r2(r1(x, cond), cond))
         return self.final(x)[..., :T].transpose(1, 2)   # (B,T,Da)
 
-# %% ../nbs/15_dp3.ipynb #9b957b4d
+# %% ../nbs/15_dp3.ipynb #c95d9b38
 SCHEDULERS = {'ddim': DDIMScheduler, 'ddpm': DDPMScheduler}
 
 def make_scheduler(type='ddim',                        # 'ddim' or 'ddpm'
@@ -91,7 +91,7 @@ def make_scheduler(type='ddim',                        # 'ddim' or 'ddpm'
     else: kw.update(variance_type='fixed_small')
     return SCHEDULERS[type](**kw)
 
-# %% ../nbs/15_dp3.ipynb #0e65a320
+# %% ../nbs/15_dp3.ipynb #6777d25f
 def _plain(d) -> dict:
     "A config group (DictConfig, dict or None) as a plain dict."
     return dict(to_plain(d) or {})
@@ -106,14 +106,13 @@ class DP3Policy(nn.Module):
                  unet=None,                 # `ConditionalUnet1D` kwargs (diffusion_step_embed_dim, down_dims, ...)
                  scheduler=None,            # `make_scheduler` kwargs (type, num_train_timesteps, prediction_type, ...)
                  num_inference_steps=10,    # denoising steps in `predict_action`
-                 sample_seed=0,             # seed of the initial noise in `predict_action` (None: global RNG)
                  name='dp3', obs_type='point_cloud'):  # descriptive keys of the policy config
         super().__init__()
         shape_meta = _plain(shape_meta)
         self.timeline = Timeline(horizon, n_obs_steps, n_action_steps)
         self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
         self.action_dim = int(shape_meta['action']['shape'][0])
-        self.num_inference_steps, self.sample_seed = num_inference_steps, sample_seed
+        self.num_inference_steps = num_inference_steps
         self.obs_encoder = ObsEncoder(shape_meta, **_plain(encoder))
         self.model = ConditionalUnet1D(self.action_dim, self.obs_encoder.output_dim(n_obs_steps), **_plain(unet))
         self.noise_scheduler = make_scheduler(**_plain(scheduler))
@@ -150,10 +149,9 @@ class DP3Policy(nn.Module):
 
     @torch.no_grad()
     def predict_action(self, obs,           # raw obs {key: (B,To,...)}
-                       generator=None):     # CPU torch.Generator for the initial (and DDPM) noise
-        "Sample an action chunk: `{'action': (B,Ta,Da), 'action_pred': (B,T,Da)}`, unnormalized."
+                       generator=None):     # CPU torch.Generator for the initial (and DDPM) noise; None: global RNG
+        "Sample an action chunk with fresh noise: `{'action': (B,Ta,Da), 'action_pred': (B,T,Da)}`, unnormalized."
         cond = self.global_cond(obs)
-        if generator is None and self.sample_seed is not None: generator = torch.Generator().manual_seed(self.sample_seed)
         x = _randn((cond.shape[0], self.horizon, self.action_dim), generator, cond.device)
         sched = self.noise_scheduler
         sched.set_timesteps(self.num_inference_steps)

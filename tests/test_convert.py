@@ -256,3 +256,79 @@ def test_unknown_format_and_help(dp3, tmp_path, capsys):
     assert code == 2 and "invalid choice: 'lerobot'" in err
     code, out, _ = run_cli(convert_cli, '--help', capsys=capsys)
     assert code == 0 and '--n_points' in out and 'calvin: points per cloud' in out
+
+# ---------------------------------------------------------------- issue 12: nothing deleted that we did not write, no silent wrong data
+
+def _thesis_dir(tmp_path):
+    d = tmp_path/'my_dir'; d.mkdir(); (d/'thesis.tex').write_text('years of work')
+    return d
+
+@pytest.mark.parametrize('fmt', ['dp3', 'calvin', 'robomimic'])
+def test_overwrite_refuses_a_directory_that_is_not_a_store(fmt, dp3, calvin, robomimic, tmp_path, capsys):
+    out = _thesis_dir(tmp_path)
+    src = {'dp3': dp3, 'calvin': calvin, 'robomimic': robomimic}[fmt]
+    code, _, err = run_cli(convert_cli, fmt, src, out, '--overwrite', capsys=capsys)
+    assert_clean_failure(code, err, None, 'my_dir', 'refusing to replace it')
+    assert (out/'thesis.tex').read_text() == 'years of work' and sorted(os.listdir(out)) == ['thesis.tex']
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.my_dir')]
+
+def test_overwrite_replaces_a_store(dp3, tmp_path, capsys):
+    out = tmp_path/'o.zarr'
+    assert run_cli(convert_cli, 'dp3', dp3, out, '--keys', 'state', 'action', capsys=capsys)[0] == 0
+    (out/'notes.txt').write_text('mine')                                          # a store with a file of the user's in it
+    code, _, err = run_cli(convert_cli, 'dp3', dp3, out, '--overwrite', capsys=capsys)
+    assert_clean_failure(code, err, None, 'o.zarr', "holds 'notes.txt'")
+    (out/'notes.txt').unlink()
+    assert run_cli(convert_cli, 'dp3', dp3, out, '--overwrite', capsys=capsys)[0] == 0
+    assert 'point_cloud' in ReplayBuffer.from_path(out).keys()
+
+def test_info_steps_disagree_with_episode_ends(dp3, capsys):
+    _rewrite(dp3, 'meta/episode_ends', np.array([5, 10, 20]))                   # 20 steps declared, arrays hold 15
+    code, _, err = run_cli(info_cli, dp3, capsys=capsys)
+    assert_clean_failure(code, err, None, 'dp3.zarr', 'has shape (15,', 'expected 20 steps')
+
+STORE_DAMAGE = {'missing chunk': ('missing', 'missing chunk file'), 'corrupt chunk': ('chunk', 'does not decode'),
+                'corrupt metadata': ('metadata', 'is not valid Zarr metadata')}
+
+@pytest.mark.parametrize('fmt', [2, 3])
+@pytest.mark.parametrize('case', list(STORE_DAMAGE))
+def test_damaged_store_is_named(case, fmt, tmp_path, capsys):
+    from maniflow_nb.data import _corrupt
+    src = make_synthetic_store(tmp_path/'s.zarr', n_episodes=3, episode_len=5, n_points=32, zarr_format=fmt)
+    what, msg = STORE_DAMAGE[case]
+    f = _corrupt(src, 'data/state', what)
+    code, _, err = run_cli(convert_cli, 'dp3', src, tmp_path/'o.zarr', capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'o.zarr', msg, f.name if what == 'metadata' else str(f))
+    if what != 'chunk':                                                           # info reads metadata only
+        code, _, err = run_cli(info_cli, src, capsys=capsys)
+        assert_clean_failure(code, err, None, msg)
+
+def test_zip_store_missing_chunk(tmp_path, capsys):
+    import shutil, zipfile
+    p = make_synthetic_store(tmp_path/'s.zarr', n_episodes=2, episode_len=5, n_points=8, zarr_format=2)
+    z = Path(shutil.make_archive(str(tmp_path/'s.zarr'), 'zip', p))
+    with zipfile.ZipFile(z) as a, zipfile.ZipFile(tmp_path/'cut.zarr.zip', 'w') as b:
+        for n in a.namelist():
+            if n != 'data/action/0.0': b.writestr(n, a.read(n))
+    code, _, err = run_cli(info_cli, tmp_path/'cut.zarr.zip', capsys=capsys)
+    assert_clean_failure(code, err, None, 'missing chunk file', 'data/action/0.0')
+
+def test_nan_in_point_cloud_is_named(dp3, tmp_path, capsys):
+    pc = ReplayBuffer.from_path(dp3)['point_cloud'].copy(); pc[11, 3, 2] = np.nan
+    _rewrite(dp3, 'data/point_cloud', pc)
+    code, _, err = run_cli(convert_cli, 'dp3', dp3, tmp_path/'o.zarr', capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'o.zarr', 'data/point_cloud has NaN/inf at step 11', '[11, 3, 2]')
+
+def test_robomimic_zero_length_demo(robomimic, tmp_path, capsys):
+    for k in ['actions', 'obs/object', 'obs/robot0_eef_pos', 'obs/robot0_eef_quat', 'obs/robot0_gripper_qpos']:
+        _h5_edit(robomimic, f'data/demo_1/{k}', np.zeros((0, 7)))
+    code, _, err = run_cli(convert_cli, 'robomimic', robomimic, tmp_path/'r.zarr', capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'r.zarr', 'data/demo_1', '0 steps')
+
+@pytest.mark.parametrize('damage,msg', [('truncate', 'truncated or corrupt .npz'), ('garbage', 'not an .npz file')])
+def test_calvin_truncated_or_garbage_frame(damage, msg, calvin, tmp_path, capsys):
+    f = calvin/'training'/'episode_0358657.npz'
+    data = f.read_bytes(); f.write_bytes(data[:len(data) // 2] if damage == 'truncate' else b'\x93NUMPY garbage')
+    code, _, err = run_cli(convert_cli, 'calvin', calvin, tmp_path/'o.zarr', '--n-points', 64, capsys=capsys)
+    assert_clean_failure(code, err, tmp_path/'o.zarr', 'episode_0358657.npz', msg)
+    assert 'allow_pickle' not in err

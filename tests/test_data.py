@@ -14,6 +14,7 @@ from maniflow_nb.dataset import (SequenceDataset, MultiDomainDataset, ManiFlowDa
 from maniflow_nb.config import UserError, ConfigError, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
+T16 = ['horizon=16', 'n_obs_steps=2', 'n_action_steps=8']    # the window these tests count in (not the task's default)
 PC_META = {'obs': {'point_cloud': {'shape': [512, 3], 'type': 'point_cloud', 'store_key': 'point_cloud'},
                    'agent_pos': {'shape': [9], 'type': 'low_dim', 'store_key': 'state'}},
            'action': {'shape': [4]}}
@@ -134,14 +135,14 @@ def test_append_hard_kill_keeps_store(tmp_path):
 
 def test_datamodule_workers(tmp_path):
     p = make_synthetic_store(tmp_path / 'mw.zarr', n_episodes=6, episode_len=30)
-    cfg = compose_config('maniflow_pointcloud_metaworld', [f'task.dataset_path={p}', 'training.batch_size=8', 'training.num_workers=2'])
+    cfg = compose_config('maniflow_pointcloud_metaworld', [f'task.dataset_path={p}', *T16, 'training.batch_size=8', 'training.num_workers=2'])
     dm = ManiFlowDataModule.from_config(cfg)
     batches = [b for _, b in zip(range(3), dm.train_dataloader())]
     for b in batches:
         check_batch(b, cfg.task.shape_meta, cfg.horizon, cfg.n_obs_steps)
         assert b['obs']['point_cloud'].shape == (8, 2, 512, 3) and b['obs']['agent_pos'].shape == (8, 2, 9)
         assert b['action'].shape == (8, 16, 4)
-    cfg0 = compose_config('maniflow_pointcloud_metaworld', [f'task.dataset_path={p}', 'training.batch_size=8'])
+    cfg0 = compose_config('maniflow_pointcloud_metaworld', [f'task.dataset_path={p}', *T16, 'training.batch_size=8'])
     b0 = next(iter(ManiFlowDataModule.from_config(cfg0).train_dataloader()))
     torch.testing.assert_close(b0['action'], batches[0]['action'])      # same seeded order with or without workers
     v = next(iter(dm.val_dataloader())); check_batch(v, cfg.task.shape_meta, 16, 2)
@@ -185,7 +186,7 @@ def test_bench_runs():
 # ---------------------------------------------------------------- make_datasets: every task.dataset key changes the data
 
 def _cfg(path, *overrides, config='maniflow_pointcloud_metaworld'):
-    return compose_config(config, [f"task.dataset_path='{path}'", 'training.batch_size=16', *overrides])
+    return compose_config(config, [f"task.dataset_path='{path}'", *T16, 'training.batch_size=16', *overrides])
 
 def _epoch(train, batch_size=16, seed=0):
     "Every batch of one epoch, loaded the way both trainers load (sampler over indices, batched `__getitems__`)."
@@ -227,7 +228,7 @@ def test_two_stores_batches_hold_both(two_stores):
 def test_domains_list_equals_comma_path(two_stores):
     a, b = two_stores
     t1, _ = make_datasets(_cfg(f'{a},{b}'))
-    t2, _ = make_datasets(_cfg('ignored.zarr', f"+task.dataset.domains=['{a}','{b}']"))
+    t2, _ = make_datasets(_cfg('ignored.zarr', f"task.dataset.domains=['{a}','{b}']"))
     t3, _ = make_datasets(_cfg(a, f"task.dataset_path=['{a}','{b}']"))
     assert t1.paths == t2.paths == t3.paths == [str(a), str(b)]
     torch.testing.assert_close(t1.__getitems__([0, 50]), t2.__getitems__([0, 50]), rtol=0, atol=0)
@@ -279,3 +280,55 @@ def test_bad_dataset_keys_are_user_errors(tmp_path):
     with pytest.raises(ConfigError, match="task.dataset.sampling is 'even'"): make_datasets(_cfg(p, 'task.dataset.sampling=even'))
     with pytest.raises(UserError, match='horizon=16, n_obs_steps=2, n_action_steps=16'): make_datasets(_cfg(p, 'n_action_steps=16'))
     assert issubclass(DataError, UserError)
+
+# ---------------------------------------------------------------- issue 12: no silent wrong data, no zero work (through make_datasets)
+import warnings
+
+def test_nan_in_any_key_is_named(tmp_path):
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=3, episode_len=20)
+    st = ReplayBuffer.from_path(p)['state'].copy(); st[33, 4] = np.inf
+    D._rewrite(p, 'data/state', st)
+    with pytest.raises(DataError, match=r"s.zarr: data/state has NaN/inf at step 33 \(index \[33, 4\]"): make_datasets(_cfg(p))
+
+def test_normalizer_outlier_is_named(tmp_path):
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=3, episode_len=20)
+    st = ReplayBuffer.from_path(p)['state'].copy(); st[5, 2] = 3e38
+    D._rewrite(p, 'data/state', st)
+    train, _ = make_datasets(_cfg(p))
+    with pytest.raises(DataError, match=r"s.zarr: normalizer of 'agent_pos' channel 2: fitted scale .* subnormal"): train.get_normalizer()
+    st[5, 2] = 1e7; D._rewrite(p, 'data/state', st)
+    with pytest.warns(UserWarning, match="normalizer of 'agent_pos' channel 2: 99.8% of the values"):
+        make_datasets(_cfg(p))[0].get_normalizer()
+
+@pytest.mark.parametrize('fmt', [2, 3])
+def test_missing_chunk_through_make_datasets(tmp_path, fmt):
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=3, episode_len=20, zarr_format=fmt)
+    f = D._corrupt(p, 'data/point_cloud', 'missing')
+    with pytest.raises(DataError, match=f"missing chunk file {f}"): make_datasets(_cfg(p))
+
+def test_unmarked_v3_store_missing_chunk_warns(tmp_path):
+    "A v3 store written with zarr's defaults (no `all_chunks_written`) may omit chunks of zeros: a warning, data read as zeros."
+    g = zarr.open_group(str(tmp_path / 'z.zarr'), mode='w', zarr_format=3)
+    g.create_array('data/action', data=np.zeros((10, 4), 'f4'), chunks=(5, 4))
+    g.create_array('meta/episode_ends', data=np.array([5, 10]))
+    with pytest.warns(UserWarning, match='missing chunk file .*data/action/c/0/0 .*read as zeros'): rb = ReplayBuffer.from_path(tmp_path / 'z.zarr')
+    assert (rb['action'] == 0).all()
+
+def test_zero_work_is_an_error(tmp_path):
+    short = make_synthetic_store(tmp_path / 'short.zarr', n_episodes=3, episode_len=6)      # a window needs >= 8 steps
+    with pytest.raises(DataError, match='short.zarr: no training windows: its 2 training episode.s. have 6..6 steps.*needs >= 8'):
+        make_datasets(_cfg(short))
+    p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=3, episode_len=20)
+    with pytest.raises(ConfigError, match='task.dataset.max_train_episodes is 0'): make_datasets(_cfg(p, 'task.dataset.max_train_episodes=0'))
+    with pytest.raises(ConfigError, match='task.dataset.val_ratio is -0.5'): make_datasets(_cfg(p, 'task.dataset.val_ratio=-0.5'))
+    with pytest.warns(UserWarning, match='short.zarr: no training windows.*this store is skipped'):
+        train, _ = make_datasets(_cfg(f'{short},{p}'))
+    assert train.counts().tolist() == [0, 26]
+
+def test_one_episode_says_no_validation(tmp_path):
+    p = make_synthetic_store(tmp_path / 'one.zarr', n_episodes=1, episode_len=20)
+    with pytest.warns(UserWarning, match=r'one.zarr: no validation set \(task.dataset.val_ratio=0.1\): the store has 1 episode'):
+        train, val = make_datasets(_cfg(p))
+    assert (len(train), len(val)) == (13, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error'); make_datasets(_cfg(p, 'task.dataset.val_ratio=0'))   # asked for none: silent

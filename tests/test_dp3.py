@@ -95,9 +95,13 @@ def test_state_dict_keys_unchanged():
     assert {k for k in g['state_dict'] if k.startswith('model.step_encoder.')} == {
         f'model.step_encoder.{i}.{p}' for i in (1, 3) for p in ('weight', 'bias')}
 
-def test_predict_deterministic():
+def test_predict_noise():
+    "Fresh noise on every call (as DP3); a generator, or the seeded global RNG, reproduces a call exactly."
     b = random_batch(); p = fitted(tiny(), b)
-    torch.testing.assert_close(p.predict_action(b['obs'])['action'], p.predict_action(b['obs'])['action'], rtol=0, atol=0)
+    assert not torch.allclose(p.predict_action(b['obs'])['action'], p.predict_action(b['obs'])['action'])
+    torch.testing.assert_close(p.predict_action(b['obs'], gen(3))['action'], p.predict_action(b['obs'], gen(3))['action'], rtol=0, atol=0)
+    a = [torch.manual_seed(5) and p.predict_action(b['obs'])['action'] for _ in range(2)]
+    torch.testing.assert_close(a[0], a[1], rtol=0, atol=0)
     a3, a4 = (p.predict_action(b['obs'], gen(s))['action'] for s in (3, 4))
     assert not torch.allclose(a3, a4)
 
@@ -119,7 +123,7 @@ def test_overfit_samples_reproduce_batch():
     scale = (b['action'] - b['action'].mean((0, 1))).abs().mean()
     for sched in ('ddim', 'ddpm'):
         p.noise_scheduler = make_scheduler(sched)
-        assert (p.predict_action(b['obs'])['action_pred'] - b['action']).abs().mean() < 0.2 * scale
+        assert (p.predict_action(b['obs'], gen(0))['action_pred'] - b['action']).abs().mean() < 0.2 * scale
 
 def test_overfit_synthetic_store(tmp_path):
     "A short overfit on a synthetic store through SequenceDataset and a DataLoader."
@@ -142,7 +146,7 @@ def test_save_load_roundtrip():
     buf = io.BytesIO(); torch.save(p.state_dict(), buf); buf.seek(0)
     q = tiny(seed=1)
     q.load_state_dict(torch.load(buf, weights_only=True))
-    torch.testing.assert_close(q.predict_action(b['obs'])['action_pred'], p.predict_action(b['obs'])['action_pred'], rtol=0, atol=0)
+    torch.testing.assert_close(q.predict_action(b['obs'], gen(0))['action_pred'], p.predict_action(b['obs'], gen(0))['action_pred'], rtol=0, atol=0)
 
 def test_ema_copy_is_a_policy():
     b = random_batch(); p = fitted(tiny(), b)
@@ -153,14 +157,14 @@ def test_ema_copy_is_a_policy():
 def make_golden():
     "The tiny fixed-seed model, its inputs and its outputs."
     b = random_batch(4, seed=123); p = fitted(tiny(seed=7), b)
-    return {'state_dict': p.state_dict(), 'batch': b, 'action_pred': p.predict_action(b['obs'])['action_pred'],
+    return {'state_dict': p.state_dict(), 'batch': b, 'action_pred': p.predict_action(b['obs'], gen(0))['action_pred'],
             'loss': torch.tensor(probe_loss(p, b)), 'torch': str(torch.__version__)}
 
 def test_golden_outputs():
     g = torch.load(GOLDEN, weights_only=True)
     p = tiny(seed=0)
     p.load_state_dict(g['state_dict'])
-    torch.testing.assert_close(p.predict_action(g['batch']['obs'])['action_pred'], g['action_pred'], atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(p.predict_action(g['batch']['obs'], gen(0))['action_pred'], g['action_pred'], atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(torch.tensor(probe_loss(p, g['batch'])), g['loss'], atol=ATOL, rtol=RTOL)
 
 def test_golden_init_is_seeded():
@@ -173,8 +177,8 @@ def test_golden_init_is_seeded():
 def test_cuda_matches_cpu():
     b = random_batch(); p = fitted(tiny(), b)
     pg = copy.deepcopy(p).cuda()
-    out = pg.predict_action({k: v.cuda() for k, v in b['obs'].items()})['action_pred'].cpu()
-    torch.testing.assert_close(out, p.predict_action(b['obs'])['action_pred'], atol=1e-3, rtol=1e-3)
+    out = pg.predict_action({k: v.cuda() for k, v in b['obs'].items()}, gen(0))['action_pred'].cpu()
+    torch.testing.assert_close(out, p.predict_action(b['obs'], gen(0))['action_pred'], atol=1e-3, rtol=1e-3)
     loss, _ = pg.compute_loss({'obs': {k: v.cuda() for k, v in b['obs'].items()}, 'action': b['action'].cuda()})
     assert loss.device.type == 'cuda' and torch.isfinite(loss)
 
