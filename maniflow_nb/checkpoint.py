@@ -4,18 +4,18 @@
 
 # %% auto #0
 __all__ = ['LEGACY_FORMAT', 'LIGHTNING_MODEL_PREFIX', 'LIGHTNING_EMA_PREFIX', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'to_device', 'pick_device', 'TopK', 'legacy_to_lightning', 'lightning_to_legacy',
-           'read_checkpoint', 'load_policy_from_checkpoint']
+           'load_checkpoint', 'to_device', 'pick_device', 'TopK', 'NonFiniteError', 'first_non_finite', 'check_weights',
+           'legacy_to_lightning', 'lightning_to_legacy', 'read_checkpoint', 'load_policy_from_checkpoint']
 
-# %% ../nbs/20_checkpoint.ipynb #66edf53d
-import random
+# %% ../nbs/20_checkpoint.ipynb #dc871000
+import math, errno, random
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from omegaconf import OmegaConf
 from .config import atomic_path, ConfigError, UserError
 from .policies import make_policy
 
-# %% ../nbs/20_checkpoint.ipynb #4724072a
+# %% ../nbs/20_checkpoint.ipynb #73b30702
 def rng_state() -> dict:
     "Python, NumPy, torch (and CUDA) RNG states as plain lists and tensors."
     v, st, gauss = random.getstate()
@@ -33,16 +33,26 @@ def set_rng_state(d:dict):
     torch.set_rng_state(d['torch'])
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
-# %% ../nbs/20_checkpoint.ipynb #8ae34de9
+# %% ../nbs/20_checkpoint.ipynb #7a186b9a
+_WRITE_FAILED = ('enforce fail at inline_container', 'file write failed', 'No space left on device')
+
 def save_checkpoint(ckpt:dict, path):
-    "Write a checkpoint dict atomically."
-    with atomic_path(path) as tmp: torch.save(ckpt, tmp)
+    "Write a checkpoint dict atomically; a full disk or a read-only directory is one `UserError` naming `path`."
+    try:
+        with atomic_path(path) as tmp: torch.save(ckpt, tmp)
+    except OSError as e:
+        if e.errno == errno.ENOSPC: raise UserError(f'disk full writing {path}') from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS): raise UserError(f'run dir {Path(path).parent} is not writable ({e.strerror})') from None
+        raise
+    except RuntimeError as e:
+        if any(m in str(e) for m in _WRITE_FAILED): raise UserError(f'disk full writing {path} (torch: {str(e).splitlines()[0][:120]})') from None
+        raise
 
 def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint without unpickling objects."
     return torch.load(path, map_location=map_location, weights_only=True)
 
-# %% ../nbs/20_checkpoint.ipynb #78ab8d82
+# %% ../nbs/20_checkpoint.ipynb #6594e572
 def to_device(x, device):
     "Move the tensors of a nested dict/list/tuple to `device`."
     if torch.is_tensor(x): return x.to(device, non_blocking=torch.device(device).type == 'cuda')
@@ -58,7 +68,7 @@ def pick_device(accelerator:str='auto') -> torch.device:
     if accelerator in ('auto', 'cpu'): return torch.device('cpu')
     raise ConfigError(f"trainer.accelerator is '{accelerator}', expected 'auto', 'cpu' or 'gpu'")
 
-# %% ../nbs/20_checkpoint.ipynb #3916a8cb
+# %% ../nbs/20_checkpoint.ipynb #6c90450b
 class TopK:
     "Bookkeeping of the k best checkpoints by a monitored metric."
     def __init__(self, monitor:str='val_loss', mode:str='min', k:int=1):
@@ -74,8 +84,8 @@ class TopK:
     def _rank(self): return sorted(self.best, key=lambda f: self.best[f], reverse=self.mode == 'max')
 
     def update(self, filename:str, score:float):
-        "Offer a checkpoint; returns (keep it?, filenames to delete)."
-        if self.k == 0: return False, []
+        "Offer a checkpoint; returns (keep it?, filenames to delete). A non-finite score is never kept nor ranked."
+        if self.k == 0 or not math.isfinite(score): return False, []
         self.best[filename] = float(score)
         if self.k < 0 or len(self.best) <= self.k: return True, []
         evict = self._rank()[self.k:]
@@ -90,7 +100,20 @@ class TopK:
     def state_dict(self): return {'monitor': self.monitor, 'mode': self.mode, 'k': self.k, 'best': dict(self.best)}
     def load_state_dict(self, d): self.monitor, self.mode, self.k, self.best = d['monitor'], d['mode'], d['k'], dict(d['best'])
 
-# %% ../nbs/20_checkpoint.ipynb #3e3f8368
+# %% ../nbs/20_checkpoint.ipynb #e3c654ae
+class NonFiniteError(UserError):
+    "Training produced a non-finite loss, gradient norm, metric or weight; the message names the step and the quantity."
+
+def first_non_finite(tensors:dict) -> str|None:
+    "Name of the first floating-point tensor of `tensors` (name -> tensor) holding a nan or inf, else None."
+    return next((k for k, t in tensors.items() if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()), None)
+
+def check_weights(tensors:dict, where:str):
+    "Raise `NonFiniteError` if a weight of `tensors` is not finite; `where` says when (step, epoch)."
+    if (k := first_non_finite(tensors)) is not None:
+        raise NonFiniteError(f'weight {k} is not finite {where}: no checkpoint written (lower training.learning_rate or check the data)')
+
+# %% ../nbs/20_checkpoint.ipynb #88223813
 LEGACY_FORMAT = 'maniflow_nb.legacy/1'
 LIGHTNING_MODEL_PREFIX, LIGHTNING_EMA_PREFIX = 'policy.', 'ema_model.'
 
@@ -120,7 +143,7 @@ def lightning_to_legacy(ckpt:dict) -> dict:
             'optimizer': opt[0], 'scheduler': sch[0], 'rng': extra.get('rng'), 'loop': loop,
             'topk': extra.get('topk'), 'config': (ckpt.get('hyper_parameters') or {}).get('cfg')}
 
-# %% ../nbs/20_checkpoint.ipynb #4fe9fd9b
+# %% ../nbs/20_checkpoint.ipynb #31cd2a0f
 def read_checkpoint(path) -> dict:
     "A checkpoint as a legacy dict, whichever trainer wrote it; clear errors for missing or foreign files."
     path = Path(path)

@@ -6,13 +6,13 @@
 __all__ = ['NORMALIZER_MODES', 'NormalizerWarning', 'bulk_range', 'check_fit', 'channel_stats', 'FieldNormalizer',
            'LinearNormalizer', 'fit_normalizer']
 
-# %% ../nbs/04_normalizer.ipynb #b909bfb3
+# %% ../nbs/04_normalizer.ipynb #02bfd536
 import warnings
 import numpy as np, torch
 from torch import nn
 from .data import DataError
 
-# %% ../nbs/04_normalizer.ipynb #29c27c45
+# %% ../nbs/04_normalizer.ipynb #2334ef72
 def _rows(x) -> np.ndarray:
     "(..., C) array or tensor -> (rows, C) numpy view."
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
@@ -22,9 +22,10 @@ class NormalizerWarning(UserWarning):
     "A fitted normalizer whose range is dominated by outliers."
 
 def bulk_range(x, q:float=1e-3, n:int=1<<16) -> tuple:
-    "(lo, hi) per channel: the `q` and `1-q` quantiles of a strided sample of at most `n` rows of `x` (..., C)."
+    "(lo, hi, q) per channel: the `q` and `1-q` quantiles of a strided sample of at most `n` rows of `x` (..., C)."
     r = _rows(x); r = r[::max(1, len(r) // n)]
-    return tuple(np.quantile(r.astype(np.float64), [q, 1 - q], axis=0, method='nearest'))
+    q = min(max(q, 2 / len(r)), 0.25)                 # a small sample still leaves out its two extreme rows
+    return (*np.quantile(r.astype(np.float64), [q, 1 - q], axis=0, method='nearest'), q)
 
 def check_fit(name:str, s:dict, scale, offset, x, squash:float=1e-3):
     "Raise `DataError` for a fit that would destroy `x`; warn when outliers squash its bulk (see above)."
@@ -36,13 +37,13 @@ def check_fit(name:str, s:dict, scale, offset, x, squash:float=1e-3):
         if not (np.isfinite(sc[c]) and np.isfinite(off[c]) and abs(sc[c]) >= np.finfo(np.float32).tiny):
             raise DataError(f"{at}: fitted scale {float(sc[c]):.3g} / offset {float(off[c]):.3g} is zero, subnormal or non-finite "
                             f"in float32 (values in [{s['min'][c]:.4g}, {s['max'][c]:.4g}]): an outlier or corrupt value?")
-    lo, hi = bulk_range(x); rng = s['max'] - s['min']
+    lo, hi, q = bulk_range(x); rng = s['max'] - s['min']
     for c in np.flatnonzero((hi - lo > 0) & (hi - lo < squash * rng)):
-        warnings.warn(f"normalizer of '{name}' channel {c}: 99.8% of the values lie in [{lo[c]:.4g}, {hi[c]:.4g}] but the range is "
+        warnings.warn(f"normalizer of '{name}' channel {c}: {100 * (1 - 2 * q):.3g}% of the values lie in [{lo[c]:.4g}, {hi[c]:.4g}] but the range is "
                       f"[{s['min'][c]:.4g}, {s['max'][c]:.4g}]: outliers squash them into {100 * (hi[c] - lo[c]) / rng[c]:.2g}% of the normalized range",
                       NormalizerWarning, stacklevel=2)
 
-# %% ../nbs/04_normalizer.ipynb #ec7feccc
+# %% ../nbs/04_normalizer.ipynb #93469b2e
 NORMALIZER_MODES = ('limits', 'gaussian')
 
 def channel_stats(x, # (..., C) array or tensor; statistics per channel C over all other axes
@@ -92,7 +93,7 @@ def _dt(x): return x.dtype if torch.is_tensor(x) and x.is_floating_point() else 
 
 
 
-# %% ../nbs/04_normalizer.ipynb #8991ecde
+# %% ../nbs/04_normalizer.ipynb #2c814897
 class LinearNormalizer(nn.Module):
     "Per-key `FieldNormalizer`s; `normalize`/`unnormalize` map (nested) dicts of tensors key by key."
     def __init__(self):
@@ -125,7 +126,7 @@ class LinearNormalizer(nn.Module):
         for name, bufs in found.items(): self.fields[name] = FieldNormalizer(**bufs)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-# %% ../nbs/04_normalizer.ipynb #86143902
+# %% ../nbs/04_normalizer.ipynb #ca77b429
 def fit_normalizer(data:dict, # 'action' and obs name -> (N,...) arrays
                    obs_meta:dict, # shape_meta['obs'] with each key's `type`
                    mode='limits', # 'limits' or 'gaussian' (task.dataset.normalizer_mode)

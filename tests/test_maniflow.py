@@ -1,17 +1,19 @@
 """ManiFlow policy: golden outputs of a fixed-seed tiny model, overfitting for every probability path, the Hydra
-policy configs (incl. the full-size 12x768 network), and a checkpoint round trip.
+policy configs (incl. the full-size 12x768 network), ManiFlow's architecture details, and a checkpoint round trip.
 
 Regenerate the golden tensors (only after an intended numerical change, and say so in the commit):
     .venv/bin/python tests/test_maniflow.py --regenerate
+Last regenerated when ManiFlow's architecture (ManiFlow_Policy @ c631661) became the default: t embedded itself,
+RMSNorm head, bias-free q/kv cross-attention, self-attention-only dropout, the state feature on every point token.
 """
 import copy, math, sys
 from pathlib import Path
 import pytest, torch
-from hydra.utils import instantiate
-from maniflow_nb.config import compose_config
+from maniflow_nb.config import compose_config, ConfigError
+from maniflow_nb.policies import make_policy
 from maniflow_nb.normalizer import LinearNormalizer
 from maniflow_nb.flow import PATHS
-from maniflow_nb.maniflow import ManiFlowPolicy
+from maniflow_nb.maniflow import ManiFlowPolicy, DiTX
 from maniflow_nb.ema import EMAModel
 
 GOLDEN = Path(__file__).parent / 'golden' / 'maniflow_tiny.pt'
@@ -34,7 +36,7 @@ def _normalizer(batch):
 def _tiny(meta=META, **kw):
     torch.manual_seed(0)
     kw = dict(n_layer=1, n_head=2, n_emb=32, token_dim=32, time_freq_dim=32, n_point_tokens=8,
-              pointnet_hidden=(16, 32), state_hidden=(16,), add_value_head=True) | kw
+              pointnet_hidden=(16, 32), state_hidden=(16,), state_dim=16, add_value_head=True) | kw
     return ManiFlowPolicy(meta, horizon=8, n_obs_steps=2, n_action_steps=4, **kw)
 
 def _train(pol, batch, steps, lr=3e-3, max_decay=0.95, seed=0):
@@ -106,15 +108,12 @@ def test_overfit_every_path_and_sampler(path):
     assert l0 / l1 >= 10, (path, l0, l1)
     for s in SAMPLERS: assert e0[s] / e1[s] >= 10, (path, s, e0[s], e1[s])
 
-def _instantiate(cfg, meta=None, **over):
-    meta = meta or cfg.task.shape_meta
-    return instantiate(cfg.policy, shape_meta=meta, horizon=cfg.horizon, n_obs_steps=cfg.n_obs_steps,
-                       n_action_steps=cfg.n_action_steps, **over)
+def _instantiate(cfg): return make_policy(cfg)
 
 @pytest.mark.parametrize('config,overrides', [
     ('maniflow_pointcloud_metaworld', []),
     ('maniflow_state_metaworld', []),
-    ('maniflow_pointcloud_metaworld', ['policy=maniflow_pointcloud_robotwin', 'task=robotwin', 'n_action_steps=8',
+    ('maniflow_pointcloud_metaworld', ['policy=maniflow_pointcloud_robotwin', 'task=robotwin', 'horizon=16', 'n_action_steps=8',
                                        'policy.n_layer=1', 'policy.n_emb=32', 'policy.n_head=2']),
 ])
 def test_policy_configs(config, overrides, tmp_path):
@@ -134,14 +133,61 @@ def test_policy_configs(config, overrides, tmp_path):
     assert torch.equal(a['action'], b['action']) and torch.equal(a['action_pred'], b['action_pred'])
 
 def test_full_size_config():
-    "ManiFlow's published size (12 blocks x 768) is instantiable from the yaml: about 180 M parameters."
-    cfg = compose_config('maniflow_pointcloud_metaworld', ['policy.n_layer=12', 'policy.n_head=8', 'policy.n_emb=768',
-                                                           'policy.p_drop_attn=0.1', 'policy.time_freq_dim=128',
-                                                           'policy.token_dim=128', 'policy.n_point_tokens=64'])
+    """ManiFlow's published size (12 blocks x 768) is one switch of the MetaWorld config: about 180 M parameters,
+    128 observation tokens of width 128 + 64 (ManiFlow's MetaWorld layout)."""
+    cfg = compose_config('maniflow_pointcloud_metaworld', ['policy=maniflow_pointcloud_paper'])
     pol = _instantiate(cfg)
     n = sum(p.numel() for p in pol.parameters())
     assert 170e6 < n < 195e6, n
-    assert pol.obs_encoder.n_tokens == 2 * 64 + 2
+    assert (pol.obs_encoder.n_tokens, pol.obs_encoder.token_width) == (2 * 64, 192)
+    assert pol.model.cond_pos.shape == (1, 128, 768) and pol.model.blocks[0].self_attn.dropout == 0.1
+
+def test_metaworld_config_is_maniflows():
+    "The MetaWorld config carries ManiFlow's loop settings; language conditioning is a switched-off option."
+    cfg = compose_config('maniflow_pointcloud_metaworld')
+    tr = cfg.training
+    assert (cfg.horizon, cfg.n_obs_steps, cfg.n_action_steps) == (4, 2, 3)
+    assert (tr.batch_size, list(tr.betas), tr.weight_decay, tr.learning_rate, tr.lr_warmup_steps) == (384, [0.9, 0.95], 1e-3, 1e-4, 500)
+    assert (cfg.policy.token_dim, cfg.policy.n_point_tokens, cfg.policy.state_dim, cfg.policy.time_freq_dim) == (128, 64, 64, 128)
+    with pytest.raises(ConfigError, match='T5-small'):
+        _instantiate(compose_config('maniflow_pointcloud_metaworld', ['policy.language_conditioned=true']))
+
+def test_ditx_is_maniflows():
+    """t is embedded as t itself, the head norm is RMSNorm, the cross-attention has no q/k/v biases, and dropout only
+    touches the self-attention weights."""
+    net = DiTX(3, 4, 10, 6, n_layer=1, n_head=2, n_emb=16, p_drop=0.5, time_freq_dim=8)
+    keys = set(net.state_dict())
+    assert {'blocks.0.cross_attn.q.weight', 'blocks.0.cross_attn.kv.weight', 'blocks.0.cross_attn.proj.bias', 'out_norm.weight'} <= keys
+    assert not {'blocks.0.cross_attn.q.bias', 'blocks.0.cross_attn.kv.bias', 'out_norm.bias'} & keys
+    assert isinstance(net.out_norm, torch.nn.RMSNorm) and net.out_norm.eps == 1e-6
+    t = torch.tensor([0.25])
+    half = torch.exp(-math.log(1e4) * torch.arange(4) / 3) * 0.25
+    with torch.no_grad():
+        feats = []
+        net.t_emb.mlp[0].register_forward_hook(lambda m, i, o: feats.append(i[0]))
+        net.t_emb(t)
+    torch.testing.assert_close(feats[0], torch.cat([half.sin(), half.cos()])[None])
+    x, c = torch.randn(2, 4, 3), torch.randn(2, 6, 10)
+    with torch.no_grad():
+        net.blocks[0].adaLN[-1].bias.normal_(); net.blocks[0].adaLN[-1].bias[32:48] = 0   # self-attention gated off
+        net.out[-1].weight.normal_()
+        assert torch.equal(net.train()(x, 0.3, 0.1, c), net.eval()(x, 0.3, 0.1, c))
+        net.blocks[0].adaLN[-1].bias[32:48] = 1
+        assert not torch.equal(net.train()(x, 0.3, 0.1, c), net.eval()(x, 0.3, 0.1, c))
+
+def test_predict_draws_fresh_noise():
+    "No per-call reseed: two calls differ; a generator (one per episode) or the seeded global RNG reproduces them."
+    batch = _batch(META, 3, seed=5)
+    pol = _tiny(); pol.set_normalizer(_normalizer(batch)); pol.eval()
+    with torch.no_grad(): pol.model.out[-1].weight.normal_()
+    a, b = (pol.predict_action(batch['obs'], num_steps=2)['action'] for _ in range(2))
+    assert not torch.allclose(a, b)
+    g = torch.Generator().manual_seed(0)
+    first = [pol.predict_action(batch['obs'], g, num_steps=2)['action'] for _ in range(2)]
+    g = torch.Generator().manual_seed(0)
+    again = [pol.predict_action(batch['obs'], g, num_steps=2)['action'] for _ in range(2)]
+    assert not torch.allclose(*first) and all(torch.equal(u, v) for u, v in zip(first, again))
+    assert not hasattr(pol, 'sample_seed')
 
 def test_ppo_ratio_is_one_after_checkpoint(tmp_path):
     "The stored chain's log-prob is recomputed exactly by a reloaded policy (PPO's first ratio is 1)."
