@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['LEGACY_FORMAT', 'LIGHTNING_MODEL_PREFIX', 'LIGHTNING_EMA_PREFIX', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'to_device', 'pick_device', 'TopK', 'NonFiniteError', 'first_non_finite', 'check_weights',
-           'legacy_to_lightning', 'lightning_to_legacy', 'read_checkpoint', 'load_policy_from_checkpoint']
+           'load_checkpoint', 'to_device', 'pick_device', 'TopK', 'NonFiniteError', 'diverged', 'first_non_finite',
+           'check_weights', 'legacy_to_lightning', 'lightning_to_legacy', 'read_checkpoint',
+           'load_policy_from_checkpoint']
 
-# %% ../nbs/20_checkpoint.ipynb #dc871000
+# %% ../nbs/20_checkpoint.ipynb #d59844f0
 import math, errno, random
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from .config import atomic_path, ConfigError, UserError
 from .policies import make_policy
 
-# %% ../nbs/20_checkpoint.ipynb #73b30702
+# %% ../nbs/20_checkpoint.ipynb #297b1fb7
 def rng_state() -> dict:
     "Python, NumPy, torch (and CUDA) RNG states as plain lists and tensors."
     v, st, gauss = random.getstate()
@@ -33,7 +34,7 @@ def set_rng_state(d:dict):
     torch.set_rng_state(d['torch'])
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
-# %% ../nbs/20_checkpoint.ipynb #7a186b9a
+# %% ../nbs/20_checkpoint.ipynb #a68672f8
 _WRITE_FAILED = ('enforce fail at inline_container', 'file write failed', 'No space left on device')
 
 def save_checkpoint(ckpt:dict, path):
@@ -52,7 +53,7 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint without unpickling objects."
     return torch.load(path, map_location=map_location, weights_only=True)
 
-# %% ../nbs/20_checkpoint.ipynb #6594e572
+# %% ../nbs/20_checkpoint.ipynb #8cf67370
 def to_device(x, device):
     "Move the tensors of a nested dict/list/tuple to `device`."
     if torch.is_tensor(x): return x.to(device, non_blocking=torch.device(device).type == 'cuda')
@@ -68,7 +69,7 @@ def pick_device(accelerator:str='auto') -> torch.device:
     if accelerator in ('auto', 'cpu'): return torch.device('cpu')
     raise ConfigError(f"trainer.accelerator is '{accelerator}', expected 'auto', 'cpu' or 'gpu'")
 
-# %% ../nbs/20_checkpoint.ipynb #6c90450b
+# %% ../nbs/20_checkpoint.ipynb #3e701bd1
 class TopK:
     "Bookkeeping of the k best checkpoints by a monitored metric."
     def __init__(self, monitor:str='val_loss', mode:str='min', k:int=1):
@@ -100,9 +101,15 @@ class TopK:
     def state_dict(self): return {'monitor': self.monitor, 'mode': self.mode, 'k': self.k, 'best': dict(self.best)}
     def load_state_dict(self, d): self.monitor, self.mode, self.k, self.best = d['monitor'], d['mode'], d['k'], dict(d['best'])
 
-# %% ../nbs/20_checkpoint.ipynb #e3c654ae
+# %% ../nbs/20_checkpoint.ipynb #f5d72781
 class NonFiniteError(UserError):
     "Training produced a non-finite loss, gradient norm, metric or weight; the message names the step and the quantity."
+
+def diverged(what:str, step:int, epoch:int, batch:int=None) -> NonFiniteError:
+    "The error that stops a diverging run: the quantity (`'loss is nan'`), the optimizer step, epoch and batch."
+    at = f'step {step} (epoch {epoch}' + (f', batch {batch})' if batch is not None else ', end)')
+    return NonFiniteError(f'training diverged: {what} at {at}; stopped before it reached a checkpoint '
+                          '(lower training.learning_rate, set training.max_grad_norm or check the data)')
 
 def first_non_finite(tensors:dict) -> str|None:
     "Name of the first floating-point tensor of `tensors` (name -> tensor) holding a nan or inf, else None."
@@ -113,7 +120,7 @@ def check_weights(tensors:dict, where:str):
     if (k := first_non_finite(tensors)) is not None:
         raise NonFiniteError(f'weight {k} is not finite {where}: no checkpoint written (lower training.learning_rate or check the data)')
 
-# %% ../nbs/20_checkpoint.ipynb #88223813
+# %% ../nbs/20_checkpoint.ipynb #0f0852d1
 LEGACY_FORMAT = 'maniflow_nb.legacy/1'
 LIGHTNING_MODEL_PREFIX, LIGHTNING_EMA_PREFIX = 'policy.', 'ema_model.'
 
@@ -143,7 +150,7 @@ def lightning_to_legacy(ckpt:dict) -> dict:
             'optimizer': opt[0], 'scheduler': sch[0], 'rng': extra.get('rng'), 'loop': loop,
             'topk': extra.get('topk'), 'config': (ckpt.get('hyper_parameters') or {}).get('cfg')}
 
-# %% ../nbs/20_checkpoint.ipynb #31cd2a0f
+# %% ../nbs/20_checkpoint.ipynb #82c32510
 def read_checkpoint(path) -> dict:
     "A checkpoint as a legacy dict, whichever trainer wrote it; clear errors for missing or foreign files."
     path = Path(path)

@@ -6,21 +6,24 @@
 __all__ = ['MODES', 'ACCELERATORS', 'LAUNCH_DEFAULTS', 'SBATCH_TEMPLATE', 'DEFAULT_SETUP', 'LaunchInfo', 'first_host',
            'slurm_tasks_per_node', 'in_slurm_step', 'detect_launch', 'resolve_launch', 'ExternalDDPStrategy',
            'in_notebook', 'effective_batch_size', 'trainer_settings', 'launch_config', 'launch_summary',
-           'configure_launch', 'open_dict', 'slurm_job_id', 'requeue_job', 'RequeueOnSignal', 'launch_callbacks',
-           'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_ids', 'array_size',
-           'render_sbatch', 'array_params', 'multirun_job', 'write_job', 'slurm_job', 'slurm_cli']
+           'configure_launch', 'open_dict', 'slurm_job_id', 'requeue_job', 'StopForRequeue', 'RequeueOnSignal',
+           'launch_callbacks', 'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_ids',
+           'array_size', 'render_sbatch', 'array_params', 'multirun_job', 'write_job', 'slurm_job', 'slurm_cli']
 
-# %% ../nbs/26_launch.ipynb #d0d8a96e
+# %% ../nbs/26_launch.ipynb #581f8ffa
 import os, re, sys, shlex, signal, subprocess
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from omegaconf import OmegaConf, DictConfig
 from fastcore.script import Param
+from fastcore.basics import patch
+from pytorch_lightning.utilities.exceptions import _TunerExitException
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from .config import ConfigError, atomic_path
 from .cli import parse_args, pop_flag, user_errors
 from .sweep import expand_sweep, sweep_axes
 
-# %% ../nbs/26_launch.ipynb #ab931c63
+# %% ../nbs/26_launch.ipynb #f758a1af
 @dataclass(frozen=True)
 class LaunchInfo:
     "How training runs: the mode, who started the processes, and this process's place among them."
@@ -49,7 +52,7 @@ def first_host(nodelist:str) -> str:
     if not m: return ''
     return m.group(1) + (re.split(r'[-,]', m.group(2))[0] if m.group(2) else '')
 
-# %% ../nbs/26_launch.ipynb #88e5cda7
+# %% ../nbs/26_launch.ipynb #11368a8f
 def slurm_tasks_per_node(env:dict) -> int:
     "Tasks on this node of a SLURM step (`SLURM_STEP_TASKS_PER_NODE` or `SLURM_TASKS_PER_NODE`, e.g. `4(x2)`)."
     v = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE') or env.get('SLURM_NTASKS', '1')
@@ -80,7 +83,7 @@ def detect_launch(env:dict,      # environment variables (os.environ)
     if cuda_count > 1: return LaunchInfo('distributed', 'spawn', cuda_count, devices=cuda_count)
     return LaunchInfo('single', 'none')
 
-# %% ../nbs/26_launch.ipynb #0a3d56d5
+# %% ../nbs/26_launch.ipynb #7ca76f90
 MODES, ACCELERATORS = ('auto', 'single', 'distributed'), ('auto', 'cpu', 'gpu', 'cuda')
 
 def _check_choice(key:str, value, choices):
@@ -95,7 +98,7 @@ def _requested_size(world_size, accelerator:str, cuda_count:int) -> int:
         raise ConfigError(f"launch.world_size is {world_size!r}, expected a positive integer or 'auto'")
     return world_size
 
-# %% ../nbs/26_launch.ipynb #28a2069b
+# %% ../nbs/26_launch.ipynb #2941cff7
 def _no_gpu_error(): return ConfigError("No CUDA devices available in distributed mode: set trainer.accelerator=cpu for gloo "
                                         "or run on a GPU node (or launch.train_mode=single)")
 
@@ -135,7 +138,7 @@ def resolve_launch(mode:str='auto',         # launch.train_mode: auto | single |
         return LaunchInfo('distributed', 'spawn', n, devices=n) if n > 1 else LaunchInfo('single', 'none')
     return found if mode == 'auto' else LaunchInfo('single', 'none')
 
-# %% ../nbs/26_launch.ipynb #dffad1e7
+# %% ../nbs/26_launch.ipynb #5b4ab789
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
 class ExternalDDPStrategy(DDPStrategy):
@@ -148,7 +151,7 @@ class ExternalDDPStrategy(DDPStrategy):
 if 'ddp_external' not in StrategyRegistry:
     StrategyRegistry.register('ddp_external', ExternalDDPStrategy, description='DDP over externally started processes (notebooks under srun/torchrun)')
 
-# %% ../nbs/26_launch.ipynb #8375bf14
+# %% ../nbs/26_launch.ipynb #2c5d3ade
 LAUNCH_DEFAULTS = {'train_mode': 'auto', 'world_size': 'auto'}
 
 def in_notebook() -> bool:
@@ -168,7 +171,7 @@ def trainer_settings(info:LaunchInfo, accelerator:str, strategy:str='auto', note
     if notebook: ddp = 'ddp_external' if info.external else 'ddp_notebook'
     return {'devices': info.devices, 'num_nodes': info.num_nodes, 'strategy': ddp, 'accelerator': acc}
 
-# %% ../nbs/26_launch.ipynb #4f48f1af
+# %% ../nbs/26_launch.ipynb #3d18a298
 def launch_config(cfg) -> dict:
     "`cfg.launch` with defaults filled in (a config without a `launch` group gets `auto`)."
     got = OmegaConf.to_container(cfg.launch) if 'launch' in cfg and cfg.launch is not None else {}
@@ -200,7 +203,7 @@ def open_dict(cfg):
     from omegaconf import open_dict as od
     return od(cfg)
 
-# %% ../nbs/26_launch.ipynb #14be18d7
+# %% ../nbs/26_launch.ipynb #f75e2eb0
 import pytorch_lightning as pl
 
 def slurm_job_id(env:dict) -> str|None:
@@ -216,12 +219,16 @@ def requeue_job(env:dict|None=None) -> bool:
     if r.returncode: print(f'requeue of job {jid} failed: {r.stderr.strip()}', file=sys.stderr)
     return r.returncode == 0
 
-# %% ../nbs/26_launch.ipynb #0a045063
+# %% ../nbs/26_launch.ipynb #e18e19f9
+class StopForRequeue(_TunerExitException):
+    "Ends `fit` right after the preemption checkpoint: Lightning tears down quietly and runs no epoch-end hook."
+
 class RequeueOnSignal(pl.Callback):
-    "On `sig` (SIGUSR1): at the next batch end, on all ranks, write `ckpt_dir/last.ckpt`, requeue the SLURM job, stop."
+    "On `sig` (SIGUSR1): after the next optimizer step, on all ranks, write `ckpt_dir/last.ckpt`, requeue the SLURM job, stop."
     def __init__(self, ckpt_dir,              # where `last.ckpt` goes (the run dir's `checkpoints/`)
                  sig=signal.SIGUSR1, requeue:bool=True):
         self.ckpt_dir, self.sig, self.requeue, self.requested, self._prev = Path(ckpt_dir), sig, requeue, False, None
+        self.stopped_at, self._step0 = None, 0
 
     def _handle(self, signum, frame): self.requested = True
 
@@ -231,18 +238,25 @@ class RequeueOnSignal(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         if trainer.global_step and trainer.is_global_zero: print(f'resumed at global step {trainer.global_step}', flush=True)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False): return
-        trainer.save_checkpoint(str(self.ckpt_dir/'last.ckpt'))
-        if trainer.is_global_zero:
-            print(f'signal {int(self.sig)}: checkpoint at global step {trainer.global_step} written to {self.ckpt_dir/"last.ckpt"}', flush=True)
-            if self.requeue: print('job requeued' if requeue_job() else 'not requeued', flush=True)
-        trainer.should_stop, self.requested = True, False
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx): self._step0 = trainer.global_step
 
     def teardown(self, trainer, pl_module, stage=None):
         if self._prev is not None: signal.signal(self.sig, self._prev); self._prev = None
 
-# %% ../nbs/26_launch.ipynb #fc7a9ae7
+# %% ../nbs/26_launch.ipynb #e97f2d22
+@patch
+def on_train_batch_end(self:RequeueOnSignal, trainer, pl_module, outputs, batch, batch_idx):
+    stepped = trainer.global_step > self._step0                      # the same on every rank
+    if not trainer.strategy.reduce_boolean_decision(self.requested and stepped, all=False): return
+    trainer.save_checkpoint(str(self.ckpt_dir/'last.ckpt'))
+    if trainer.is_global_zero:
+        print(f'signal {int(self.sig)}: checkpoint at global step {trainer.global_step} written to {self.ckpt_dir/"last.ckpt"}', flush=True)
+        if self.requeue: print('job requeued' if requeue_job() else 'not requeued', flush=True)
+    self.requested, self.stopped_at = False, trainer.global_step
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher): trainer.should_stop = True
+    else: raise StopForRequeue()
+
+# %% ../nbs/26_launch.ipynb #46192ff0
 def launch_callbacks(cfg, env:dict|None=None) -> list:
     "Callbacks the launch adds to `fit`: SIGUSR1 -> checkpoint -> requeue (requeue only inside SLURM)."
     env = os.environ if env is None else env
@@ -253,7 +267,7 @@ def finish_launch():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/26_launch.ipynb #f5ceae9d
+# %% ../nbs/26_launch.ipynb #75988693
 def rank_output(out:str, env:dict) -> str:
     "The executed notebook's path for this rank: `out` on rank 0, `/dev/null` on the others."
     rank = _int(env, 'RANK', _int(env, 'SLURM_PROCID', 0)) if ('RANK' in env or in_slurm_step(env)) else 0
@@ -266,7 +280,7 @@ def papermill_main(argv:list):
     from papermill.cli import papermill
     papermill.main(args=argv, prog_name='papermill')
 
-# %% ../nbs/26_launch.ipynb #18ec41ab
+# %% ../nbs/26_launch.ipynb #5a2b5258
 SBATCH_TEMPLATE = '''#!/bin/bash
 #SBATCH --job-name={job_name}
 #SBATCH --nodes={nodes}
@@ -299,7 +313,7 @@ exit $status
 DEFAULT_SETUP = ('# module load cuda/12.4                      # EDIT: modules\n'
                  '# source /path/to/maniflow_nb/.venv/bin/activate   # EDIT: virtual environment')
 
-# %% ../nbs/26_launch.ipynb #7eb1919a
+# %% ../nbs/26_launch.ipynb #a1b9303c
 def _quoted_list(items:list) -> str:
     "A YAML flow list in single shell quotes (`-p overrides '[...]'`)."
     bad = [o for o in items if "'" in o or '"' in o]
@@ -323,7 +337,7 @@ def array_size(array:str) -> int:
     "Number of tasks of an sbatch `--array` spec."
     return len(array_ids(array))
 
-# %% ../nbs/26_launch.ipynb #45e4be23
+# %% ../nbs/26_launch.ipynb #3c004fec
 def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, tasks_per_node:int|None=None, array:str|None=None,
                   run_dir:str='', job_name:str='', time:str='04:00:00', partition:str='', cpus_per_task:int=8,
                   setup:str=DEFAULT_SETUP, workdir:str='"$SLURM_SUBMIT_DIR"', python:str='python', synthetic_data:bool=False,
@@ -353,7 +367,7 @@ def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, s
     per = sweep if sweep is not None else [[f'training.seed={i}'] for i in range(n)]
     return [{'config_name': config_name, 'overrides': list(overrides) + list(p), 'synthetic_data': synthetic_data} for p in per]
 
-# %% ../nbs/26_launch.ipynb #2f7b2557
+# %% ../nbs/26_launch.ipynb #ac2e1b16
 def _load_sweep(path) -> list:
     "A sweep file: a YAML list with one list of overrides per array task."
     import yaml
@@ -391,7 +405,7 @@ def write_job(config_name:str, overrides:list=(), array:str|None=None, sweep=Non
     with atomic_path(run_root/'job.sbatch') as tmp: Path(tmp).write_text(script)
     return run_root/'job.sbatch'
 
-# %% ../nbs/26_launch.ipynb #eae1b568
+# %% ../nbs/26_launch.ipynb #dbb03541
 def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides for every task, e.g. training.num_epochs=100', str, nargs='*', opt=False)=None,
               nodes:int=1,              # nodes
@@ -427,7 +441,7 @@ def slurm_cli(argv=None):
     kw = parse_args(slurm_job, 'maniflow-slurm', argv)
     with user_errors('maniflow-slurm'): slurm_job(**{**kw, 'multirun': kw['multirun'] or multirun})
 
-# %% ../nbs/26_launch.ipynb #9ef3644e
+# %% ../nbs/26_launch.ipynb #f5062cb5
 #| eval: false
 if __name__ == '__main__':
     if sys.argv[1:2] == ['papermill']: papermill_main(sys.argv[2:])

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['LEGACY_PRECISIONS', 'legacy_precision', 'autocast', 'Preempted', 'TrainWorkspace']
 
-# %% ../nbs/23_workspace.ipynb #1256119e
-import math, signal, sys
+# %% ../nbs/23_workspace.ipynb #7951e375
+import math, signal, sys, contextlib
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from omegaconf import DictConfig
@@ -15,13 +15,14 @@ from fastcore.basics import patch
 from .dataset import collate_batch, EpochSampler, make_datasets
 from .policies import make_policy
 from .ema import EMAModel
-from .config import to_plain, save_config, seed_everything, set_deterministic, ConfigError, resolve_precision
-from .checkpoint import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, TopK, LEGACY_FORMAT,
-                                    lightning_to_legacy, to_device, pick_device)
-from .runlog import Loggers, progress_bar_on
+from .config import to_plain, save_config, seed_everything, set_deterministic, ConfigError, UserError, resolve_precision
+from .schema import validate_config, check_resume, no_train_data, no_val_note
+from .checkpoint import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, read_checkpoint, TopK, LEGACY_FORMAT,
+                                    lightning_to_legacy, to_device, pick_device, diverged, check_weights)
+from .runlog import Loggers, progress_bar_on, RunLock, is_rank_zero
 from .optim import make_optimizer, make_scheduler, optimizer_steps
 
-# %% ../nbs/23_workspace.ipynb #79a5d772
+# %% ../nbs/23_workspace.ipynb #c6f33cec
 LEGACY_PRECISIONS = ('32-true', 'bf16-mixed')
 
 def legacy_precision(precision='32-true', # trainer.precision
@@ -40,17 +41,18 @@ def _every(epoch:int, n) -> bool: return bool(n) and n > 0 and (epoch + 1) % n =
 
 class Preempted(Exception): "The job was asked to stop; `latest.ckpt` holds the position."
 
-# %% ../nbs/23_workspace.ipynb #0932c350
+# %% ../nbs/23_workspace.ipynb #c9398857
 class TrainWorkspace:
     "The legacy training loop: run dir, policy, EMA, optimizer, schedule and data of one run."
     def __init__(self, cfg:DictConfig, # composed config (see `compose_config`)
                  run_dir=None):        # defaults to `cfg.run_dir`
-        self.cfg, self.run_dir, tr = cfg, Path(run_dir or cfg.run_dir), cfg.training
+        self.cfg, self.run_dir, tr = validate_config(cfg), Path(run_dir or cfg.run_dir), cfg.training
         seed_everything(tr.seed)
         if cfg.trainer.get('deterministic'): set_deterministic(True)
         acc = cfg.trainer.get('accelerator', 'auto')
         self.device, self.precision = pick_device(acc), legacy_precision(cfg.trainer.get('precision', '32-true'), acc)
         self.train_set, self.val_set = make_datasets(cfg)
+        if len(self.train_set) == 0: raise no_train_data(cfg)
         self.model = make_policy(cfg, self.train_set.get_normalizer()).to(self.device)
         self.ema = EMAModel.from_config(cfg, self.model)
         self.optimizer = make_optimizer(cfg, self.model)
@@ -62,12 +64,13 @@ class TrainWorkspace:
         self.topk = TopK.from_config(cfg)
         self.epoch = self.global_step = self.batch_idx = 0
         self.loss_sum, self.loss_count, self.stop_requested, self.train_sampling_batch = 0.0, 0, False, None
+        self.stop_signal = None                      # the signal that asked to stop (set by `run`'s handler)
         self.progress, self.loggers = False, None     # set by `run`
 
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
 
-# %% ../nbs/23_workspace.ipynb #fa339166
+# %% ../nbs/23_workspace.ipynb #e9bb66d6
 @patch
 def state_dict(self:TrainWorkspace) -> dict:
     "The run's complete state as a checkpoint dict."
@@ -91,7 +94,7 @@ def load_state_dict(self:TrainWorkspace, ck:dict):
     self.loss_sum, self.loss_count = loop.get('loss_sum', 0.0), loop.get('loss_count', 0)
     if ck.get('rng'): set_rng_state(ck['rng'])
 
-# %% ../nbs/23_workspace.ipynb #624d9a3a
+# %% ../nbs/23_workspace.ipynb #68675d57
 @patch
 def resume(self:TrainWorkspace) -> Path|None:
     "Load the checkpoint to resume from, if any; returns its path."
@@ -102,12 +105,16 @@ def resume(self:TrainWorkspace) -> Path|None:
     if not path and tr.get('resume', True):    # ours, else the Lightning trainer's (same run dir, other trainer)
         path = next((p for p in (self.ckpt_dir/'latest.ckpt', self.ckpt_dir/'last.ckpt') if p.exists()), None)
     if not path: return None
-    self.load_state_dict(load_checkpoint(path))
+    ck = read_checkpoint(path)                     # a file that is no checkpoint: one UserError naming it
+    check_resume(ck['config'], self.cfg, path)     # settings the run cannot change on the way: refused by name
+    self.load_state_dict(ck)
     return Path(path)
 
 @patch
 def save(self:TrainWorkspace, names=('latest.ckpt',)):
-    "Write the run's state to each of `names` in the checkpoint dir."
+    "Write the run's state to each of `names` in the checkpoint dir (never non-finite weights)."
+    check_weights({**self.model.state_dict(), **{f'ema.{k}': v for k, v in self.ema.averaged_model.state_dict().items()}},
+                  f'at step {self.global_step} (epoch {self.epoch})')
     ck = self.state_dict()
     for n in names: save_checkpoint(ck, self.ckpt_dir/n)
 
@@ -120,11 +127,13 @@ def train_loader(self:TrainWorkspace):
                                        num_workers=tr.num_workers, generator=torch.Generator(), collate_fn=collate_batch,
                                        pin_memory=self.device.type == 'cuda')
 
-# %% ../nbs/23_workspace.ipynb #d9f21004
+# %% ../nbs/23_workspace.ipynb #813db1bb
 @patch
 def optimizer_step(self:TrainWorkspace):
-    "Clip, step the optimizer, the LR schedule and the EMA."
-    if self.cfg.training.max_grad_norm: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.max_grad_norm)
+    "Clip (a non-finite gradient norm stops the run), step the optimizer, the LR schedule and the EMA."
+    if self.cfg.training.max_grad_norm:
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.max_grad_norm)
+        if not torch.isfinite(norm): raise diverged(f'gradient norm is {norm.item()}', self.global_step, self.epoch, self.batch_idx - 1)
     self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
     self.scheduler.step(); self.ema.step(self.model)
     self.global_step += 1
@@ -148,6 +157,7 @@ def train_epoch(self:TrainWorkspace):
         if self.batch_idx >= self.n_batches: break
         self.train_sampling_batch = batch = to_device(batch, self.device)
         loss, metrics = self.train_step(batch)
+        if not math.isfinite(loss): raise diverged(f'loss is {loss}', self.global_step, self.epoch, self.batch_idx)
         self.batch_idx += 1; group.append(loss); self.loss_sum += loss; self.loss_count += 1
         if self.batch_idx % acc and self.batch_idx < self.n_batches: continue
         lr = self.optimizer.param_groups[0]['lr']
@@ -165,7 +175,7 @@ def maybe_save_mid_epoch(self:TrainWorkspace):
     if self.stop_requested or (every > 0 and self.global_step % every == 0): self.save()
     if self.stop_requested: raise Preempted()
 
-# %% ../nbs/23_workspace.ipynb #76625df0
+# %% ../nbs/23_workspace.ipynb #0ff9c700
 @patch
 def eval_policy(self:TrainWorkspace) -> nn.Module:
     "The policy used for validation and sampling: the EMA copy when `use_ema`."
@@ -213,6 +223,8 @@ def end_epoch(self:TrainWorkspace):
     if _every(e, tr.val_every) and (v := self.validate()) is not None: row['val_loss'] = v
     if _every(e, tr.sample_every) and self.train_sampling_batch is not None: row['train_action_mse_error'] = self.sample_mse()
     if _every(e, tr.get('eval_every', 0)): row.update(self.rollout())
+    if bad := next((k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)), None):
+        raise diverged(f'{bad} is {row[bad]}', self.global_step, e)
     self.loggers.log(row)
     self.epoch, self.batch_idx, self.loss_sum, self.loss_count = e + 1, 0, 0.0, 0
     if _every(e, tr.checkpoint_every) or self.epoch == tr.num_epochs: self.checkpoint(e, row)
@@ -228,22 +240,38 @@ def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
         if keep: names.insert(0, name)
     self.save(names)
 
-# %% ../nbs/23_workspace.ipynb #90b5d0a9
+# %% ../nbs/23_workspace.ipynb #b8647795
 @patch
 def run(self:TrainWorkspace) -> dict:
-    "Train for `training.num_epochs` epochs, resuming where a previous run stopped."
-    resumed = self.resume()
-    if resumed: print(f'resumed from {resumed} at epoch {self.epoch}, step {self.global_step}', file=sys.stderr)
-    save_config(self.cfg, self.run_dir/'config.yaml')
-    self.progress = progress_bar_on(self.cfg.trainer.get('progress_bar', 'auto'))
-    self.loggers = Loggers(self.cfg, self.run_dir, self.global_step)
-    old = _on_stop_signals(lambda *_: setattr(self, 'stop_requested', True))
-    try:
-        while self.epoch < self.cfg.training.num_epochs:
-            self.train_epoch(); self.end_epoch()
-    except Preempted: print(f'stopped at step {self.global_step}; resume from {self.ckpt_dir/"latest.ckpt"}', file=sys.stderr)
-    finally: self.loggers.close(); _restore_signals(old)
+    "Train for `training.num_epochs` epochs, resuming where a previous run stopped; the run dir is locked meanwhile."
+    with RunLock(self.run_dir) if is_rank_zero() else contextlib.nullcontext():
+        resumed = self.resume()
+        if resumed: print(f'resumed from {resumed} at epoch {self.epoch}, step {self.global_step}', file=sys.stderr)
+        if len(self.val_set) == 0: print(no_val_note(self.cfg), file=sys.stderr)
+        save_config(self.cfg, self.run_dir/'config.yaml')
+        self.progress = progress_bar_on(self.cfg.trainer.get('progress_bar', 'auto'))
+        self.loggers = Loggers(self.cfg, self.run_dir, self.global_step)
+        old = _on_stop_signals(self._on_signal)
+        try:
+            while self.epoch < self.cfg.training.num_epochs:
+                self.train_epoch(); self.end_epoch()
+        except Preempted: self.stopped()
+        finally: self.loggers.close(); _restore_signals(old)
     return self.summary()
+
+@patch
+def _on_signal(self:TrainWorkspace, signum, frame):
+    "Stop at the next optimizer step; a second Ctrl-C stops at once (no checkpoint)."
+    if signum == signal.SIGINT and self.stop_signal == signal.SIGINT: raise KeyboardInterrupt
+    self.stop_requested, self.stop_signal = True, signum
+
+@patch
+def stopped(self:TrainWorkspace):
+    "Report a stop; one asked by a signal ends the process with 128 + its number (130 for Ctrl-C)."
+    where = f'at step {self.global_step} (epoch {self.epoch}, batch {self.batch_idx}); resume from {self.ckpt_dir/"latest.ckpt"}'
+    if self.stop_signal is None: return print(f'stopped {where}', file=sys.stderr)
+    print(f'stopped by {signal.Signals(self.stop_signal).name} {where}', file=sys.stderr)
+    raise SystemExit(128 + self.stop_signal)
 
 @patch
 def summary(self:TrainWorkspace) -> dict:
@@ -255,10 +283,10 @@ def summary(self:TrainWorkspace) -> dict:
             'finished': self.epoch >= self.cfg.training.num_epochs}
 
 def _on_stop_signals(handler) -> dict:
-    "Route SIGUSR1/SIGTERM to `handler` (main thread only); returns the old handlers."
+    "Route SIGINT/SIGUSR1/SIGTERM to `handler` (main thread only); returns the old handlers."
     import threading
     if threading.current_thread() is not threading.main_thread(): return {}
-    return {s: signal.signal(s, handler) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM)}
 
 def _restore_signals(old:dict):
     for s, h in old.items(): signal.signal(s, h)

@@ -1,6 +1,6 @@
 """maniflow_nb.launch end to end: a 2-process gloo DDP step through the real Lightning path compared with one process
 on the global batch, the rendered sbatch templates, and `maniflow-slurm` on bad input."""
-import os, sys, math, socket, subprocess
+import os, sys, math, signal, socket, subprocess
 from pathlib import Path
 import pytest, torch
 import pytorch_lightning as pl
@@ -195,3 +195,51 @@ def test_slurm_cli_multirun(tmp_path, monkeypatch):
     assert '#SBATCH --array=0-3' in (tmp_path/'mr'/'job.sbatch').read_text()
     ov = [yaml.safe_load((tmp_path/'mr'/'params'/f'task_{i}.yaml').read_text())['overrides'] for i in range(4)]
     assert ov == [['training.num_epochs=2', f'training.seed={s}', f'training.batch_size={b}'] for s in (0, 1) for b in (8, 16)]
+
+
+# --- preemption: SIGUSR1 in every window of a step resumes to exactly the uninterrupted run ---
+class _RaiseAt(pl.Callback):
+    "Sends SIGUSR1 to this process once, from inside `hook`, when the trainer is at global step `step`."
+    def __init__(self, hook, step): self.hook, self.step, self.sent = hook, step, False
+    def _at(self, trainer, hook):
+        if hook == self.hook and trainer.global_step == self.step and not self.sent:
+            self.sent = True; os.kill(os.getpid(), signal.SIGUSR1)
+    def on_before_optimizer_step(self, trainer, *a): self._at(trainer, 'on_before_optimizer_step')
+    def on_train_batch_end(self, trainer, *a): self._at(trainer, 'on_train_batch_end')
+    def on_validation_batch_start(self, trainer, *a): self._at(trainer, 'on_validation_batch_start')
+    def on_save_checkpoint(self, trainer, *a): self._at(trainer, 'on_save_checkpoint')
+    def on_train_epoch_end(self, trainer, *a): self._at(trainer, 'on_train_epoch_end')
+
+def _preempt_cfg(store, run_dir, accumulate):
+    return compose_config('maniflow_state_metaworld', ['policy=mlp', f'task.dataset_path={store}', f'run_dir={run_dir}', 'trainer.accelerator=cpu',
+        'training.num_epochs=3', 'training.batch_size=4', f'training.max_train_steps={2 * accumulate}', f'training.gradient_accumulate_every={accumulate}',
+        'training.max_val_steps=1', 'logger.tensorboard=false', 'trainer.progress_bar=false'])
+
+def _fit_weights(cfg, *extra):
+    res = fit(cfg, callbacks=[*launch_callbacks(cfg, env={}), *extra])
+    return res['global_step'], {k: v.clone() for k, v in res['module'].policy.state_dict().items()}
+
+@pytest.fixture(scope='module')
+def preempt_ref(tmp_path_factory):
+    root = tmp_path_factory.mktemp('preempt')
+    make_synthetic_store(root/'s.zarr', n_episodes=4, episode_len=20)
+    return root, {a: _fit_weights(_preempt_cfg(root/'s.zarr', root/f'ref{a}', a)) for a in (1, 2)}
+
+# 3 epochs x 2 optimizer steps; each window is hit at global step 2 (end of epoch 0) or 3 (inside epoch 1): the
+# checkpoint then lands mid-epoch, the case that lost a step (Lightning finished the epoch and overwrote last.ckpt).
+@pytest.mark.parametrize('hook,step,accumulate', [
+    ('on_before_optimizer_step', 2, 1),    # mid-step: between backward and the optimizer step
+    ('on_validation_batch_start', 2, 1),   # during validation
+    ('on_save_checkpoint', 2, 1),          # during the epoch-end checkpoint write
+    ('on_train_epoch_end', 2, 1),          # at the epoch boundary
+    ('on_train_batch_end', 3, 1),          # at a batch end inside an epoch
+    ('on_train_batch_end', 2, 2)])         # between the micro-batches of a gradient accumulation
+def test_preemption_window_resumes_exactly(preempt_ref, hook, step, accumulate):
+    root, ref = preempt_ref
+    cfg = _preempt_cfg(root/'s.zarr', root/f'{hook}_{step}_{accumulate}', accumulate)
+    stopped, _ = _fit_weights(cfg, _RaiseAt(hook, step))
+    assert 0 < stopped < 6
+    assert torch.load(Path(cfg.run_dir)/'checkpoints'/'last.ckpt', weights_only=True)['global_step'] == stopped
+    final, weights = _fit_weights(cfg)                                  # the requeued job: same command, resumes
+    assert final == ref[accumulate][0] == 6
+    for k, v in ref[accumulate][1].items(): assert torch.equal(weights[k], v), k
