@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export WANDB_MODE ?= offline
-DATA ?= data/metaworld_reach.zarr
+DATA ?= data/metaworld_$(TASK).zarr
 TASK ?= reach-v3
 EPISODES ?= 10
 
@@ -30,7 +30,7 @@ $(DATA): | install
 
 train: install $(DATA)  ## install + real MetaWorld demos + train + evaluate (CPU)
 	$(BIN)/maniflow-info $(DATA)
-	bash tools/quickstart.sh $(DATA)
+	TASK=$(TASK) bash tools/quickstart.sh $(DATA)
 
 export-check: install  ## nbdev_export and nbdev_clean must leave the tree unchanged
 	bash tools/check_sync.sh

@@ -6,20 +6,20 @@
 __all__ = ['ALL_CHUNKS_ATTR', 'METADATA_FILES', 'STORE_NAMES', 'DataError', 'open_store', 'store_parts', 'check_episode_ends',
            'check_lengths', 'check_finite', 'all_chunks', 'store_files', 'metadata_errors', 'chunk_files',
            'check_chunks', 'read_array', 'read_store', 'time_chunk', 'compressor', 'write_store', 'check_replaceable',
-           'ReplayBuffer', 'make_synthetic_store', 'append_episodes']
+           'ReplayBuffer', 'store_attrs', 'make_synthetic_store', 'append_episodes']
 
-# %% ../nbs/03_data.ipynb #60837a4a
+# %% ../nbs/03_data.ipynb #6c2563ab
 import os, json, shutil, warnings, zipfile, contextlib
 from pathlib import Path
 import numpy as np, zarr, numcodecs
 from .config import UserError, atomic_path
 from .cli import one_line
 
-# %% ../nbs/03_data.ipynb #007829f9
+# %% ../nbs/03_data.ipynb #0978219e
 class DataError(UserError):
     "A store, episode or batch that breaks the data contract; the message names the file, key and expectation."
 
-# %% ../nbs/03_data.ipynb #f4e68ab4
+# %% ../nbs/03_data.ipynb #6881f418
 def open_store(path, mode='r') -> zarr.Group:
     "Open the Zarr group (v2 or v3, directory or .zip) at `path`, or raise `DataError`."
     p = Path(path)
@@ -69,7 +69,7 @@ def check_finite(data:dict, path='<buffer>', keys=None, block:int=1<<24):
             i = (s + int(i[0]), *map(int, i[1:]))
             raise DataError(f"{path}: data/{k} has NaN/inf at step {i[0]} (index {list(i)}, value {a[i]}), expected finite values")
 
-# %% ../nbs/03_data.ipynb #36b537cf
+# %% ../nbs/03_data.ipynb #c793ec49
 ALL_CHUNKS_ATTR = 'all_chunks_written'
 METADATA_FILES = ('zarr.json', '.zarray', '.zgroup', '.zattrs', '.zmetadata')
 def all_chunks():
@@ -102,7 +102,7 @@ def metadata_errors(path):
         what = f"{Path(path)/f} is not valid Zarr metadata" if f else "unreadable Zarr metadata"
         raise DataError(f"{path}: {what} ({type(e).__name__}: {one_line(e)})") from None
 
-# %% ../nbs/03_data.ipynb #5b66cfa6
+# %% ../nbs/03_data.ipynb #be31b1d6
 def chunk_files(a: zarr.Array) -> list:
     "Store-relative names of every chunk (or shard) file that array `a` (v2 or v3) needs for its shape."
     grid = getattr(a, 'shards', None) or a.chunks
@@ -143,7 +143,7 @@ def read_store(path) -> tuple: # (group, {key: zarr array}, episode_ends)
     check_chunks(g, arrays.values(), path)
     return g, arrays, ends
 
-# %% ../nbs/03_data.ipynb #13997897
+# %% ../nbs/03_data.ipynb #ad1fad64
 def _corrupt(path, key:str, what:str='chunk'):
     "Test helper: delete (`'missing'`) or overwrite (`'chunk'`, `'metadata'`) a file of array `key` in a store."
     a = zarr.open_group(str(path), mode='r')[key]
@@ -152,7 +152,7 @@ def _corrupt(path, key:str, what:str='chunk'):
     else: f.write_bytes(b'{not json' if what == 'metadata' else b'garbage')
     return f
 
-# %% ../nbs/03_data.ipynb #3461ea2d
+# %% ../nbs/03_data.ipynb #197e6459
 def time_chunk(step_bytes:int, target=8<<20, lo=16, hi=1024) -> int:
     "Steps per chunk: about `target` bytes, a few hundred steps for point clouds and images."
     return int(np.clip(target // max(step_bytes, 1), lo, hi))
@@ -162,9 +162,10 @@ def compressor(zarr_format:int):
     if zarr_format == 3: return zarr.codecs.ZstdCodec(level=3)
     return numcodecs.Blosc(cname='zstd', clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
 
-def write_store(path, data:dict, episode_ends, zarr_format:int=3):
+def write_store(path, data:dict, episode_ends, zarr_format:int=3,
+                attrs:dict=None): # what produced the store (env, task, camera, point count, obs keys, ...)
     "Write `data/<key>` and `meta/episode_ends` (every chunk) to a new Zarr store at `path` (not atomic; see `ReplayBuffer.save`)."
-    g = zarr.open_group(str(path), mode='w', zarr_format=zarr_format, attributes={ALL_CHUNKS_ATTR: True})
+    g = zarr.open_group(str(path), mode='w', zarr_format=zarr_format, attributes={**(attrs or {}), ALL_CHUNKS_ATTR: True})
     d, m = g.require_group('data'), g.require_group('meta')
     with all_chunks():
         for k, a in data.items():
@@ -173,7 +174,7 @@ def write_store(path, data:dict, episode_ends, zarr_format:int=3):
         m.create_array('episode_ends', data=np.asarray(episode_ends, np.int64), chunks=(4096,),
                        compressors=compressor(zarr_format))
 
-# %% ../nbs/03_data.ipynb #813b9e80
+# %% ../nbs/03_data.ipynb #92b590d9
 STORE_NAMES = {'zarr.json', '.zgroup', '.zattrs', '.zmetadata', 'data', 'meta'}
 
 def check_replaceable(path) -> Path:
@@ -195,7 +196,7 @@ def _not_a_store(p: Path):
     if extra := sorted(names - STORE_NAMES): return f"it holds '{extra[0]}', which is not part of a store"
     if p.is_dir() and (bad := [n for n in ('data', 'meta') if n in names and not (p/n).is_dir()]): return f"its '{bad[0]}' is not a group"
 
-# %% ../nbs/03_data.ipynb #a0c81b77
+# %% ../nbs/03_data.ipynb #131fed0f
 class ReplayBuffer:
     "Episodes of time-major arrays in RAM: `rb[key]` (N,...) and exclusive `episode_ends` (E,)."
     def __init__(self, data:dict=None, # key -> (N,...) arrays
@@ -251,11 +252,11 @@ class ReplayBuffer:
         s, e = (self._ends[i-1] if i else 0), self._ends[i]
         return {k: v[s:e] for k, v in self.data.items()}
 
-    def save(self, path, overwrite:bool=False, zarr_format:int=3):
-        "Write the buffer as a Zarr store (v3, Zstd) atomically: a crash leaves no partial store."
+    def save(self, path, overwrite:bool=False, zarr_format:int=3, attrs:dict=None):
+        "Write the buffer as a Zarr store (v3, Zstd) atomically, with `attrs` saying what produced it."
         if not self.n_episodes: raise DataError(f"{path}: nothing to save, the buffer has no episodes")
         if overwrite: check_replaceable(path)
-        with atomic_path(path, overwrite=overwrite) as tmp: write_store(tmp, self.data, self._ends, zarr_format)
+        with atomic_path(path, overwrite=overwrite) as tmp: write_store(tmp, self.data, self._ends, zarr_format, attrs)
         return Path(path)
 
     def __repr__(self): return f"ReplayBuffer({self.n_episodes} episodes, {self.n_steps} steps, keys={self.keys()})"
@@ -267,7 +268,12 @@ def _check_episode(ep:dict, keys:list, i:int, path=None):
     if len(set(lens.values())) != 1 or min(lens.values()) < 1:
         raise DataError(f"{path or '<buffer>'}: episode {i} has lengths {lens}, expected one common length >= 1")
 
-# %% ../nbs/03_data.ipynb #e9166748
+# %% ../nbs/03_data.ipynb #351dbead
+def store_attrs(path) -> dict:
+    "What produced the store at `path` (its group attributes, without our bookkeeping keys)."
+    return {k: v for k, v in open_store(path).attrs.asdict().items() if k != ALL_CHUNKS_ATTR}
+
+# %% ../nbs/03_data.ipynb #20319394
 def make_synthetic_store(path, n_episodes:int=4, episode_len=20, # steps per episode (int, or one per episode)
                          n_points:int=512, state_dim:int=9, action_dim:int=4,
                          pc_channels:int=3,  # 3 (xyz) or 6 (xyz + rgb in [0,255])
@@ -292,7 +298,7 @@ def _synthetic_episode(rng, L, n_points, state_dim, action_dim, pc_channels, img
     if img: ep |= {'img': rng.integers(0, 256, (L, 84, 84, 3), dtype=np.uint8), 'depth': rng.uniform(0, 2, (L, 84, 84)).astype(np.float32)}
     return ep
 
-# %% ../nbs/03_data.ipynb #10f867ee
+# %% ../nbs/03_data.ipynb #a1d15512
 def _rewrite(path, key, value):
     "Replace one array of a store in place (test helper for malformed stores)."
     g = zarr.open_group(str(path), mode='r+')
@@ -300,7 +306,7 @@ def _rewrite(path, key, value):
     if value is not None:
         with all_chunks(): g.create_array(key, data=np.asarray(value))
 
-# %% ../nbs/03_data.ipynb #c0a25f5f
+# %% ../nbs/03_data.ipynb #d874b822
 def _link_or_copy(src, dst):
     "Hard-link `src` to `dst` (copy where the filesystem has no hard links)."
     try: os.link(src, dst)

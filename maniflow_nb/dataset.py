@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['OBS_TYPES', 'SAMPLING', 'window_table', 'SequenceSampler', 'get_val_mask', 'downsample_mask', 'prepare_obs',
            'prepare_action', 'check_batch', 'SequenceDataset', 'unbatch', 'collate_batch', 'split_domains',
-           'MultiDomainDataset', 'EpochSampler', 'dataset_kwargs', 'task_domains', 'make_datasets', 'check_work',
-           'ManiFlowDataModule']
+           'MultiDomainDataset', 'EpochSampler', 'dataset_kwargs', 'task_domains', 'make_datasets', 'check_provenance',
+           'check_work', 'ManiFlowDataModule']
 
-# %% ../nbs/05_dataset.ipynb #3fa9a4c8
+# %% ../nbs/05_dataset.ipynb #3f9a4164
 import copy, warnings
 import numpy as np, torch
 from torch.utils.data import Dataset, DataLoader, default_collate
 import pytorch_lightning as pl
 from .config import ConfigError, to_plain
 from .timeline import Timeline
-from .data import DataError, ReplayBuffer
+from .data import DataError, ReplayBuffer, store_attrs
 from .normalizer import NORMALIZER_MODES, LinearNormalizer, fit_normalizer
 
-# %% ../nbs/05_dataset.ipynb #f1eff309
+# %% ../nbs/05_dataset.ipynb #2f6fa45b
 def window_table(episode_ends, horizon:int, pad_before:int=0, pad_after:int=0, episode_mask=None) -> np.ndarray:
     "(M,3) int64 rows `(start, first, last)`: window start step (may precede `first`) and its episode's bounds."
     ends = np.asarray(episode_ends, np.int64); starts = np.r_[0, ends[:-1]]
@@ -71,7 +71,7 @@ def _pad_edges(x, before:int, after:int):
     cat = torch.cat if torch.is_tensor(x) else np.concatenate
     return cat([x[:1]] * before + [x] + [x[-1:]] * after)
 
-# %% ../nbs/05_dataset.ipynb #1eed036e
+# %% ../nbs/05_dataset.ipynb #fcdad3bf
 def get_val_mask(n_episodes:int, val_ratio:float, seed:int=0) -> np.ndarray:
     "(E,) bool: the seeded validation episodes, at least one when `val_ratio > 0` and `n_episodes > 1`."
     mask = np.zeros(n_episodes, bool)
@@ -88,7 +88,7 @@ def downsample_mask(mask, max_n=None, seed:int=0) -> np.ndarray:
     out = np.zeros_like(mask); out[keep] = True
     return out
 
-# %% ../nbs/05_dataset.ipynb #fbd2e615
+# %% ../nbs/05_dataset.ipynb #cd2db6d0
 OBS_TYPES = ('point_cloud', 'low_dim', 'rgb')
 
 def _plain_meta(shape_meta) -> dict:
@@ -126,7 +126,7 @@ def prepare_action(x:np.ndarray, meta:dict, path='<buffer>') -> np.ndarray:
 
 
 
-# %% ../nbs/05_dataset.ipynb #e14ab560
+# %% ../nbs/05_dataset.ipynb #58142b88
 def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
     "Raise `DataError` unless `batch` is `{'obs': {k: (B,To,*shape)}, 'action': (B,T,Da)}` float32."
     m = _plain_meta(shape_meta); a = batch['action']; B = a.shape[0]
@@ -139,7 +139,7 @@ def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
 
 
 
-# %% ../nbs/05_dataset.ipynb #82bbfac5
+# %% ../nbs/05_dataset.ipynb #a1caa21b
 def _choice(key:str, value, options):
     "Raise `ConfigError` unless `value` is one of `options`; `key` names the config key."
     if value not in options: raise ConfigError(f"task.dataset.{key} is '{value}', expected one of {', '.join(options)}")
@@ -223,7 +223,7 @@ def collate_batch(samples):
 
 
 
-# %% ../nbs/05_dataset.ipynb #0c631a89
+# %% ../nbs/05_dataset.ipynb #3715c0a1
 SAMPLING = ('proportional', 'uniform')
 
 def split_domains(domains) -> list:
@@ -285,7 +285,7 @@ def _tree(fn, *trees):
 
 
 
-# %% ../nbs/05_dataset.ipynb #8553c261
+# %% ../nbs/05_dataset.ipynb #b96dcde6
 class EpochSampler(torch.utils.data.Sampler):
     "Indices `0..n-1`, shuffled by a generator seeded with `(seed, epoch)`; `set_epoch`, `skip` and a state_dict."
     def __init__(self, n:int, seed:int=0, shuffle:bool=True):
@@ -304,7 +304,7 @@ class EpochSampler(torch.utils.data.Sampler):
     def state_dict(self) -> dict: return {'epoch': self.epoch, 'start': self.start, 'seed': self.seed}
     def load_state_dict(self, state:dict): self.epoch, self.start, self.seed = state['epoch'], state['start'], state['seed']
 
-# %% ../nbs/05_dataset.ipynb #dbd060f5
+# %% ../nbs/05_dataset.ipynb #3644853a
 def dataset_kwargs(cfg) -> dict:
     "Keyword arguments of `SequenceDataset` / `MultiDomainDataset` from a composed config."
     d = cfg.task.get('dataset') or {}
@@ -319,10 +319,18 @@ def task_domains(cfg) -> list:
 def make_datasets(cfg) -> tuple:
     "`(train, val)` datasets of `cfg.task`: the one data factory of both trainers and `ManiFlowDataModule`."
     paths, kw = task_domains(cfg), dataset_kwargs(cfg)
+    if len(paths) == 1: check_provenance(paths[0], cfg)
     sampling = _choice('sampling', (cfg.task.get('dataset') or {}).get('sampling', 'proportional'), SAMPLING)
     train = SequenceDataset(paths[0], **kw) if len(paths) == 1 else MultiDomainDataset(paths, sampling=sampling, **kw)
     val = train.get_validation_dataset()
     check_work(train, val); return train, val
+
+def check_provenance(path, cfg):
+    "A store recorded for another task than `cfg.task.name` is a `DataError` naming both."
+    rec, task = store_attrs(path).get('task'), cfg.task.get('name')
+    if rec is not None and task is not None and rec != task:
+        raise DataError(f"{path} holds demonstrations of task '{rec}' but task.name is '{task}': "
+                        f"pass task.name={rec}, or train on a store of '{task}'")
 
 def check_work(train, val):
     "`DataError` when `train` has no windows; a warning per store whose training (or, with `val_ratio > 0`, validation) set is empty."
@@ -335,7 +343,7 @@ def check_work(train, val):
                   else p.no_windows(p.val_mask, 'validation').split(': ', 1)[1]
             warnings.warn(f"{p.path}: no validation set (task.dataset.val_ratio={p.val_ratio}): {why}")
 
-# %% ../nbs/05_dataset.ipynb #154f0d72
+# %% ../nbs/05_dataset.ipynb #daa64dfc
 class ManiFlowDataModule(pl.LightningDataModule):
     "Train/val loaders and the normalizer of `make_datasets(cfg)`."
     def __init__(self, cfg,                  # composed config (see `make_datasets` for the keys read)

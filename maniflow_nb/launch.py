@@ -6,11 +6,12 @@
 __all__ = ['MODES', 'ACCELERATORS', 'LAUNCH_DEFAULTS', 'SBATCH_TEMPLATE', 'DEFAULT_SETUP', 'LaunchInfo', 'first_host',
            'slurm_tasks_per_node', 'in_slurm_step', 'detect_launch', 'resolve_launch', 'ExternalDDPStrategy',
            'in_notebook', 'effective_batch_size', 'trainer_settings', 'launch_config', 'launch_summary',
-           'configure_launch', 'open_dict', 'slurm_job_id', 'requeue_job', 'StopForRequeue', 'RequeueOnSignal',
-           'launch_callbacks', 'finish_launch', 'rank_output', 'papermill_main', 'ddp_overrides', 'array_ids',
-           'array_size', 'render_sbatch', 'array_params', 'multirun_job', 'write_job', 'slurm_job', 'slurm_cli']
+           'export_launch_env', 'plan_launch', 'configure_launch', 'open_dict', 'slurm_job_id', 'requeue_job',
+           'StopForRequeue', 'RequeueOnSignal', 'launch_callbacks', 'finish_launch', 'rank_output', 'papermill_args',
+           'papermill_main', 'ddp_overrides', 'array_ids', 'array_size', 'render_sbatch', 'array_params',
+           'multirun_job', 'write_job', 'slurm_job', 'slurm_cli']
 
-# %% ../nbs/26_launch.ipynb #581f8ffa
+# %% ../nbs/26_launch.ipynb #54bc69b6
 import os, re, sys, shlex, signal, subprocess
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -23,12 +24,12 @@ from .config import ConfigError, atomic_path
 from .cli import parse_args, pop_flag, user_errors
 from .sweep import expand_sweep, sweep_axes
 
-# %% ../nbs/26_launch.ipynb #f758a1af
+# %% ../nbs/26_launch.ipynb #b2e22fea
 @dataclass(frozen=True)
 class LaunchInfo:
     "How training runs: the mode, who started the processes, and this process's place among them."
     mode: str             # 'single' | 'distributed'
-    source: str           # 'torchrun' | 'slurm': processes started outside; 'spawn': the trainer starts them; 'none'
+    source: str           # 'torchrun' | 'slurm' | 'env' (by hand): processes started outside; 'spawn': the trainer starts them; 'none'
     world_size: int = 1   # processes in all
     rank: int = 0         # global rank of this process
     local_rank: int = 0   # rank on this node
@@ -38,7 +39,10 @@ class LaunchInfo:
     master_port: int = 0
 
     @property
-    def external(self) -> bool: return self.source in ('torchrun', 'slurm')
+    def external(self) -> bool: return self.source in ('torchrun', 'slurm', 'env')
+
+    @property
+    def node_rank(self) -> int: return self.rank // max(self.devices, 1)
 
 def _int(env:dict, key:str, default:int=0) -> int:
     "Integer environment variable, with a clear error for a malformed value."
@@ -52,7 +56,7 @@ def first_host(nodelist:str) -> str:
     if not m: return ''
     return m.group(1) + (re.split(r'[-,]', m.group(2))[0] if m.group(2) else '')
 
-# %% ../nbs/26_launch.ipynb #11368a8f
+# %% ../nbs/26_launch.ipynb #8436bf3f
 def slurm_tasks_per_node(env:dict) -> int:
     "Tasks on this node of a SLURM step (`SLURM_STEP_TASKS_PER_NODE` or `SLURM_TASKS_PER_NODE`, e.g. `4(x2)`)."
     v = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE') or env.get('SLURM_NTASKS', '1')
@@ -70,6 +74,16 @@ def _from_slurm(env:dict) -> LaunchInfo:
                       _int(env, 'SLURM_STEP_NUM_NODES', _int(env, 'SLURM_NNODES', 1)), slurm_tasks_per_node(env), addr,
                       _int(env, 'MASTER_PORT'))
 
+def _from_env(env:dict) -> LaunchInfo:
+    "`RANK`/`WORLD_SIZE`/`MASTER_ADDR`/`MASTER_PORT` without `LOCAL_RANK`: one process per node unless `LOCAL_WORLD_SIZE` says more."
+    ws, rank, lws = _int(env, 'WORLD_SIZE', 1), _int(env, 'RANK'), _int(env, 'LOCAL_WORLD_SIZE', 1)
+    if ws > 1 and not (env.get('MASTER_ADDR') and env.get('MASTER_PORT')):
+        raise ConfigError(f"RANK={rank} and WORLD_SIZE={ws} are set but not MASTER_ADDR/MASTER_PORT: set both (rank 0's host and a free port) on every node")
+    if lws < 1 or ws % lws or not 0 <= rank < ws:
+        raise ConfigError(f"RANK={rank}, WORLD_SIZE={ws}, LOCAL_WORLD_SIZE={lws}: expected 0 <= RANK < WORLD_SIZE, a multiple of LOCAL_WORLD_SIZE")
+    return LaunchInfo('distributed' if ws > 1 else 'single', 'env', ws, rank, rank % lws, ws // lws, lws,
+                      env.get('MASTER_ADDR', ''), _int(env, 'MASTER_PORT'))
+
 def in_slurm_step(env:dict) -> bool:
     "True in a process started by `srun` (a SLURM job step), not in the batch script or an interactive allocation's shell."
     return 'SLURM_PROCID' in env and 'SLURM_STEP_ID' in env and env.get('SLURM_JOB_NAME') not in ('bash', 'interactive')
@@ -77,13 +91,14 @@ def in_slurm_step(env:dict) -> bool:
 def detect_launch(env:dict,      # environment variables (os.environ)
                   cuda_count:int # visible CUDA devices (0 on a CPU machine)
                  ) -> LaunchInfo:
-    "What `train_mode=auto` does in this environment: torchrun, srun, several visible GPUs, or a single process."
+    "What `train_mode=auto` does in this environment: torchrun, srun, `RANK`/`WORLD_SIZE` by hand, several visible GPUs, or one process."
     if 'RANK' in env and 'WORLD_SIZE' in env and 'LOCAL_RANK' in env: return _from_torchrun(env)
     if in_slurm_step(env): return _from_slurm(env)
+    if 'RANK' in env and 'WORLD_SIZE' in env: return _from_env(env)
     if cuda_count > 1: return LaunchInfo('distributed', 'spawn', cuda_count, devices=cuda_count)
     return LaunchInfo('single', 'none')
 
-# %% ../nbs/26_launch.ipynb #7ca76f90
+# %% ../nbs/26_launch.ipynb #87f68363
 MODES, ACCELERATORS = ('auto', 'single', 'distributed'), ('auto', 'cpu', 'gpu', 'cuda')
 
 def _check_choice(key:str, value, choices):
@@ -98,7 +113,7 @@ def _requested_size(world_size, accelerator:str, cuda_count:int) -> int:
         raise ConfigError(f"launch.world_size is {world_size!r}, expected a positive integer or 'auto'")
     return world_size
 
-# %% ../nbs/26_launch.ipynb #2941cff7
+# %% ../nbs/26_launch.ipynb #5126590b
 def _no_gpu_error(): return ConfigError("No CUDA devices available in distributed mode: set trainer.accelerator=cpu for gloo "
                                         "or run on a GPU node (or launch.train_mode=single)")
 
@@ -138,7 +153,7 @@ def resolve_launch(mode:str='auto',         # launch.train_mode: auto | single |
         return LaunchInfo('distributed', 'spawn', n, devices=n) if n > 1 else LaunchInfo('single', 'none')
     return found if mode == 'auto' else LaunchInfo('single', 'none')
 
-# %% ../nbs/26_launch.ipynb #5b4ab789
+# %% ../nbs/26_launch.ipynb #9c98d777
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
 class ExternalDDPStrategy(DDPStrategy):
@@ -151,8 +166,8 @@ class ExternalDDPStrategy(DDPStrategy):
 if 'ddp_external' not in StrategyRegistry:
     StrategyRegistry.register('ddp_external', ExternalDDPStrategy, description='DDP over externally started processes (notebooks under srun/torchrun)')
 
-# %% ../nbs/26_launch.ipynb #2c5d3ade
-LAUNCH_DEFAULTS = {'train_mode': 'auto', 'world_size': 'auto'}
+# %% ../nbs/26_launch.ipynb #de092ac3
+LAUNCH_DEFAULTS = {'train_mode': 'auto', 'world_size': 'auto', 'dry_run': False}
 
 def in_notebook() -> bool:
     "True inside a Jupyter kernel (papermill included)."
@@ -171,7 +186,7 @@ def trainer_settings(info:LaunchInfo, accelerator:str, strategy:str='auto', note
     if notebook: ddp = 'ddp_external' if info.external else 'ddp_notebook'
     return {'devices': info.devices, 'num_nodes': info.num_nodes, 'strategy': ddp, 'accelerator': acc}
 
-# %% ../nbs/26_launch.ipynb #3d18a298
+# %% ../nbs/26_launch.ipynb #769aecd4
 def launch_config(cfg) -> dict:
     "`cfg.launch` with defaults filled in (a config without a `launch` group gets `auto`)."
     got = OmegaConf.to_container(cfg.launch) if 'launch' in cfg and cfg.launch is not None else {}
@@ -179,22 +194,39 @@ def launch_config(cfg) -> dict:
     if unknown: raise ConfigError(f"unknown key(s) launch.{', launch.'.join(sorted(unknown))}; expected {', '.join(LAUNCH_DEFAULTS)}")
     return {**LAUNCH_DEFAULTS, **got}
 
+def _ranks(info:LaunchInfo) -> str:
+    "This process's place: `rank 1 (local 0, node 1)`, or the ranks the trainer will spawn."
+    if info.mode == 'single': return ''
+    if info.source == 'spawn': return f", ranks 0-{info.world_size - 1} (spawned here), master 127.0.0.1 (free port)"
+    return f", rank {info.rank} (local {info.local_rank}, node {info.node_rank}), master {info.master_addr or '?'}:{info.master_port or '?'}"
+
 def launch_summary(cfg, info:LaunchInfo) -> str:
-    "One line: mode, who started the processes, world size, accelerator, effective batch size."
+    "One line: mode, who started the processes, world size, nodes, rank, master, accelerator, effective batch size."
     t, tr = cfg.trainer, cfg.training
     backend = ' (gloo)' if info.mode == 'distributed' and t.accelerator == 'cpu' else ''
-    return (f"launch: {info.mode} via {info.source}, world_size={info.world_size} ({info.num_nodes} node(s) x {info.devices}), "
+    return (f"launch: {info.mode} via {info.source}, world_size={info.world_size} ({info.num_nodes} node(s) x {info.devices}){_ranks(info)}, "
             f"accelerator={t.accelerator}{backend}, strategy={t.strategy}; effective batch size {effective_batch_size(cfg, info)} = "
             f"{tr.batch_size} x {info.world_size} x {tr.get('gradient_accumulate_every', 1)}")
 
-def configure_launch(cfg, env:dict|None=None, cuda_count:int|None=None, notebook:bool|None=None, quiet:bool=False):
-    "A copy of `cfg` with `cfg.trainer` set for the launch this environment and `cfg.launch` ask for; prints a summary on rank 0."
+def export_launch_env(info:LaunchInfo, env:dict):
+    "For a launch by hand, set the `LOCAL_RANK`/`LOCAL_WORLD_SIZE`/`NODE_RANK` Lightning reads (unset ones only)."
+    if info.source != 'env' or info.mode == 'single': return
+    for k, v in (('LOCAL_RANK', info.local_rank), ('LOCAL_WORLD_SIZE', info.devices), ('NODE_RANK', info.node_rank)): env.setdefault(k, str(v))
+
+def plan_launch(cfg, env:dict|None=None, cuda_count:int|None=None, notebook:bool|None=None) -> tuple:
+    "`(cfg with cfg.trainer set for the launch, LaunchInfo)`: what `configure_launch` does, without printing."
     lc, t = launch_config(cfg), cfg.trainer
     info = resolve_launch(lc['train_mode'], lc['world_size'], str(t.accelerator), env, cuda_count)
     if t.get('name') == 'legacy' and info.mode == 'distributed':
         raise ConfigError(f"trainer=legacy runs on one device but the launch is distributed ({info.source}, {info.world_size} processes): use trainer=lightning")
     cfg = cfg.copy()
     with open_dict(cfg): cfg.trainer.update(trainer_settings(info, str(t.accelerator), t.get('strategy', 'auto'), in_notebook() if notebook is None else notebook))
+    return cfg, info
+
+def configure_launch(cfg, env:dict|None=None, cuda_count:int|None=None, notebook:bool|None=None, quiet:bool=False):
+    "A copy of `cfg` with `cfg.trainer` set for the launch this environment and `cfg.launch` ask for; prints a summary on rank 0."
+    cfg, info = plan_launch(cfg, env, cuda_count, notebook)
+    export_launch_env(info, os.environ if env is None else env)
     if info.rank == 0 and not quiet: print(launch_summary(cfg, info))
     return cfg
 
@@ -203,7 +235,7 @@ def open_dict(cfg):
     from omegaconf import open_dict as od
     return od(cfg)
 
-# %% ../nbs/26_launch.ipynb #f75e2eb0
+# %% ../nbs/26_launch.ipynb #f782ee90
 import pytorch_lightning as pl
 
 def slurm_job_id(env:dict) -> str|None:
@@ -219,7 +251,7 @@ def requeue_job(env:dict|None=None) -> bool:
     if r.returncode: print(f'requeue of job {jid} failed: {r.stderr.strip()}', file=sys.stderr)
     return r.returncode == 0
 
-# %% ../nbs/26_launch.ipynb #e18e19f9
+# %% ../nbs/26_launch.ipynb #339ab66f
 class StopForRequeue(_TunerExitException):
     "Ends `fit` right after the preemption checkpoint: Lightning tears down quietly and runs no epoch-end hook."
 
@@ -243,7 +275,7 @@ class RequeueOnSignal(pl.Callback):
     def teardown(self, trainer, pl_module, stage=None):
         if self._prev is not None: signal.signal(self.sig, self._prev); self._prev = None
 
-# %% ../nbs/26_launch.ipynb #e97f2d22
+# %% ../nbs/26_launch.ipynb #3e5a5f21
 @patch
 def on_train_batch_end(self:RequeueOnSignal, trainer, pl_module, outputs, batch, batch_idx):
     stepped = trainer.global_step > self._step0                      # the same on every rank
@@ -256,7 +288,7 @@ def on_train_batch_end(self:RequeueOnSignal, trainer, pl_module, outputs, batch,
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher): trainer.should_stop = True
     else: raise StopForRequeue()
 
-# %% ../nbs/26_launch.ipynb #46192ff0
+# %% ../nbs/26_launch.ipynb #597f757b
 def launch_callbacks(cfg, env:dict|None=None) -> list:
     "Callbacks the launch adds to `fit`: SIGUSR1 -> checkpoint -> requeue (requeue only inside SLURM)."
     env = os.environ if env is None else env
@@ -267,20 +299,37 @@ def finish_launch():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/26_launch.ipynb #75988693
+# %% ../nbs/26_launch.ipynb #2dd8eed5
 def rank_output(out:str, env:dict) -> str:
     "The executed notebook's path for this rank: `out` on rank 0, `/dev/null` on the others."
     rank = _int(env, 'RANK', _int(env, 'SLURM_PROCID', 0)) if ('RANK' in env or in_slurm_step(env)) else 0
     return out if rank == 0 else os.devnull
 
+def _names_run_dir(args:list) -> bool:
+    "True when papermill's parameter options (`-p/-r NAME V`, `-y YAML`, `-f FILE`) set `run_dir`."
+    import yaml
+    for a, b in zip(args, args[1:]):
+        if a in ('-p', '--parameters', '-r', '--parameters_raw') and b == 'run_dir': return True
+        if a in ('-y', '--parameters_yaml', '-f', '--parameters_file'):
+            d = yaml.safe_load(Path(b).read_text() if a in ('-f', '--parameters_file') and Path(b).exists() else b if a in ('-y', '--parameters_yaml') else '')
+            if isinstance(d, dict) and 'run_dir' in d: return True
+    return False
+
+def papermill_args(argv:list, env:dict) -> list:
+    "papermill's arguments for this rank: per-rank output, `OUT`'s folder created, `-p run_dir <OUT's folder>` unless set."
+    if len(argv) < 2: return list(argv)
+    out, rest = rank_output(argv[1], env), list(argv[2:])
+    if out != os.devnull: Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return [argv[0], out, *rest, *([] if _names_run_dir(rest) else ['-p', 'run_dir', str(Path(argv[1]).parent)])]
+
 def papermill_main(argv:list):
-    "Run papermill's CLI with SIGUSR1 ignored (the kernel handles it) and a per-rank output path."
+    "Run papermill's CLI with SIGUSR1 ignored (the kernel handles it), a per-rank output path and the run dir of `OUT`."
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    if len(argv) >= 2: argv = [argv[0], rank_output(argv[1], os.environ), *argv[2:]]
+    argv = papermill_args(argv, os.environ)
     from papermill.cli import papermill
     papermill.main(args=argv, prog_name='papermill')
 
-# %% ../nbs/26_launch.ipynb #5a2b5258
+# %% ../nbs/26_launch.ipynb #4ebeadb7
 SBATCH_TEMPLATE = '''#!/bin/bash
 #SBATCH --job-name={job_name}
 #SBATCH --nodes={nodes}
@@ -313,7 +362,7 @@ exit $status
 DEFAULT_SETUP = ('# module load cuda/12.4                      # EDIT: modules\n'
                  '# source /path/to/maniflow_nb/.venv/bin/activate   # EDIT: virtual environment')
 
-# %% ../nbs/26_launch.ipynb #a1b9303c
+# %% ../nbs/26_launch.ipynb #f81564d1
 def _quoted_list(items:list) -> str:
     "A YAML flow list in single shell quotes (`-p overrides '[...]'`)."
     bad = [o for o in items if "'" in o or '"' in o]
@@ -337,7 +386,7 @@ def array_size(array:str) -> int:
     "Number of tasks of an sbatch `--array` spec."
     return len(array_ids(array))
 
-# %% ../nbs/26_launch.ipynb #3c004fec
+# %% ../nbs/26_launch.ipynb #12fe3682
 def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, tasks_per_node:int|None=None, array:str|None=None,
                   run_dir:str='', job_name:str='', time:str='04:00:00', partition:str='', cpus_per_task:int=8,
                   setup:str=DEFAULT_SETUP, workdir:str='"$SLURM_SUBMIT_DIR"', python:str='python', synthetic_data:bool=False,
@@ -367,7 +416,7 @@ def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, s
     per = sweep if sweep is not None else [[f'training.seed={i}'] for i in range(n)]
     return [{'config_name': config_name, 'overrides': list(overrides) + list(p), 'synthetic_data': synthetic_data} for p in per]
 
-# %% ../nbs/26_launch.ipynb #ac2e1b16
+# %% ../nbs/26_launch.ipynb #fd695e9a
 def _load_sweep(path) -> list:
     "A sweep file: a YAML list with one list of overrides per array task."
     import yaml
@@ -405,7 +454,7 @@ def write_job(config_name:str, overrides:list=(), array:str|None=None, sweep=Non
     with atomic_path(run_root/'job.sbatch') as tmp: Path(tmp).write_text(script)
     return run_root/'job.sbatch'
 
-# %% ../nbs/26_launch.ipynb #dbb03541
+# %% ../nbs/26_launch.ipynb #2d0d6fb8
 def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides for every task, e.g. training.num_epochs=100', str, nargs='*', opt=False)=None,
               nodes:int=1,              # nodes
@@ -441,7 +490,7 @@ def slurm_cli(argv=None):
     kw = parse_args(slurm_job, 'maniflow-slurm', argv)
     with user_errors('maniflow-slurm'): slurm_job(**{**kw, 'multirun': kw['multirun'] or multirun})
 
-# %% ../nbs/26_launch.ipynb #f5062cb5
+# %% ../nbs/26_launch.ipynb #9d44c251
 #| eval: false
 if __name__ == '__main__':
     if sys.argv[1:2] == ['papermill']: papermill_main(sys.argv[2:])

@@ -6,14 +6,14 @@
 __all__ = ['RULES', 'SAFE_ON_RESUME', 'Rule', 'integer', 'number', 'one_of', 'boolean', 'string', 'config_errors',
            'validate_config', 'resume_changes', 'check_resume', 'no_train_data', 'no_val_note']
 
-# %% ../nbs/19_schema.ipynb #4f93e66a
+# %% ../nbs/19_schema.ipynb #1890b775
 from typing import NamedTuple, Callable
 from omegaconf import OmegaConf
 from .config import ConfigError, UserError, PRECISIONS, to_plain
 from .normalizer import NORMALIZER_MODES
 from .dataset import SAMPLING
 
-# %% ../nbs/19_schema.ipynb #0d89e7cd
+# %% ../nbs/19_schema.ipynb #477e6995
 class Rule(NamedTuple):
     "What a config key accepts: `ok(value) -> bool` and the words for it (`expect`)."
     ok: Callable
@@ -43,7 +43,7 @@ def boolean() -> Rule: return one_of(True, False)
 
 def string(none:bool=False) -> Rule: return _nullable(Rule(lambda v: isinstance(v, str) and v != '', 'a non-empty string'), none)
 
-# %% ../nbs/19_schema.ipynb #93f60a68
+# %% ../nbs/19_schema.ipynb #2d2cf11d
 def _devices(v): return v == 'auto' or (_int(v) and (v >= 1 or v == -1)) or (isinstance(v, list) and all(_int(x) for x in v))
 
 RULES = {
@@ -72,7 +72,7 @@ RULES = {
     'logger.tensorboard': boolean(), 'logger.wandb.enabled': boolean(), 'logger.wandb.mode': one_of('offline', 'online', 'disabled'),
 }
 
-# %% ../nbs/19_schema.ipynb #0a329ba9
+# %% ../nbs/19_schema.ipynb #8ef152b2
 _MISSING = object()
 
 def config_errors(cfg, rules:dict=None) -> list:
@@ -90,7 +90,7 @@ def validate_config(cfg, rules:dict=None):
     if errs := config_errors(cfg, rules): raise ConfigError('; '.join(errs))
     return cfg
 
-# %% ../nbs/19_schema.ipynb #6e70b47a
+# %% ../nbs/19_schema.ipynb #08573545
 SAFE_ON_RESUME = ('name', 'run_dir', 'logger', 'launch', 'task.env_runner', 'checkpoint.save_last',
                   'training.num_epochs', 'training.val_every', 'training.sample_every', 'training.checkpoint_every',
                   'training.checkpoint_every_steps', 'training.eval_every', 'training.num_workers', 'training.max_val_steps',
@@ -116,7 +116,7 @@ def check_resume(old, new, path):
         raise ConfigError(f"cannot resume {path} with changed settings: " + ', '.join(f'{k} {a!r} -> {b!r}' for k, a, b in ch) +
                           " (a run in progress keeps them; restore them or use a new run_dir)")
 
-# %% ../nbs/19_schema.ipynb #a9ee5133
+# %% ../nbs/19_schema.ipynb #be2a7c49
 def no_train_data(cfg) -> UserError:
     "The refusal of a config whose training split has no windows."
     return UserError(f"no training windows in task.dataset_path={cfg.task.dataset_path} (episodes shorter than horizon={cfg.horizon}, "
@@ -124,5 +124,5 @@ def no_train_data(cfg) -> UserError:
 
 def no_val_note(cfg) -> str:
     "The one note of a run without validation data."
-    return (f"note: no validation windows (task.dataset.val_ratio={cfg.task.dataset.get('val_ratio')}): val_loss is not computed "
-            "and no checkpoint is ranked best by it")
+    return (f"note: training without validation data (task.dataset.val_ratio={cfg.task.dataset.get('val_ratio')}): "
+            "val_loss is not computed and no checkpoint is ranked best by it")

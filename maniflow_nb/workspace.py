@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['LEGACY_PRECISIONS', 'legacy_precision', 'autocast', 'Preempted', 'TrainWorkspace']
 
-# %% ../nbs/23_workspace.ipynb #7951e375
+# %% ../nbs/23_workspace.ipynb #cae8ecfe
 import math, signal, sys, contextlib
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -22,7 +22,7 @@ from .checkpoint import (rng_state, set_rng_state, save_checkpoint, load_checkpo
 from .runlog import Loggers, progress_bar_on, RunLock, is_rank_zero
 from .optim import make_optimizer, make_scheduler, optimizer_steps
 
-# %% ../nbs/23_workspace.ipynb #c6f33cec
+# %% ../nbs/23_workspace.ipynb #afeff32f
 LEGACY_PRECISIONS = ('32-true', 'bf16-mixed')
 
 def legacy_precision(precision='32-true', # trainer.precision
@@ -41,7 +41,7 @@ def _every(epoch:int, n) -> bool: return bool(n) and n > 0 and (epoch + 1) % n =
 
 class Preempted(Exception): "The job was asked to stop; `latest.ckpt` holds the position."
 
-# %% ../nbs/23_workspace.ipynb #c9398857
+# %% ../nbs/23_workspace.ipynb #7bd51d71
 class TrainWorkspace:
     "The legacy training loop: run dir, policy, EMA, optimizer, schedule and data of one run."
     def __init__(self, cfg:DictConfig, # composed config (see `compose_config`)
@@ -70,7 +70,7 @@ class TrainWorkspace:
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
 
-# %% ../nbs/23_workspace.ipynb #e9bb66d6
+# %% ../nbs/23_workspace.ipynb #a7fe22a2
 @patch
 def state_dict(self:TrainWorkspace) -> dict:
     "The run's complete state as a checkpoint dict."
@@ -94,7 +94,7 @@ def load_state_dict(self:TrainWorkspace, ck:dict):
     self.loss_sum, self.loss_count = loop.get('loss_sum', 0.0), loop.get('loss_count', 0)
     if ck.get('rng'): set_rng_state(ck['rng'])
 
-# %% ../nbs/23_workspace.ipynb #68675d57
+# %% ../nbs/23_workspace.ipynb #2dea23b9
 @patch
 def resume(self:TrainWorkspace) -> Path|None:
     "Load the checkpoint to resume from, if any; returns its path."
@@ -127,7 +127,7 @@ def train_loader(self:TrainWorkspace):
                                        num_workers=tr.num_workers, generator=torch.Generator(), collate_fn=collate_batch,
                                        pin_memory=self.device.type == 'cuda')
 
-# %% ../nbs/23_workspace.ipynb #813db1bb
+# %% ../nbs/23_workspace.ipynb #fcb53129
 @patch
 def optimizer_step(self:TrainWorkspace):
     "Clip (a non-finite gradient norm stops the run), step the optimizer, the LR schedule and the EMA."
@@ -175,7 +175,7 @@ def maybe_save_mid_epoch(self:TrainWorkspace):
     if self.stop_requested or (every > 0 and self.global_step % every == 0): self.save()
     if self.stop_requested: raise Preempted()
 
-# %% ../nbs/23_workspace.ipynb #0ff9c700
+# %% ../nbs/23_workspace.ipynb #5bfe9645
 @patch
 def eval_policy(self:TrainWorkspace) -> nn.Module:
     "The policy used for validation and sampling: the EMA copy when `use_ema`."
@@ -240,7 +240,7 @@ def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
         if keep: names.insert(0, name)
     self.save(names)
 
-# %% ../nbs/23_workspace.ipynb #b8647795
+# %% ../nbs/23_workspace.ipynb #cf4bc7d1
 @patch
 def run(self:TrainWorkspace) -> dict:
     "Train for `training.num_epochs` epochs, resuming where a previous run stopped; the run dir is locked meanwhile."
