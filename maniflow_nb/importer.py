@@ -7,7 +7,7 @@ __all__ = ['SAFE_GLOBALS', 'UPSTREAM', 'BASE_CONFIG', 'SETTINGS', 'MANIFLOW_RULE
            'plain_unpickle', 'read_original', 'cfg_get', 'maniflow_settings', 'dp3_settings', 'our_config', 'rename',
            'map_state_dict', 'import_checkpoint', 'import_main', 'import_cli']
 
-# %% ../nbs/31_import.ipynb #bb645dea
+# %% ../nbs/31_import.ipynb #9b677ced
 import re, io, pickle, typing, collections
 from pathlib import Path
 import torch
@@ -21,7 +21,7 @@ from .policies import make_policy
 from .optim import make_optimizer, make_scheduler
 from .checkpoint import LEGACY_FORMAT, save_checkpoint
 
-# %% ../nbs/31_import.ipynb #d190a7c7
+# %% ../nbs/31_import.ipynb #acd692ac
 SAFE_GLOBALS = [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, StringNode, IntegerNode, FloatNode,
                 BooleanNode, typing.Any, collections.defaultdict, dict, list, int, float, str, bool]
 UPSTREAM = {'maniflow': 'geyan21/ManiFlow_Policy@c631661', 'dp3': 'YanjieZe/3D-Diffusion-Policy@47385d9'}
@@ -59,7 +59,7 @@ def read_original(path,             # a .ckpt written by the original DP3 / Mani
     payload['pickles'] = {k: plain_unpickle(v) if isinstance(v, bytes) else None for k, v in payload.get('pickles', {}).items()}
     return payload
 
-# %% ../nbs/31_import.ipynb #2600c8d1
+# %% ../nbs/31_import.ipynb #ab97d985
 _MISSING = object()
 
 def cfg_get(cfg, key:str, default=_MISSING):
@@ -74,7 +74,7 @@ def cfg_get(cfg, key:str, default=_MISSING):
 def _require(cond, msg):
     if not cond: raise UserError(f"cannot import: {msg}")
 
-# %% ../nbs/31_import.ipynb #f6dca28e
+# %% ../nbs/31_import.ipynb #8a1b80b8
 def _obs_meta(u):
     "Our shape_meta from the original one: exactly point_cloud (XYZ) and agent_pos."
     sm = cfg_get(u, 'shape_meta', None) or cfg_get(u, 'task.shape_meta')
@@ -102,7 +102,7 @@ def _common(u) -> dict:
         if (v := cfg_get(u, theirs, None)) is not None: d[f'training.{ours}'] = v
     return d
 
-# %% ../nbs/31_import.ipynb #7789671e
+# %% ../nbs/31_import.ipynb #26a2c6a2
 def _state_mlp(sizes):
     sizes = list(sizes or (64, 64))
     return {'state_hidden': sizes[:-1], 'state_dim': sizes[-1]}
@@ -113,28 +113,28 @@ def maniflow_settings(u) -> dict:
     for k, want in [('encoder_type', 'DP3Encoder'), ('block_type', 'DiTX'), ('language_conditioned', False),
                     ('pre_norm_modality', False), ('sample_target_t_mode', 'relative'), ('obs_as_global_cond', True),
                     ('sample_t_mode_consistency', 'discrete'), ('sample_dt_mode_consistency', 'uniform')]:
-        _require(g(k, want) == want, f"policy.{k}={g(k)!r} (supported: {want!r})")
+        _require((v := g(k, want)) == want, f"policy.{k}={v!r} (supported: {want!r})")
     _require(g('pointcloud_encoder_cfg', {}).get('pointwise') is True, "pointcloud_encoder_cfg.pointwise must be true (per-point tokens)")
     _require(g('diffusion_timestep_embed_dim', 256) == g('diffusion_target_t_embed_dim', 256), "t and target_t embeddings of different widths")
-    _require(g('sample_t_mode_flow', 'beta') in ('beta', 'uniform'), f"sample_t_mode_flow={g('sample_t_mode_flow')!r} (supported: beta, uniform)")
+    _require((ts := g('sample_t_mode_flow', 'beta')) in ('beta', 'uniform'), f"sample_t_mode_flow={ts!r} (supported: beta, uniform)")
     P = _obs_meta(u)['obs']['point_cloud']['shape'][0]
     pol = dict(n_layer=g('n_layer', 3), n_head=g('n_head', 4), n_emb=g('n_emb', 256), mlp_ratio=4.0, p_drop_attn=0.1,
                time_freq_dim=g('diffusion_timestep_embed_dim', 256), qkv_bias=g('qkv_bias', False), qk_norm=g('qk_norm', False),
                token_dim=g('encoder_output_dim', 256), n_point_tokens=g('visual_cond_len', 1024) if g('downsample_points', False) else P,
                pointnet_hidden=[64, 128, 256], use_pc_color=False, language_conditioned=False,
                **_state_mlp(g('pointcloud_encoder_cfg', {}).get('state_mlp_size')),
-               path='condot', time_sampler=g('sample_t_mode_flow', 'beta'), sampler='euler',
+               path='condot', time_sampler=ts, sampler='euler',
                num_inference_steps=g('num_inference_steps', 10), denoise_timesteps=g('denoise_timesteps', 10),
                flow_batch_ratio=g('flow_batch_ratio', 0.75), consistency_weight=1.0)
     return _common(u) | {f'policy.{k}': v for k, v in pol.items()}
 
-# %% ../nbs/31_import.ipynb #0822179c
+# %% ../nbs/31_import.ipynb #1968cf44
 def dp3_settings(u) -> dict:
     "Our config keys for an original DP3 config."
     g = lambda k, d=_MISSING: cfg_get(u, f'policy.{k}', d)
     for k, want in [('condition_type', 'film'), ('use_down_condition', True), ('use_mid_condition', True),
                     ('use_up_condition', True), ('obs_as_global_cond', True), ('n_groups', 8)]:
-        _require(g(k, want) == want, f"policy.{k}={g(k)!r} (supported: {want!r})")
+        _require((v := g(k, want)) == want, f"policy.{k}={v!r} (supported: {want!r})")
     s = g('noise_scheduler')
     kind = {'DDIMScheduler': 'ddim', 'DDPMScheduler': 'ddpm'}.get(str(s.get('_target_', '')).rsplit('.', 1)[-1])
     _require(kind is not None, f"noise_scheduler {s.get('_target_')!r} (supported: diffusers DDIMScheduler, DDPMScheduler)")
@@ -148,7 +148,7 @@ def dp3_settings(u) -> dict:
            'scheduler': sched, 'num_inference_steps': g('num_inference_steps', None) or s.get('num_train_timesteps', 100)}
     return _common(u) | {f'policy.{k}': v for k, v in pol.items()}
 
-# %% ../nbs/31_import.ipynb #3be761d4
+# %% ../nbs/31_import.ipynb #c236117d
 BASE_CONFIG = {'maniflow': 'maniflow_pointcloud_metaworld', 'dp3': 'dp3_metaworld'}
 SETTINGS = {'maniflow': maniflow_settings, 'dp3': dp3_settings}
 
@@ -171,7 +171,7 @@ def our_config(kind:str, u, overrides=()) -> DictConfig:
             if k not in given: OmegaConf.update(cfg, k, v, merge=False)
     return cfg
 
-# %% ../nbs/31_import.ipynb #f764b3ce
+# %% ../nbs/31_import.ipynb #fbf094fb
 _ENCODER = [('obs_encoder.extractor.mlp.', 'obs_encoder.encoders.point_cloud.mlp.'),
             ('obs_encoder.extractor.final_projection.', 'obs_encoder.encoders.point_cloud.proj.'),
             ('obs_encoder.state_mlp.', 'obs_encoder.encoders.agent_pos.net.')]
@@ -208,7 +208,7 @@ def rename(key:str, rules) -> str|None:
             return out + key[m.end():]
     return None
 
-# %% ../nbs/31_import.ipynb #838c966d
+# %% ../nbs/31_import.ipynb #f42fd11a
 def map_state_dict(sd:dict, rules, target:dict) -> dict:
     "Original state dict `sd` as our keys; every tensor placed once, shapes equal, every `target` key filled."
     out, unknown = {}, []
@@ -226,7 +226,7 @@ def map_state_dict(sd:dict, rules, target:dict) -> dict:
     _require(not missing, f"our tensors the checkpoint does not fill: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return out
 
-# %% ../nbs/31_import.ipynb #cc68745e
+# %% ../nbs/31_import.ipynb #cca376fe
 def import_checkpoint(kind:str,          # 'maniflow' or 'dp3'
                       src, out,          # original .ckpt, our checkpoint to write
                       trust:bool=False,  # unpickle the original with code (only for trusted files)
@@ -251,7 +251,7 @@ def import_checkpoint(kind:str,          # 'maniflow' or 'dp3'
     save_checkpoint(ck, out)
     return ck
 
-# %% ../nbs/31_import.ipynb #f36c4a57
+# %% ../nbs/31_import.ipynb #4b6778b7
 def import_main(kind:str,                 # checkpoint kind: dp3 or maniflow
                 src:str,                  # checkpoint written by the original DP3 / ManiFlow workspace
                 out:str,                  # our checkpoint to write

@@ -11,7 +11,7 @@ __all__ = ['MODES', 'ACCELERATORS', 'LAUNCH_DEFAULTS', 'SBATCH_TEMPLATE', 'DEFAU
            'papermill_main', 'ddp_overrides', 'array_ids', 'array_size', 'render_sbatch', 'array_params',
            'multirun_job', 'write_job', 'slurm_job', 'slurm_cli']
 
-# %% ../nbs/26_launch.ipynb #54bc69b6
+# %% ../nbs/26_launch.ipynb #cbc6644a
 import os, re, sys, shlex, signal, subprocess
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -24,7 +24,7 @@ from .config import ConfigError, atomic_path
 from .cli import parse_args, pop_flag, user_errors
 from .sweep import expand_sweep, sweep_axes
 
-# %% ../nbs/26_launch.ipynb #b2e22fea
+# %% ../nbs/26_launch.ipynb #9849eb60
 @dataclass(frozen=True)
 class LaunchInfo:
     "How training runs: the mode, who started the processes, and this process's place among them."
@@ -56,7 +56,7 @@ def first_host(nodelist:str) -> str:
     if not m: return ''
     return m.group(1) + (re.split(r'[-,]', m.group(2))[0] if m.group(2) else '')
 
-# %% ../nbs/26_launch.ipynb #8436bf3f
+# %% ../nbs/26_launch.ipynb #9f1cfcd4
 def slurm_tasks_per_node(env:dict) -> int:
     "Tasks on this node of a SLURM step (`SLURM_STEP_TASKS_PER_NODE` or `SLURM_TASKS_PER_NODE`, e.g. `4(x2)`)."
     v = env.get('SLURM_STEP_TASKS_PER_NODE') or env.get('SLURM_TASKS_PER_NODE') or env.get('SLURM_NTASKS', '1')
@@ -98,7 +98,7 @@ def detect_launch(env:dict,      # environment variables (os.environ)
     if cuda_count > 1: return LaunchInfo('distributed', 'spawn', cuda_count, devices=cuda_count)
     return LaunchInfo('single', 'none')
 
-# %% ../nbs/26_launch.ipynb #87f68363
+# %% ../nbs/26_launch.ipynb #a56db4d3
 MODES, ACCELERATORS = ('auto', 'single', 'distributed'), ('auto', 'cpu', 'gpu', 'cuda')
 
 def _check_choice(key:str, value, choices):
@@ -113,7 +113,7 @@ def _requested_size(world_size, accelerator:str, cuda_count:int) -> int:
         raise ConfigError(f"launch.world_size is {world_size!r}, expected a positive integer or 'auto'")
     return world_size
 
-# %% ../nbs/26_launch.ipynb #5126590b
+# %% ../nbs/26_launch.ipynb #422e6864
 def _no_gpu_error(): return ConfigError("No CUDA devices available in distributed mode: set trainer.accelerator=cpu for gloo "
                                         "or run on a GPU node (or launch.train_mode=single)")
 
@@ -153,7 +153,7 @@ def resolve_launch(mode:str='auto',         # launch.train_mode: auto | single |
         return LaunchInfo('distributed', 'spawn', n, devices=n) if n > 1 else LaunchInfo('single', 'none')
     return found if mode == 'auto' else LaunchInfo('single', 'none')
 
-# %% ../nbs/26_launch.ipynb #9c98d777
+# %% ../nbs/26_launch.ipynb #1b026eaa
 from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
 class ExternalDDPStrategy(DDPStrategy):
@@ -166,7 +166,7 @@ class ExternalDDPStrategy(DDPStrategy):
 if 'ddp_external' not in StrategyRegistry:
     StrategyRegistry.register('ddp_external', ExternalDDPStrategy, description='DDP over externally started processes (notebooks under srun/torchrun)')
 
-# %% ../nbs/26_launch.ipynb #de092ac3
+# %% ../nbs/26_launch.ipynb #a4530e92
 LAUNCH_DEFAULTS = {'train_mode': 'auto', 'world_size': 'auto', 'dry_run': False}
 
 def in_notebook() -> bool:
@@ -186,7 +186,7 @@ def trainer_settings(info:LaunchInfo, accelerator:str, strategy:str='auto', note
     if notebook: ddp = 'ddp_external' if info.external else 'ddp_notebook'
     return {'devices': info.devices, 'num_nodes': info.num_nodes, 'strategy': ddp, 'accelerator': acc}
 
-# %% ../nbs/26_launch.ipynb #769aecd4
+# %% ../nbs/26_launch.ipynb #59225408
 def launch_config(cfg) -> dict:
     "`cfg.launch` with defaults filled in (a config without a `launch` group gets `auto`)."
     got = OmegaConf.to_container(cfg.launch) if 'launch' in cfg and cfg.launch is not None else {}
@@ -235,7 +235,7 @@ def open_dict(cfg):
     from omegaconf import open_dict as od
     return od(cfg)
 
-# %% ../nbs/26_launch.ipynb #f782ee90
+# %% ../nbs/26_launch.ipynb #8b77554f
 import pytorch_lightning as pl
 
 def slurm_job_id(env:dict) -> str|None:
@@ -251,7 +251,7 @@ def requeue_job(env:dict|None=None) -> bool:
     if r.returncode: print(f'requeue of job {jid} failed: {r.stderr.strip()}', file=sys.stderr)
     return r.returncode == 0
 
-# %% ../nbs/26_launch.ipynb #339ab66f
+# %% ../nbs/26_launch.ipynb #274f545f
 class StopForRequeue(_TunerExitException):
     "Ends `fit` right after the preemption checkpoint: Lightning tears down quietly and runs no epoch-end hook."
 
@@ -275,7 +275,7 @@ class RequeueOnSignal(pl.Callback):
     def teardown(self, trainer, pl_module, stage=None):
         if self._prev is not None: signal.signal(self.sig, self._prev); self._prev = None
 
-# %% ../nbs/26_launch.ipynb #3e5a5f21
+# %% ../nbs/26_launch.ipynb #377bc6f5
 @patch
 def on_train_batch_end(self:RequeueOnSignal, trainer, pl_module, outputs, batch, batch_idx):
     stepped = trainer.global_step > self._step0                      # the same on every rank
@@ -285,10 +285,12 @@ def on_train_batch_end(self:RequeueOnSignal, trainer, pl_module, outputs, batch,
         print(f'signal {int(self.sig)}: checkpoint at global step {trainer.global_step} written to {self.ckpt_dir/"last.ckpt"}', flush=True)
         if self.requeue: print('job requeued' if requeue_job() else 'not requeued', flush=True)
     self.requested, self.stopped_at = False, trainer.global_step
-    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher): trainer.should_stop = True
-    else: raise StopForRequeue()
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher): trainer.should_stop = True; return
+    # this exit tears down in the reverse order: Lightning's signal connector would restore our handler after ours
+    getattr(getattr(trainer, '_signal_connector', None), '_original_handlers', {}).pop(self.sig, None)
+    raise StopForRequeue()
 
-# %% ../nbs/26_launch.ipynb #597f757b
+# %% ../nbs/26_launch.ipynb #6311501d
 def launch_callbacks(cfg, env:dict|None=None) -> list:
     "Callbacks the launch adds to `fit`: SIGUSR1 -> checkpoint -> requeue (requeue only inside SLURM)."
     env = os.environ if env is None else env
@@ -299,7 +301,7 @@ def finish_launch():
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
-# %% ../nbs/26_launch.ipynb #2dd8eed5
+# %% ../nbs/26_launch.ipynb #cc65a032
 def rank_output(out:str, env:dict) -> str:
     "The executed notebook's path for this rank: `out` on rank 0, `/dev/null` on the others."
     rank = _int(env, 'RANK', _int(env, 'SLURM_PROCID', 0)) if ('RANK' in env or in_slurm_step(env)) else 0
@@ -329,7 +331,7 @@ def papermill_main(argv:list):
     from papermill.cli import papermill
     papermill.main(args=argv, prog_name='papermill')
 
-# %% ../nbs/26_launch.ipynb #4ebeadb7
+# %% ../nbs/26_launch.ipynb #14eb5502
 SBATCH_TEMPLATE = '''#!/bin/bash
 #SBATCH --job-name={job_name}
 #SBATCH --nodes={nodes}
@@ -362,7 +364,7 @@ exit $status
 DEFAULT_SETUP = ('# module load cuda/12.4                      # EDIT: modules\n'
                  '# source /path/to/maniflow_nb/.venv/bin/activate   # EDIT: virtual environment')
 
-# %% ../nbs/26_launch.ipynb #f81564d1
+# %% ../nbs/26_launch.ipynb #77cf6bc6
 def _quoted_list(items:list) -> str:
     "A YAML flow list in single shell quotes (`-p overrides '[...]'`)."
     bad = [o for o in items if "'" in o or '"' in o]
@@ -386,7 +388,7 @@ def array_size(array:str) -> int:
     "Number of tasks of an sbatch `--array` spec."
     return len(array_ids(array))
 
-# %% ../nbs/26_launch.ipynb #12fe3682
+# %% ../nbs/26_launch.ipynb #c0d5da95
 def render_sbatch(config_name:str, overrides:list=(), nodes:int=1, gpus:int=1, tasks_per_node:int|None=None, array:str|None=None,
                   run_dir:str='', job_name:str='', time:str='04:00:00', partition:str='', cpus_per_task:int=8,
                   setup:str=DEFAULT_SETUP, workdir:str='"$SLURM_SUBMIT_DIR"', python:str='python', synthetic_data:bool=False,
@@ -416,7 +418,7 @@ def array_params(config_name:str, overrides:list, n:int, sweep:list|None=None, s
     per = sweep if sweep is not None else [[f'training.seed={i}'] for i in range(n)]
     return [{'config_name': config_name, 'overrides': list(overrides) + list(p), 'synthetic_data': synthetic_data} for p in per]
 
-# %% ../nbs/26_launch.ipynb #fd695e9a
+# %% ../nbs/26_launch.ipynb #94e11644
 def _load_sweep(path) -> list:
     "A sweep file: a YAML list with one list of overrides per array task."
     import yaml
@@ -454,7 +456,7 @@ def write_job(config_name:str, overrides:list=(), array:str|None=None, sweep=Non
     with atomic_path(run_root/'job.sbatch') as tmp: Path(tmp).write_text(script)
     return run_root/'job.sbatch'
 
-# %% ../nbs/26_launch.ipynb #2d0d6fb8
+# %% ../nbs/26_launch.ipynb #8a4f8b09
 def slurm_job(config_name:str='maniflow_pointcloud_metaworld', # top-level config in maniflow_nb/conf
               overrides:Param('Hydra overrides for every task, e.g. training.num_epochs=100', str, nargs='*', opt=False)=None,
               nodes:int=1,              # nodes
@@ -490,7 +492,7 @@ def slurm_cli(argv=None):
     kw = parse_args(slurm_job, 'maniflow-slurm', argv)
     with user_errors('maniflow-slurm'): slurm_job(**{**kw, 'multirun': kw['multirun'] or multirun})
 
-# %% ../nbs/26_launch.ipynb #9d44c251
+# %% ../nbs/26_launch.ipynb #b56d5227
 #| eval: false
 if __name__ == '__main__':
     if sys.argv[1:2] == ['papermill']: papermill_main(sys.argv[2:])

@@ -9,7 +9,7 @@ __all__ = ['RUNNERS', 'batch_size_of', 'PolicyModule', 'EMA', 'ResumableSampler'
            'runner_class', 'make_runner', 'make_callbacks', 'resume_path', 'lightning_loops', 'as_lightning_checkpoint',
            'build', 'best_checkpoint', 'fit']
 
-# %% ../nbs/24_lightning.ipynb #495a38b8
+# %% ../nbs/24_lightning.ipynb #7717cd61
 import os, sys, csv, math, contextlib, importlib
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -29,7 +29,7 @@ from .schema import validate_config, check_resume, no_train_data, no_val_note
 from .runlog import wandb_run_id, progress_bar_on, RunLock, is_rank_zero
 from .optim import make_optimizer, make_scheduler
 
-# %% ../nbs/24_lightning.ipynb #7680d7ae
+# %% ../nbs/24_lightning.ipynb #ee479fde
 def batch_size_of(batch:dict) -> int: return batch['action'].shape[0]
 
 class PolicyModule(pl.LightningModule):
@@ -80,7 +80,7 @@ class PolicyModule(pl.LightningModule):
         check_weights(checkpoint['state_dict'], f'at step {self.global_step} (epoch {self.current_epoch})')   # before the file is written
         checkpoint['hyper_parameters'] = {'cfg': to_plain(self.cfg)}
 
-# %% ../nbs/24_lightning.ipynb #86151761
+# %% ../nbs/24_lightning.ipynb #d0303cf6
 class EMA(Callback):
     "Exponential moving average of the policy, stepped once per optimizer step with the shared warm-up rule."
     def __init__(self, max_decay:float=0.9999): self.max_decay, self.ema, self._last_step = max_decay, None, None
@@ -102,7 +102,7 @@ class EMA(Callback):
         extra = checkpoint.get('maniflow', {})
         self.ema.optimization_step, self.ema.decay = int(extra.get('ema_step', 0)), float(extra.get('ema_decay', 0.0))
 
-# %% ../nbs/24_lightning.ipynb #e64b2c46
+# %% ../nbs/24_lightning.ipynb #40a5dc98
 class ResumableSampler(EpochSampler):
     "`EpochSampler`'s per-epoch permutation, sharded over DDP ranks, that can resume part-way through one epoch."
     _resume = None
@@ -126,7 +126,7 @@ def make_loader(dataset, batch_size:int, sampler=None, num_workers:int=0, seed:i
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_batch,
                                        generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
-# %% ../nbs/24_lightning.ipynb #e3803efe
+# %% ../nbs/24_lightning.ipynb #9ab76074
 class ResumeState(Callback):
     "Saves and restores RNG states and the sampler position for an exact resume."
     def __init__(self, sampler:ResumableSampler, # the training sampler
@@ -151,7 +151,7 @@ class ResumeState(Callback):
     def on_train_start(self, trainer, pl_module):
         if self._rng is not None: set_rng_state(self._rng); self._rng = None
 
-# %% ../nbs/24_lightning.ipynb #dfd25aae
+# %% ../nbs/24_lightning.ipynb #8e828327
 class SampleMSE(Callback):
     "Every `every` epochs, log the MSE of the EMA policy's sampled action chunk on the first training batch."
     def __init__(self, every:int=5): self.every, self.batch = every, None
@@ -166,7 +166,7 @@ class SampleMSE(Callback):
         mse = F.mse_loss(pred.float(), batch['action'].float())
         pl_module.log('train_action_mse_error', mse, sync_dist=True, batch_size=batch_size_of(batch))
 
-# %% ../nbs/24_lightning.ipynb #37ec5af1
+# %% ../nbs/24_lightning.ipynb #f5267361
 class FiniteMetrics(Callback):
     "Stop with `NonFiniteError` when an epoch metric (`val_loss`, `test_mean_score`, ...) is not finite, before a checkpoint ranks it."
     def _check(self, trainer):
@@ -175,7 +175,7 @@ class FiniteMetrics(Callback):
     def on_validation_end(self, trainer, pl_module): self._check(trainer)
     def on_train_epoch_end(self, trainer, pl_module): self._check(trainer)
 
-# %% ../nbs/24_lightning.ipynb #af0b7996
+# %% ../nbs/24_lightning.ipynb #853c93c2
 class EnvEval(Callback):
     "Roll out the EMA policy every `every` epochs and log the runner's scalar results (`test_mean_score`)."
     def __init__(self, make_runner, # () -> runner with `.run(policy) -> dict`; called once, lazily, on rank 0
@@ -193,7 +193,7 @@ class EnvEval(Callback):
         score = trainer.strategy.broadcast(score, src=0)
         pl_module.log('test_mean_score', score, batch_size=1)
 
-# %% ../nbs/24_lightning.ipynb #cf40989d
+# %% ../nbs/24_lightning.ipynb #2982db95
 class _AppendingWriter(ExperimentWriter):
     "Lightning's CSV writer, continuing an existing metrics.csv instead of deleting it."
     def _check_log_dir_exists(self):
@@ -236,7 +236,7 @@ def make_loggers(cfg, run_dir) -> list:
     lg = cfg.logger
     return run_loggers(run_dir, lg.tensorboard, lg.wandb if lg.wandb.enabled else None, cfg.name, cfg)
 
-# %% ../nbs/24_lightning.ipynb #7f882121
+# %% ../nbs/24_lightning.ipynb #2796f932
 def topk_checkpoint(ckpt_dir, monitor:str='val_loss', mode:str='min', k:int=1,
                     every_n_epochs:int=1,             # epochs between checks of `monitor`
                     on_train_epoch_end:bool=False):   # True for a metric logged at the end of a training epoch
@@ -261,7 +261,7 @@ def make_checkpoint_callbacks(cfg, ckpt_dir, has_val:bool=True) -> list:
     top = [topk_checkpoint(ckpt_dir, t.monitor_key, t.mode, t.k, every, on_train_epoch_end=not on_val)] if has_val or not on_val else []
     return [*top, *last_checkpoints(ckpt_dir, cfg.checkpoint.get('save_last', True), tr.get('checkpoint_every_steps') or 0)]
 
-# %% ../nbs/24_lightning.ipynb #cdafe1f4
+# %% ../nbs/24_lightning.ipynb #5186a94d
 def _limit(*vals): return next((v for v in vals if v is not None), 1.0)
 
 def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
@@ -278,7 +278,7 @@ def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
         use_distributed_sampler=False, deterministic='warn' if t.deterministic else None,
         log_every_n_steps=t.get('log_every_n_steps', 1), enable_model_summary=False, plugins=[AtomicCheckpointIO()])
 
-# %% ../nbs/24_lightning.ipynb #45721546
+# %% ../nbs/24_lightning.ipynb #da0b41fe
 def make_loaders(cfg, train_ds, val_ds):
     "Training loader with a `ResumableSampler`; sequential validation loader, None (with a note) without validation data."
     tr = cfg.training
@@ -288,7 +288,7 @@ def make_loaders(cfg, train_ds, val_ds):
     return (make_loader(train_ds, tr.batch_size, sampler, tr.num_workers, tr.seed),
             make_loader(val_ds, tr.batch_size, None, tr.num_workers, tr.seed) if len(val_ds) else None)
 
-# %% ../nbs/24_lightning.ipynb #ba82640b
+# %% ../nbs/24_lightning.ipynb #42408ef0
 RUNNERS = ('maniflow_nb.envs.MetaWorldRunner',)
 
 def runner_class(cfg):
@@ -314,7 +314,7 @@ def make_callbacks(cfg, sampler, ckpt_dir, loggers=True, has_val:bool=True) -> l
     if cfg.trainer.fast_dev_run: return cbs      # (Lightning 2.6 still writes `last.ckpt` at train end under fast_dev_run)
     return cbs + make_checkpoint_callbacks(cfg, ckpt_dir, has_val)
 
-# %% ../nbs/24_lightning.ipynb #b967ad81
+# %% ../nbs/24_lightning.ipynb #31a8ec1b
 def resume_path(cfg, ckpt_dir) -> str|None:
     "The checkpoint to resume from: `training.resume_checkpoint_path`, else (`training.resume`) the newest of `last.ckpt` and Lightning's SLURM `hpc_ckpt_*.ckpt`."
     tr = cfg.training
@@ -353,7 +353,7 @@ def as_lightning_checkpoint(path, ckpt_dir, trainer) -> str:
     save_checkpoint(ck, out)
     return str(out)
 
-# %% ../nbs/24_lightning.ipynb #8348e624
+# %% ../nbs/24_lightning.ipynb #7c7cdce6
 def build(cfg):
     "Module, trainer, loaders and resume path for `cfg` (everything `fit` needs, nothing run yet)."
     run_dir = Path(validate_config(cfg).run_dir); ckpt_dir = run_dir/'checkpoints'
