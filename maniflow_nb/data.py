@@ -6,20 +6,20 @@
 __all__ = ['ALL_CHUNKS_ATTR', 'METADATA_FILES', 'STORE_NAMES', 'DataError', 'open_store', 'store_parts', 'check_episode_ends',
            'check_lengths', 'check_finite', 'all_chunks', 'store_files', 'metadata_errors', 'chunk_files',
            'check_chunks', 'read_array', 'read_store', 'time_chunk', 'compressor', 'write_store', 'check_replaceable',
-           'ReplayBuffer', 'store_attrs', 'make_synthetic_store', 'append_episodes']
+           'require_keys', 'ReplayBuffer', 'store_attrs', 'make_synthetic_store', 'append_episodes']
 
-# %% ../nbs/03_data.ipynb #6c2563ab
+# %% ../nbs/03_data.ipynb #9a03e970
 import os, json, shutil, warnings, zipfile, contextlib
 from pathlib import Path
 import numpy as np, zarr, numcodecs
 from .config import UserError, atomic_path
 from .cli import one_line
 
-# %% ../nbs/03_data.ipynb #0978219e
+# %% ../nbs/03_data.ipynb #8332f6bb
 class DataError(UserError):
     "A store, episode or batch that breaks the data contract; the message names the file, key and expectation."
 
-# %% ../nbs/03_data.ipynb #6881f418
+# %% ../nbs/03_data.ipynb #812c79df
 def open_store(path, mode='r') -> zarr.Group:
     "Open the Zarr group (v2 or v3, directory or .zip) at `path`, or raise `DataError`."
     p = Path(path)
@@ -57,7 +57,8 @@ def check_lengths(shapes:dict, # key -> array shape
             raise DataError(f"{path}: data/{k} has shape {tuple(s)}, expected {ends[-1]} steps "
                             f"(meta/episode_ends[-1]) along the first axis")
 
-def check_finite(data:dict, path='<buffer>', keys=None, block:int=1<<24):
+def check_finite(data:dict, path='<buffer>', keys=None, block:int=1<<24,
+                 start:int=0): # step of the arrays' first row in the store (for the message)
     "NaN/inf in any float array of `data` (or of `keys`) is an error naming the key and the first bad index."
     for k in (data if keys is None else keys):
         a = data.get(k)
@@ -67,9 +68,9 @@ def check_finite(data:dict, path='<buffer>', keys=None, block:int=1<<24):
             if np.isfinite(flat[s:s+rows]).all(): continue
             i = np.unravel_index(int(np.argmin(np.isfinite(a[s:s+rows]))), a[s:s+rows].shape)
             i = (s + int(i[0]), *map(int, i[1:]))
-            raise DataError(f"{path}: data/{k} has NaN/inf at step {i[0]} (index {list(i)}, value {a[i]}), expected finite values")
+            raise DataError(f"{path}: data/{k} has NaN/inf at step {start + i[0]} (index {[start + i[0], *i[1:]]}, value {a[i]}), expected finite values")
 
-# %% ../nbs/03_data.ipynb #c793ec49
+# %% ../nbs/03_data.ipynb #98839c46
 ALL_CHUNKS_ATTR = 'all_chunks_written'
 METADATA_FILES = ('zarr.json', '.zarray', '.zgroup', '.zattrs', '.zmetadata')
 def all_chunks():
@@ -102,7 +103,7 @@ def metadata_errors(path):
         what = f"{Path(path)/f} is not valid Zarr metadata" if f else "unreadable Zarr metadata"
         raise DataError(f"{path}: {what} ({type(e).__name__}: {one_line(e)})") from None
 
-# %% ../nbs/03_data.ipynb #be31b1d6
+# %% ../nbs/03_data.ipynb #51ef7dee
 def chunk_files(a: zarr.Array) -> list:
     "Store-relative names of every chunk (or shard) file that array `a` (v2 or v3) needs for its shape."
     grid = getattr(a, 'shards', None) or a.chunks
@@ -143,7 +144,7 @@ def read_store(path) -> tuple: # (group, {key: zarr array}, episode_ends)
     check_chunks(g, arrays.values(), path)
     return g, arrays, ends
 
-# %% ../nbs/03_data.ipynb #ad1fad64
+# %% ../nbs/03_data.ipynb #19671407
 def _corrupt(path, key:str, what:str='chunk'):
     "Test helper: delete (`'missing'`) or overwrite (`'chunk'`, `'metadata'`) a file of array `key` in a store."
     a = zarr.open_group(str(path), mode='r')[key]
@@ -152,7 +153,7 @@ def _corrupt(path, key:str, what:str='chunk'):
     else: f.write_bytes(b'{not json' if what == 'metadata' else b'garbage')
     return f
 
-# %% ../nbs/03_data.ipynb #197e6459
+# %% ../nbs/03_data.ipynb #9a3777e6
 def time_chunk(step_bytes:int, target=8<<20, lo=16, hi=1024) -> int:
     "Steps per chunk: about `target` bytes, a few hundred steps for point clouds and images."
     return int(np.clip(target // max(step_bytes, 1), lo, hi))
@@ -174,7 +175,7 @@ def write_store(path, data:dict, episode_ends, zarr_format:int=3,
         m.create_array('episode_ends', data=np.asarray(episode_ends, np.int64), chunks=(4096,),
                        compressors=compressor(zarr_format))
 
-# %% ../nbs/03_data.ipynb #92b590d9
+# %% ../nbs/03_data.ipynb #282d3daf
 STORE_NAMES = {'zarr.json', '.zgroup', '.zattrs', '.zmetadata', 'data', 'meta'}
 
 def check_replaceable(path) -> Path:
@@ -196,7 +197,12 @@ def _not_a_store(p: Path):
     if extra := sorted(names - STORE_NAMES): return f"it holds '{extra[0]}', which is not part of a store"
     if p.is_dir() and (bad := [n for n in ('data', 'meta') if n in names and not (p/n).is_dir()]): return f"its '{bad[0]}' is not a group"
 
-# %% ../nbs/03_data.ipynb #131fed0f
+# %% ../nbs/03_data.ipynb #505d5e67
+def require_keys(arrays:dict, keys, path):
+    "`DataError` naming the first of `keys` that the store's `arrays` lacks."
+    if missing := [k for k in keys if k not in arrays]:
+        raise DataError(f"{path}: no array data/{missing[0]} (store has {sorted(arrays)})")
+
 class ReplayBuffer:
     "Episodes of time-major arrays in RAM: `rb[key]` (N,...) and exclusive `episode_ends` (E,)."
     def __init__(self, data:dict=None, # key -> (N,...) arrays
@@ -213,8 +219,7 @@ class ReplayBuffer:
         "Load a v2 or v3 store into RAM (all keys, or `keys`), checked first (`read_store`); NaN/inf in a float key is an error."
         _, arrays, ends = read_store(path)
         keys = list(arrays) if keys is None else list(keys)
-        if missing := [k for k in keys if k not in arrays]:
-            raise DataError(f"{path}: no array data/{missing[0]} (store has {sorted(arrays)})")
+        require_keys(arrays, keys, path)
         data = {k: read_array(arrays[k], path) for k in keys}
         check_finite(data, path)
         return cls(data, ends, path=path)
@@ -268,12 +273,12 @@ def _check_episode(ep:dict, keys:list, i:int, path=None):
     if len(set(lens.values())) != 1 or min(lens.values()) < 1:
         raise DataError(f"{path or '<buffer>'}: episode {i} has lengths {lens}, expected one common length >= 1")
 
-# %% ../nbs/03_data.ipynb #351dbead
+# %% ../nbs/03_data.ipynb #615f9bfb
 def store_attrs(path) -> dict:
     "What produced the store at `path` (its group attributes, without our bookkeeping keys)."
     return {k: v for k, v in open_store(path).attrs.asdict().items() if k != ALL_CHUNKS_ATTR}
 
-# %% ../nbs/03_data.ipynb #20319394
+# %% ../nbs/03_data.ipynb #9607c56a
 def make_synthetic_store(path, n_episodes:int=4, episode_len=20, # steps per episode (int, or one per episode)
                          n_points:int=512, state_dim:int=9, action_dim:int=4,
                          pc_channels:int=3,  # 3 (xyz) or 6 (xyz + rgb in [0,255])
@@ -298,7 +303,7 @@ def _synthetic_episode(rng, L, n_points, state_dim, action_dim, pc_channels, img
     if img: ep |= {'img': rng.integers(0, 256, (L, 84, 84, 3), dtype=np.uint8), 'depth': rng.uniform(0, 2, (L, 84, 84)).astype(np.float32)}
     return ep
 
-# %% ../nbs/03_data.ipynb #a1d15512
+# %% ../nbs/03_data.ipynb #cc1f566a
 def _rewrite(path, key, value):
     "Replace one array of a store in place (test helper for malformed stores)."
     g = zarr.open_group(str(path), mode='r+')
@@ -306,7 +311,7 @@ def _rewrite(path, key, value):
     if value is not None:
         with all_chunks(): g.create_array(key, data=np.asarray(value))
 
-# %% ../nbs/03_data.ipynb #d874b822
+# %% ../nbs/03_data.ipynb #61d4067b
 def _link_or_copy(src, dst):
     "Hard-link `src` to `dst` (copy where the filesystem has no hard links)."
     try: os.link(src, dst)

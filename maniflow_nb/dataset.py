@@ -4,21 +4,23 @@
 
 # %% auto #0
 __all__ = ['OBS_TYPES', 'SAMPLING', 'window_table', 'SequenceSampler', 'get_val_mask', 'downsample_mask', 'prepare_obs',
-           'prepare_action', 'check_batch', 'SequenceDataset', 'unbatch', 'collate_batch', 'split_domains',
-           'MultiDomainDataset', 'EpochSampler', 'dataset_kwargs', 'task_domains', 'make_datasets', 'check_provenance',
-           'check_work', 'ManiFlowDataModule']
+           'prepare_action', 'check_batch', 'SequenceDataset', 'unbatch', 'collate_batch', 'chunk_order',
+           'split_domains', 'MultiDomainDataset', 'EpochSampler', 'dataset_kwargs', 'task_domains', 'make_datasets',
+           'check_provenance', 'check_work', 'ManiFlowDataModule']
 
-# %% ../nbs/05_dataset.ipynb #3f9a4164
+# %% ../nbs/05_dataset.ipynb #7a175945
 import copy, warnings
+from functools import partial
 import numpy as np, torch
 from torch.utils.data import Dataset, DataLoader, default_collate
 import pytorch_lightning as pl
 from .config import ConfigError, to_plain
 from .timeline import Timeline
-from .data import DataError, ReplayBuffer, store_attrs
+from .data import DataError, ReplayBuffer, store_attrs, read_store, require_keys, open_store, store_parts
 from .normalizer import NORMALIZER_MODES, LinearNormalizer, fit_normalizer
+from .storage import STORAGE_MODES, ChunkedArray, RowConcat, shared_arrays, choose_storage, note_storage
 
-# %% ../nbs/05_dataset.ipynb #2f6fa45b
+# %% ../nbs/05_dataset.ipynb #8a5ca524
 def window_table(episode_ends, horizon:int, pad_before:int=0, pad_after:int=0, episode_mask=None) -> np.ndarray:
     "(M,3) int64 rows `(start, first, last)`: window start step (may precede `first`) and its episode's bounds."
     ends = np.asarray(episode_ends, np.int64); starts = np.r_[0, ends[:-1]]
@@ -62,6 +64,7 @@ class SequenceSampler:
 
 def _take(v, t):
     "v[t] for a numpy array or a torch tensor (index moved to its device); `take` is much faster than `v[t]`."
+    if isinstance(v, ChunkedArray): return v.take(t)                     # storage=stream
     if not torch.is_tensor(v): return np.take(v, t, axis=0)
     i = torch.from_numpy(np.ascontiguousarray(t)).to(v.device)
     return v.index_select(0, i.reshape(-1)).reshape(*t.shape, *v.shape[1:])
@@ -71,7 +74,7 @@ def _pad_edges(x, before:int, after:int):
     cat = torch.cat if torch.is_tensor(x) else np.concatenate
     return cat([x[:1]] * before + [x] + [x[-1:]] * after)
 
-# %% ../nbs/05_dataset.ipynb #fcdad3bf
+# %% ../nbs/05_dataset.ipynb #9d38dc7f
 def get_val_mask(n_episodes:int, val_ratio:float, seed:int=0) -> np.ndarray:
     "(E,) bool: the seeded validation episodes, at least one when `val_ratio > 0` and `n_episodes > 1`."
     mask = np.zeros(n_episodes, bool)
@@ -88,7 +91,7 @@ def downsample_mask(mask, max_n=None, seed:int=0) -> np.ndarray:
     out = np.zeros_like(mask); out[keep] = True
     return out
 
-# %% ../nbs/05_dataset.ipynb #cd2db6d0
+# %% ../nbs/05_dataset.ipynb #8be57f70
 OBS_TYPES = ('point_cloud', 'low_dim', 'rgb')
 
 def _plain_meta(shape_meta) -> dict:
@@ -126,7 +129,7 @@ def prepare_action(x:np.ndarray, meta:dict, path='<buffer>') -> np.ndarray:
 
 
 
-# %% ../nbs/05_dataset.ipynb #58142b88
+# %% ../nbs/05_dataset.ipynb #d81eff27
 def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
     "Raise `DataError` unless `batch` is `{'obs': {k: (B,To,*shape)}, 'action': (B,T,Da)}` float32."
     m = _plain_meta(shape_meta); a = batch['action']; B = a.shape[0]
@@ -139,7 +142,7 @@ def check_batch(batch:dict, shape_meta, horizon:int, n_obs_steps:int):
 
 
 
-# %% ../nbs/05_dataset.ipynb #a1caa21b
+# %% ../nbs/05_dataset.ipynb #eb43b418
 def _choice(key:str, value, options):
     "Raise `ConfigError` unless `value` is one of `options`; `key` names the config key."
     if value not in options: raise ConfigError(f"task.dataset.{key} is '{value}', expected one of {', '.join(options)}")
@@ -157,17 +160,18 @@ class SequenceDataset(Dataset):
                  val_ratio:float=0.1,            # fraction of whole episodes held out for validation
                  max_train_episodes:int=None,    # seeded subset of the training episodes
                  seed:int=42,                    # seed of the split and the subset
-                 normalizer_mode:str='limits'):  # what `get_normalizer()` fits: 'limits' or 'gaussian'
+                 normalizer_mode:str='limits',   # what `get_normalizer()` fits: 'limits' or 'gaussian'
+                 storage:str='memory',           # where the arrays live: memory | shared | stream | auto (see storage)
+                 cache_mb:float=256,             # storage=stream: decoded chunks kept per key (and DataLoader worker)
+                 mix_chunks:int=4):              # storage=stream: chunks whose windows are shuffled together
         self.timeline = Timeline(horizon, n_obs_steps, n_action_steps)
         self.path, self.shape_meta = str(zarr_path), _plain_meta(shape_meta)
         self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
         self.normalizer_mode = _choice('normalizer_mode', normalizer_mode, NORMALIZER_MODES)
         _check_split(val_ratio, max_train_episodes); self.val_ratio = val_ratio
-        obs = self.shape_meta['obs']
-        rb = ReplayBuffer.from_path(zarr_path, keys=sorted({'action', *(m['store_key'] for m in obs.values())}))
-        self.obs = {k: prepare_obs(rb[m['store_key']], m, k, zarr_path) for k, m in obs.items()}
-        self.action, self.episode_ends = prepare_action(rb['action'], self.shape_meta['action'], zarr_path), rb.episode_ends
-        self.val_mask = get_val_mask(rb.n_episodes, val_ratio, seed)
+        self.storage, self.cache_mb, self.mix_chunks, self.segment = _choice('storage', storage, STORAGE_MODES), cache_mb, mix_chunks, None
+        self.obs, self.action, self.episode_ends = self._arrays(zarr_path)
+        self.val_mask = get_val_mask(len(self.episode_ends), val_ratio, seed)
         self.train_mask = downsample_mask(~self.val_mask, max_train_episodes, seed)
         self.sampler = self._sampler(self.train_mask)
 
@@ -220,10 +224,80 @@ def collate_batch(samples):
     "Collate for `DataLoader`: a batch already gathered by `__getitems__` passes through; a list of items is stacked."
     return samples if isinstance(samples, dict) else default_collate(samples)
 
+# %% ../nbs/05_dataset.ipynb #bdf6add1
+def _need_bytes(meta:dict, n_steps:int) -> int:
+    "Bytes of the converted arrays of `n_steps` steps (float32, rgb uint8)."
+    per = sum(int(np.prod(m['shape'])) * (1 if m['type'] == 'rgb' else 4) for m in meta['obs'].values())
+    return n_steps * (per + 4 * int(np.prod(meta['action']['shape'])))
+
+def _arrays(self, path) -> tuple: # (obs {name: array}, action, episode_ends)
+    "The converted arrays of the store, held as `self.storage` says (`auto` resolved here, printed once)."
+    obs, keys = self.shape_meta['obs'], sorted({'action', *(m['store_key'] for m in self.shape_meta['obs'].values())})
+    if self.storage == 'auto':
+        need = _need_bytes(self.shape_meta, int(store_parts(open_store(path), path)[1][-1]))
+        self.storage = choose_storage(need); note_storage(path, self.storage, need)
+    if self.storage == 'memory':
+        rb = ReplayBuffer.from_path(path, keys=keys)
+        return ({k: prepare_obs(rb[m['store_key']], m, k, path) for k, m in obs.items()},
+                prepare_action(rb['action'], self.shape_meta['action'], path), rb.episode_ends)
+    _, arrays, ends = read_store(path); require_keys(arrays, keys, path)
+    preps = {k: (m['store_key'], partial(prepare_obs, meta=m, name=k, path=str(path))) for k, m in obs.items()}
+    preps['action'] = ('action', partial(prepare_action, meta=self.shape_meta['action'], path=str(path)))
+    cache = int(self.cache_mb * 2**20)
+    streams = {k: ChunkedArray(path, f'data/{sk}', prep, cache) for k, (sk, prep) in preps.items()}
+    if self.storage == 'shared': self.segment, streams = _share(path, streams, preps)
+    action = streams.pop('action')
+    return streams, action, ends
+
+def _share(path, streams:dict, preps:dict) -> tuple:
+    "Map (building chunk by chunk if first) the node's shared copy of `streams`."
+    def build(k, out):
+        ca = streams[k]; ca.cache_bytes = 0
+        for c in range(ca.n_chunks): out[c * ca.chunk_len:(c + 1) * ca.chunk_len] = ca.chunk(c)
+        ca._cache.clear()
+    spec = {k: (ca.shape, ca.dtype, [preps[k][0], repr(preps[k][1].keywords.get('meta'))]) for k, ca in streams.items()}
+    return shared_arrays(path, spec, build)
+
+def _getstate(self):
+    "Pickle (DataLoader spawn workers): a shared dataset re-maps its segment instead of copying the arrays."
+    s = dict(self.__dict__)
+    if s.get('segment'): s['obs'], s['action'] = list(s['obs']), None
+    return s
+
+def _setstate(self, s):
+    self.__dict__.update(s)
+    if s.get('segment'):
+        m = lambda k: np.load(self.segment/f'{k}.npy', mmap_mode='r')
+        self.obs, self.action = {k: m(k) for k in s['obs']}, m('action')
+
+SequenceDataset._arrays, SequenceDataset.__getstate__, SequenceDataset.__setstate__ = _arrays, _getstate, _setstate
+
+# %% ../nbs/05_dataset.ipynb #c9820cd3
+def chunk_order(chunks, # (M,) chunk of every window
+                g:torch.Generator, mix:int=4) -> torch.Tensor:
+    "A permutation of the M windows: chunks in random order, the windows of every `mix` consecutive chunks shuffled together."
+    ub, inv = np.unique(np.asarray(chunks), return_inverse=True)
+    group = torch.randperm(len(ub), generator=g).numpy()[inv] // max(int(mix), 1)
+    return torch.from_numpy(np.lexsort((torch.rand(len(inv), generator=g, dtype=torch.float64).numpy(), group)))
+
+def _window_chunks(self) -> np.ndarray:
+    "(M,) chunk of each window's first real step (every window its own chunk unless storage=stream)."
+    if self.storage != 'stream': return np.arange(len(self))
+    big = max([self.action, *self.obs.values()], key=lambda c: c.nbytes)
+    return np.maximum(self.sampler.table[:, 0], self.sampler.table[:, 1]) // big.chunk_len
+
+def _epoch_order(self, g:torch.Generator, shuffle:bool=True) -> torch.Tensor:
+    "The windows of one epoch: `randperm` (memory, shared; as `EpochSampler` always drew), chunk-local for stream."
+    if not shuffle: return torch.arange(len(self))
+    if self.storage != 'stream': return torch.randperm(len(self), generator=g)
+    return chunk_order(self.window_chunks(), g, self.mix_chunks)
+
+SequenceDataset.window_chunks, SequenceDataset.epoch_order = _window_chunks, _epoch_order
 
 
 
-# %% ../nbs/05_dataset.ipynb #3715c0a1
+
+# %% ../nbs/05_dataset.ipynb #a6dcf227
 SAMPLING = ('proportional', 'uniform')
 
 def split_domains(domains) -> list:
@@ -236,10 +310,10 @@ class MultiDomainDataset(Dataset):
     "Windows of several stores; items carry `domain` (their store's index); 'proportional' or 'uniform' domains."
     def __init__(self, domains, shape_meta, horizon:int, n_obs_steps:int, n_action_steps:int,
                  sampling:str='proportional', val_ratio:float=0.1, max_train_episodes:int=None, seed:int=42,
-                 normalizer_mode:str='limits'):
+                 normalizer_mode:str='limits', **storage): # storage, cache_mb, mix_chunks: as `SequenceDataset`
         self.paths, self.sampling = split_domains(domains), _choice('sampling', sampling, SAMPLING)
         self.parts = [SequenceDataset(p, shape_meta, horizon, n_obs_steps, n_action_steps, val_ratio, max_train_episodes, seed,
-                                      normalizer_mode) for p in self.paths]
+                                      normalizer_mode, **storage) for p in self.paths]
         self.shape_meta, self.timeline, self.normalizer_mode = self.parts[0].shape_meta, self.parts[0].timeline, normalizer_mode
 
     def counts(self) -> np.ndarray: return np.array([len(p) for p in self.parts], np.int64)
@@ -273,9 +347,20 @@ class MultiDomainDataset(Dataset):
     def get_normalizer(self, mode=None, **kwargs) -> LinearNormalizer:
         "One normalizer fitted on all domains together (`mode` defaults to `normalizer_mode`)."
         keys = ['action', *self.parts[0].obs]
-        data = {k: np.concatenate([p.action if k == 'action' else p.obs[k] for p in self.parts]) for k in keys}
+        cat = lambda xs: RowConcat(xs) if any(isinstance(x, ChunkedArray) for x in xs) else np.concatenate(xs)
+        data = {k: cat([p.action if k == 'action' else p.obs[k] for p in self.parts]) for k in keys}
         try: return fit_normalizer(data, self.shape_meta['obs'], mode or self.normalizer_mode, **kwargs)
         except DataError as e: raise DataError(f"{','.join(self.paths)}: {e}") from None
+
+    def epoch_order(self, g:torch.Generator, shuffle:bool=True) -> torch.Tensor:
+        "`randperm` unless a store streams: then chunk-local (`chunk_order`) over every store's chunks."
+        if not shuffle: return torch.arange(len(self))
+        if all(p.storage != 'stream' for p in self.parts): return torch.randperm(len(self), generator=g)
+        d, local = self.locate(np.arange(len(self)))
+        ch, blocks = [p.window_chunks() for p in self.parts], np.empty(len(d), np.int64)
+        off = np.cumsum([0] + [c.max(initial=-1) + 1 for c in ch])               # chunks of different stores differ
+        for j, c in enumerate(ch): m = d == j; blocks[m] = c[local[m]] + off[j]
+        return chunk_order(blocks, g, self.parts[0].mix_chunks)
 
 def _tree(fn, *trees):
     "Apply `fn` leaf-wise across nested dicts of the same structure."
@@ -285,16 +370,19 @@ def _tree(fn, *trees):
 
 
 
-# %% ../nbs/05_dataset.ipynb #b96dcde6
+# %% ../nbs/05_dataset.ipynb #0a58354a
 class EpochSampler(torch.utils.data.Sampler):
     "Indices `0..n-1`, shuffled by a generator seeded with `(seed, epoch)`; `set_epoch`, `skip` and a state_dict."
-    def __init__(self, n:int, seed:int=0, shuffle:bool=True):
+    def __init__(self, n, # the number of items, or the dataset (then its `epoch_order` orders them)
+                 seed:int=0, shuffle:bool=True):
+        self.dataset, n = (None, int(n)) if isinstance(n, (int, np.integer)) else (n, len(n))
         self.n, self.seed, self.shuffle, self.epoch, self.start = n, seed, shuffle, 0, 0
     def set_epoch(self, epoch:int): self.epoch = int(epoch)
     def set_start(self, n:int): "Start the next pass at position `n`."; self.start = int(n)
     def order(self, epoch:int) -> torch.Tensor:
         "The full index order of `epoch`."
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        if hasattr(self.dataset, 'epoch_order'): return self.dataset.epoch_order(g, self.shuffle)
         return torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
     def __len__(self): return self.n - self.start
     def __iter__(self):
@@ -304,13 +392,14 @@ class EpochSampler(torch.utils.data.Sampler):
     def state_dict(self) -> dict: return {'epoch': self.epoch, 'start': self.start, 'seed': self.seed}
     def load_state_dict(self, state:dict): self.epoch, self.start, self.seed = state['epoch'], state['start'], state['seed']
 
-# %% ../nbs/05_dataset.ipynb #3644853a
+# %% ../nbs/05_dataset.ipynb #407d49e8
 def dataset_kwargs(cfg) -> dict:
     "Keyword arguments of `SequenceDataset` / `MultiDomainDataset` from a composed config."
     d = cfg.task.get('dataset') or {}
     return dict(shape_meta=to_plain(cfg.task.shape_meta), horizon=cfg.horizon, n_obs_steps=cfg.n_obs_steps,
                 n_action_steps=cfg.n_action_steps, val_ratio=d.get('val_ratio', 0.1), max_train_episodes=d.get('max_train_episodes'),
-                seed=d.get('seed', 42), normalizer_mode=d.get('normalizer_mode', 'limits'))
+                seed=d.get('seed', 42), normalizer_mode=d.get('normalizer_mode', 'limits'), storage=d.get('storage', 'auto'),
+                cache_mb=(d.get('stream') or {}).get('cache_mb', 256), mix_chunks=(d.get('stream') or {}).get('mix_chunks', 4))
 
 def task_domains(cfg) -> list:
     "The stores of `cfg.task`: `task.dataset.domains` when given, else `task.dataset_path` (comma-separated or a list)."
@@ -343,7 +432,7 @@ def check_work(train, val):
                   else p.no_windows(p.val_mask, 'validation').split(': ', 1)[1]
             warnings.warn(f"{p.path}: no validation set (task.dataset.val_ratio={p.val_ratio}): {why}")
 
-# %% ../nbs/05_dataset.ipynb #daa64dfc
+# %% ../nbs/05_dataset.ipynb #3e9aa608
 class ManiFlowDataModule(pl.LightningDataModule):
     "Train/val loaders and the normalizer of `make_datasets(cfg)`."
     def __init__(self, cfg,                  # composed config (see `make_datasets` for the keys read)
@@ -359,7 +448,7 @@ class ManiFlowDataModule(pl.LightningDataModule):
     def from_config(cls, cfg) -> 'ManiFlowDataModule': return cls(cfg)
 
     def setup(self, stage=None):
-        "Load the store(s) once (each DDP rank loads its own copy into RAM)."
+        "Load the store(s) once (`task.dataset.storage`: per process, one copy per node, or streamed)."
         if self.train_set is None: self.train_set, self.val_set = make_datasets(self.cfg)
 
     @property
@@ -373,6 +462,6 @@ class ManiFlowDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader: self.setup(); return self._loader(self.val_set, shuffle=False)
 
     def _loader(self, ds, shuffle:bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(len(ds), self.seed, shuffle),
+        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(ds, self.seed, shuffle),
                           collate_fn=collate_batch, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())

@@ -7,7 +7,7 @@ __all__ = ['WORKSPACE', 'OBS_KEYS', 'VISUAL_KEYS', 'STORE_KEYS', 'metaworld_task
            'MetaWorldEnv', 'episode_seed', 'expert_episode', 'collect_demos', 'demos', 'demos_cli', 'ObsWindow',
            'to_policy', 'rollout', 'ExpertPolicy', 'RandomPolicy', 'MetaWorldRunner', 'write_video']
 
-# %% ../nbs/08_envs.ipynb #d0b3395a
+# %% ../nbs/08_envs.ipynb #69ae706c
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco is imported: headless rendering
 import atexit, hashlib, warnings, weakref, multiprocessing as mp
@@ -26,7 +26,7 @@ from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.policies import ENV_POLICY_MAP
 from .pointcloud import camera_intrinsics, pose_matrix, rgbd_to_point_cloud
 
-# %% ../nbs/08_envs.ipynb #935bf711
+# %% ../nbs/08_envs.ipynb #89940a24
 def metaworld_tasks() -> list:
     "Names of the MetaWorld v3 tasks that have a scripted expert."
     return sorted(set(ALL_V3_ENVIRONMENTS) & set(ENV_POLICY_MAP))
@@ -37,7 +37,7 @@ def check_task(task:str) -> str:
         raise ConfigError(f"unknown MetaWorld task '{task}'; valid tasks: {', '.join(metaworld_tasks())}")
     return task
 
-# %% ../nbs/08_envs.ipynb #88b4ca1b
+# %% ../nbs/08_envs.ipynb #2956b667
 def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
                     model,  # mujoco.MjModel (clip planes from `vis.map` and `stat.extent`)
                    ) -> np.ndarray: # (H,W) float32 depth along the viewing axis, metres
@@ -46,7 +46,7 @@ def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
     near, far = model.vis.map.znear * ext, model.vis.map.zfar * ext
     return (near / (1 - zbuf * (1 - near / far))).astype(np.float32)
 
-# %% ../nbs/08_envs.ipynb #46a7fd53
+# %% ../nbs/08_envs.ipynb #e53e087b
 _OPEN_CAMERAS = weakref.WeakSet()
 
 def _close_cameras():
@@ -101,7 +101,7 @@ class Camera:
         "Free the OpenGL context (do this explicitly: EGL teardown at interpreter exit is noisy)."
         if self._gl is not None: self._con.free(); self._gl.free(); self._gl = None; _OPEN_CAMERAS.discard(self)
 
-# %% ../nbs/08_envs.ipynb #f59e8fb1
+# %% ../nbs/08_envs.ipynb #59d03c78
 WORKSPACE = ((-0.5, 0.25, 0.005), (0.5, 0.95, 0.7))  # (lo, hi) xyz box in metres, MetaWorld world frame
 OBS_KEYS = ('full_state', 'agent_pos', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -132,7 +132,7 @@ class MetaWorldEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._mw.model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/08_envs.ipynb #0da186a4
+# %% ../nbs/08_envs.ipynb #0c2dbb1a
 def _make_metaworld(task, max_steps, seed):
     "A MetaWorld env with the goal observable and a fresh, seeded scene at each reset."
     mw = ALL_V3_ENVIRONMENTS[task]()
@@ -149,7 +149,7 @@ def _obs_space(key, size, n_points, pc_color):
     shape = {'full_state': (39,), 'agent_pos': (9,), 'depth': (size, size), 'point_cloud': (n_points, 6 if pc_color else 3)}[key]
     return spaces.Box(-np.inf, np.inf, shape, np.float32)
 
-# %% ../nbs/08_envs.ipynb #f041e571
+# %% ../nbs/08_envs.ipynb #8d5ab6c1
 @patch
 def _observe(self:MetaWorldEnv, state):
     "Observation dict from MetaWorld's 39-d state (and a render when needed)."
@@ -201,7 +201,7 @@ def close(self:MetaWorldEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._mw.close()
 
-# %% ../nbs/08_envs.ipynb #54415553
+# %% ../nbs/08_envs.ipynb #556c5f70
 STORE_KEYS = {'agent_pos': 'state'}   # observation key -> store key where they differ
 
 def episode_seed(seed:int, i:int, purpose:str='train') -> int:
@@ -222,7 +222,7 @@ def expert_episode(env:MetaWorldEnv, seed:int, # environment; scene seed
         if truncated or (first is not None and t - first >= post_success_steps): break
     return {k: np.stack([s[k] for s in steps]) for k in steps[0]}, first is not None
 
-# %% ../nbs/08_envs.ipynb #8bcaddfa
+# %% ../nbs/08_envs.ipynb #66ac69e9
 def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful episodes to collect
                   obs_keys=('full_state', 'agent_pos'), # observations to record (`agent_pos` is stored as `state`)
                   seed:int=0, progress:bool=True, # run seed; show a progress bar
@@ -243,7 +243,7 @@ def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful epi
     finally: env.close()
     return rb, failed
 
-# %% ../nbs/08_envs.ipynb #70017327
+# %% ../nbs/08_envs.ipynb #7d2eeead
 def _check_demo_args(task, out, overwrite, **sizes):
     "Validate the arguments before any simulation."
     check_task(task)
@@ -282,7 +282,7 @@ def demos_cli(argv=None): # command-line arguments (default: sys.argv[1:]); `--n
     "`maniflow-demos --out STORE [--task T] [--episodes N] [--point-cloud] [--img] [--depth] ...`."
     run_cli(demos, 'maniflow-demos', argv)
 
-# %% ../nbs/08_envs.ipynb #bf05acd8
+# %% ../nbs/08_envs.ipynb #f509c1d8
 def _where(mask, new, old):
     "`new` where the `(N,)` bool `mask` is set, else `old` (both `(N,...)`)."
     return torch.where(torch.as_tensor(mask, device=new.device).reshape(-1, *([1] * (new.dim() - 1))), new, old)
@@ -306,7 +306,7 @@ class ObsWindow:
         "Restart the windows of `envs` `(N,)` bool from their first observations `{key: (N,...)}`."
         for k, v in obs.items(): self.obs[k] = _where(envs, self._fill(torch.as_tensor(v).to(self.obs[k])), self.obs[k])
 
-# %% ../nbs/08_envs.ipynb #8d674163
+# %% ../nbs/08_envs.ipynb #b7136e89
 def _env_key(spec) -> str:
     "Environment observation key that feeds a policy observation with this shape_meta entry."
     store_key = spec.get('store_key', None)
@@ -335,7 +335,7 @@ def _policy_obs(window:dict, obs_meta, device) -> dict:
     "Policy inputs `{key: (N,To,...)}` from an `ObsWindow`'s env observations `{env key: (N,To,...)}`."
     return {k: to_policy(window[e], typ, shape).to(device) for k, (e, typ, shape) in obs_meta.items()}
 
-# %% ../nbs/08_envs.ipynb #30c2ece1
+# %% ../nbs/08_envs.ipynb #2467f54f
 def _device(policy):
     "Device of a torch policy's parameters (CPU for anything else)."
     try: return next(policy.parameters()).device
@@ -349,7 +349,7 @@ def rollout(env:MetaWorldEnv, policy, obs_meta:dict, # environment; policy; poli
     batched = lambda o: {k: v[None] for k, v in o.items()}     # one env: (...) -> (1,...)
     win, frames = ObsWindow(batched(env.reset(seed=seed)[0]), n_obs_steps), [env.render()] if record else []
     reward, t, success, done, device = 0.0, 0, False, False, _device(policy)
-    g = torch.Generator(device).manual_seed(seed)              # one generator per episode: fresh noise every call, reproducible
+    g = torch.Generator().manual_seed(seed)        # one CPU generator per episode: fresh noise every call, reproducible
     while not done:
         with torch.no_grad(): actions = policy.predict_action(_policy_obs(win.obs, obs_meta, device), generator=g)['action']
         for a in actions[0, :n_action_steps].detach().cpu().numpy():
@@ -359,7 +359,7 @@ def rollout(env:MetaWorldEnv, policy, obs_meta:dict, # environment; policy; poli
             if done := success or truncated: break
     return {'success': float(success), 'reward': reward, 'length': t, 'frames': frames}
 
-# %% ../nbs/08_envs.ipynb #f2d250a9
+# %% ../nbs/08_envs.ipynb #476546dc
 class ExpertPolicy:
     "MetaWorld's scripted expert as a policy: the current expert action repeated for `Ta` steps."
     def __init__(self, task:str, n_action_steps:int=1, state_key:str='full_state'):
@@ -385,7 +385,7 @@ class RandomPolicy:
         a = np.stack([np.random.default_rng(s).uniform(-1, 1, (self.n_action_steps, self.action_dim)) for s in seeds])
         return {'action': torch.from_numpy(a).float(), 'action_pred': torch.from_numpy(a).float()}
 
-# %% ../nbs/08_envs.ipynb #9d3e174b
+# %% ../nbs/08_envs.ipynb #5e910ef5
 class MetaWorldRunner:
     "Evaluate a policy on a MetaWorld task: success rate per seed and overall (`test_mean_score`)."
     def __init__(self, task:str, shape_meta:dict,         # MetaWorld task; the policy's shape_meta (obs keys, store_keys)
@@ -411,7 +411,7 @@ class MetaWorldRunner:
                   n_procs=r.get('n_procs', 1), output_dir=output_dir)
         return cls(cfg.task.name, OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
 
-# %% ../nbs/08_envs.ipynb #49650940
+# %% ../nbs/08_envs.ipynb #288a10c7
 @patch
 def _episodes(self:MetaWorldRunner) -> list:
     "(index, eval seed, episode index, video path or None) of every episode."

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['DiTBlock', 'DiT', 'FlowMatchingPath', 'DiffusionPath', 'FlowSampler', 'DiffusionSampler', 'mask_iou',
            'soft_dice_loss', 'best_of_n_iou', 'keep_area', 'mask_validity', 'coord_grid', 'context_rgb', 'build',
-           'GenerativeModule', 'progress_bar', 'build_callbacks', 'build_strategy', 'build_trainer', 'save_run_config',
-           'build_module', 'train_generative', 'generative_main', 'generative_cli']
+           'GenerativeModule', 'progress_bar', 'build_callbacks', 'build_strategy', 'check_devices', 'build_trainer',
+           'save_run_config', 'build_module', 'train_generative', 'generative_main', 'generative_cli']
 
-# %% ../nbs/41_generative.ipynb #3d2c659a
+# %% ../nbs/41_generative.ipynb #754ca186
 import math
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -25,7 +25,7 @@ from .flow import PATHS, make_path, sample_path, sample_time, ODE_METHODS, ode_s
 from .scenes import SceneDataModule
 from .lightning import run_loggers, progress_bar_on
 
-# %% ../nbs/41_generative.ipynb #188f3f58
+# %% ../nbs/41_generative.ipynb #3a48ac0c
 class DiTBlock(nn.Module):
     "Self-attention + MLP, both adaLN-Zero modulated by the conditioning vector."
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
@@ -49,7 +49,7 @@ class DiTBlock(nn.Module):
         x = x + g1[:, None] * self.attn(modulate(self.norm1(x), s1, k1))
         return x + g2[:, None] * self.mlp(modulate(self.norm2(x), s2, k2))
 
-# %% ../nbs/41_generative.ipynb #9f4110af
+# %% ../nbs/41_generative.ipynb #8837494a
 class DiT(nn.Module):
     "Image DiT: `(B,in_ch,S,S)` and times `(B,)` in [0,1] -> `(B,out_ch,S,S)`."
     def __init__(self, in_ch: int = 8, out_ch: int = 1, image_size: int = 64, patch_size: int = 4,
@@ -79,7 +79,7 @@ class DiT(nn.Module):
         shift, scale = self.ada(c).chunk(2, -1)
         return self.unpatchify(self.out(modulate(self.norm(h), shift, scale)))
 
-# %% ../nbs/41_generative.ipynb #958d23ee
+# %% ../nbs/41_generative.ipynb #4f398e7f
 class FlowMatchingPath:
     "An affine probability path of `maniflow_nb.flow.PATHS`; the target is the velocity."
     family = 'flow'
@@ -98,7 +98,7 @@ class FlowMatchingPath:
         "Estimate of the clean sample `x1` from a velocity prediction."
         return self.path.velocity_to_target(pred, x_t, t.view(-1, *[1] * (x_t.dim() - 1)))
 
-# %% ../nbs/41_generative.ipynb #62976a36
+# %% ../nbs/41_generative.ipynb #0d49f79b
 class DiffusionPath:
     "DDPM forward process (diffusers' `DDPMScheduler`); the target is set by `prediction_type`."
     family = 'diffusion'
@@ -127,7 +127,7 @@ class DiffusionPath:
         if self.prediction_type == 'sample': return pred
         return a.sqrt() * x_t - (1 - a).sqrt() * pred
 
-# %% ../nbs/41_generative.ipynb #b801743a
+# %% ../nbs/41_generative.ipynb #8d702492
 class FlowSampler:
     "Sample a flow model with `maniflow_nb.flow.ode_sample` (euler | midpoint | rk4 | dopri5)."
     family = 'flow'
@@ -147,7 +147,7 @@ class FlowSampler:
             return fn(x, t.clamp(0, path.t_max)).to(x.dtype)
         return ode_sample(velocity, x0, self.method, self.steps, self.atol, self.rtol, t1=path.t_max)
 
-# %% ../nbs/41_generative.ipynb #96cf4144
+# %% ../nbs/41_generative.ipynb #3426b816
 class DiffusionSampler:
     "Sample a diffusion model with diffusers' DDIM (eta 0 = deterministic) or DDPM scheduler."
     family = 'diffusion'
@@ -168,7 +168,7 @@ class DiffusionSampler:
             x = sch.step(out, int(t), x, generator=generator, **kw).prev_sample
         return x
 
-# %% ../nbs/41_generative.ipynb #78bbf4ef
+# %% ../nbs/41_generative.ipynb #67cb2723
 def mask_iou(pred: torch.Tensor,   # (B,1,S,S) binary or boolean
              target: torch.Tensor, # (B,1,S,S) binary or boolean
             ) -> torch.Tensor:
@@ -182,7 +182,7 @@ def soft_dice_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     inter = (p * t).flatten(1).sum(1)
     return (1 - (2 * inter + 1) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + 1)).mean()
 
-# %% ../nbs/41_generative.ipynb #bae42bb2
+# %% ../nbs/41_generative.ipynb #1762950a
 def best_of_n_iou(samples: torch.Tensor, # (N,B,1,S,S) N binary masks per scene
                   target: torch.Tensor,  # (B,1,S,S) binary ground truth
                  ) -> torch.Tensor:
@@ -210,7 +210,7 @@ def mask_validity(mask: torch.Tensor,    # (B,1,S,S) binary masks
     valid = (in_goal >= 1 - tol) & (free >= 1 - tol) & (ratio - 1).abs().le(0.5) & (n > 0)
     return {'in_goal': in_goal, 'free': free, 'area_ratio': ratio, 'valid': valid.float()}
 
-# %% ../nbs/41_generative.ipynb #047a063e
+# %% ../nbs/41_generative.ipynb #f8671b43
 def coord_grid(size: int, device=None) -> torch.Tensor:
     "Coordinate channels `(2,size,size)` (y, x) in [-1,1]."
     r = torch.linspace(-1, 1, size, device=device)
@@ -222,7 +222,7 @@ def context_rgb(ctx: torch.Tensor) -> torch.Tensor:
     rgb = torch.stack([torch.maximum(target, robot), torch.maximum(goal, robot), movable * (1 - target)], 1)
     return (rgb + 0.5 * static[:, None]).clamp(0, 1)
 
-# %% ../nbs/41_generative.ipynb #3d0285ce
+# %% ../nbs/41_generative.ipynb #4c0aacc3
 def build(cfg):
     "`hydra.utils.instantiate`, with a bad value reported as the `ConfigError` that names it."
     try: return instantiate(cfg)
@@ -272,11 +272,12 @@ class GenerativeModule(pl.LightningModule):
         x0 = torch.randn((context.shape[0], 1, S, S), device=context.device, generator=generator)
         return self.sampler.sample(lambda x, t: self.predict(x, t, context), x0, self.path, generator=generator)
 
-# %% ../nbs/41_generative.ipynb #6ffd3afa
+# %% ../nbs/41_generative.ipynb #231e3718
 def _training_step(self, batch, batch_idx):
     loss, parts = self.compute_loss(batch)
     bs = batch['target'].shape[0]
-    self.log('train_loss', loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
+    self.log('train_loss', loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=bs)
+    self.log('train_loss_epoch', loss, on_step=False, on_epoch=True, batch_size=bs)
     if 'aux' in parts: self.log('train_aux_loss', parts['aux'], on_step=False, on_epoch=True, batch_size=bs)
     return loss
 
@@ -298,16 +299,15 @@ def _on_validation_epoch_end(self):
 GenerativeModule.training_step, GenerativeModule.validation_step = _training_step, _validation_step
 GenerativeModule.on_validation_epoch_end = _on_validation_epoch_end
 
-# %% ../nbs/41_generative.ipynb #1c897293
+# %% ../nbs/41_generative.ipynb #c2e4b3c7
 def _log_samples(self, batch, gen):
-    "Write a `context | generated | ground truth` grid of the first samples to TensorBoard."
+    "Write `Validation_Samples_<i>` images (context | generated | ground truth) of the first samples to TensorBoard."
     n = self.hparams.n_log_images
-    rows = [torch.cat([context_rgb(batch['context'][:n].float()), (gen[:n] > 0).float().expand(-1, 3, -1, -1),
-                       batch['target'][:n].float().expand(-1, 3, -1, -1)], -1)]
-    grid = torch.cat(list(torch.cat(rows, 0)), -2)         # (3, n*S, 3*S)
+    grid = torch.cat([context_rgb(batch['context'][:n].float()), (gen[:n] > 0).float().expand(-1, 3, -1, -1),
+                      batch['target'][:n].float().expand(-1, 3, -1, -1)], -1)     # (n,3,S,3S)
     for lg in self.loggers:
         if hasattr(getattr(lg, 'experiment', None), 'add_image') and self.global_rank == 0:
-            lg.experiment.add_image('val/context|generated|ground_truth', grid.cpu(), self.global_step)
+            for i, img in enumerate(grid): lg.experiment.add_image(f'Validation_Samples_{i}', img.cpu(), self.global_step)
 
 def _configure_optimizers(self):
     opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.base_lr, weight_decay=self.hparams.weight_decay)
@@ -320,7 +320,7 @@ def _configure_optimizers(self):
 
 GenerativeModule.log_samples, GenerativeModule.configure_optimizers = _log_samples, _configure_optimizers
 
-# %% ../nbs/41_generative.ipynb #6b5a66b9
+# %% ../nbs/41_generative.ipynb #ae42e986
 def progress_bar(kind: str = 'rich'): # rich | tqdm | none
     "The progress-bar callback: Rich when installed, else TQDM; none in batch jobs."
     from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
@@ -330,7 +330,7 @@ def progress_bar(kind: str = 'rich'): # rich | tqdm | none
         except ImportError: print("note: rich is not installed; using the TQDM progress bar")
     return TQDMProgressBar()
 
-# %% ../nbs/41_generative.ipynb #878dbf0f
+# %% ../nbs/41_generative.ipynb #d968fcde
 def build_callbacks(tcfg, run_dir) -> list:
     "ModelCheckpoint (last + best by the monitored metric), LearningRateMonitor and the progress bar."
     from pytorch_lightning.callbacks import ModelCheckpoint, LearningRateMonitor
@@ -349,9 +349,17 @@ def build_strategy(tcfg):
     if _IS_INTERACTIVE: print("note: in a notebook DDP forks its workers (Lightning's ddp_notebook)"); kw['start_method'] = 'fork'
     return DDPStrategy(**kw)
 
+def check_devices(tcfg):
+    "DDP (`trainer=multi_gpu`) needs CUDA GPUs unless `trainer.accelerator=cpu` asks for CPU processes on purpose."
+    if tcfg.strategy != 'ddp' or torch.cuda.is_available(): return
+    if tcfg.accelerator != 'cpu':
+        raise ConfigError(f"trainer={tcfg.name} is DDP over CUDA GPUs, but no GPU is available (trainer.accelerator is "
+                          f"'{tcfg.accelerator}'): use trainer=single_gpu on the CPU, or trainer.accelerator=cpu for CPU DDP processes")
+    print(f"note: trainer={tcfg.name} with trainer.accelerator=cpu: DDP over CPU processes (gloo), devices={tcfg.devices}")
+
 def build_trainer(cfg) -> pl.Trainer:
     "A Lightning `Trainer` from a composed generative config (`cfg.trainer`, `cfg.max_epochs`, `cfg.run_dir`)."
-    t = cfg.trainer; cbs = build_callbacks(t, cfg.run_dir)
+    t = cfg.trainer; check_devices(t); cbs = build_callbacks(t, cfg.run_dir)
     return pl.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=build_strategy(t),
                       precision=resolve_precision(t.precision, t.accelerator), gradient_clip_val=t.gradient_clip_val,
                       sync_batchnorm=t.sync_batchnorm, max_epochs=cfg.max_epochs, default_root_dir=cfg.run_dir,
@@ -361,7 +369,7 @@ def build_trainer(cfg) -> pl.Trainer:
                       limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
                       num_sanity_val_steps=t.num_sanity_val_steps, enable_model_summary=False)
 
-# %% ../nbs/41_generative.ipynb #cd0b4d82
+# %% ../nbs/41_generative.ipynb #9919b975
 def save_run_config(cfg, overrides=()):
     "Write the resolved config to `run_dir/config.yaml` and Hydra-style `run_dir/.hydra/{config,overrides}.yaml`."
     rd = Path(cfg.run_dir)
@@ -391,7 +399,7 @@ def train_generative(cfg, overrides=()):
     trainer.fit(module, dm, ckpt_path=ckpt)
     return trainer, module
 
-# %% ../nbs/41_generative.ipynb #1dc9215b
+# %% ../nbs/41_generative.ipynb #d11a141c
 def generative_main(config_name: str = 'train_fb_flow_matching', # top-level config: train_fb_flow_matching | train_hf_diffusion
                     overrides: Param("dotted overrides, e.g. model.sampler.method=dopri5 sampling_steps=20", str, nargs='*', opt=False) = None,
                    ):

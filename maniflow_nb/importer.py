@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['SAFE_GLOBALS', 'UPSTREAM', 'BASE_CONFIG', 'SETTINGS', 'MANIFLOW_RULES', 'DP3_RULES', 'RULES', 'EMPTY_KEYS',
-           'plain_unpickle', 'read_original', 'cfg_get', 'maniflow_settings', 'dp3_settings', 'our_config', 'rename',
-           'map_state_dict', 'import_checkpoint', 'import_main', 'import_cli']
+           'NORMALIZER_PREFIX', 'FIELD_BUFFERS', 'plain_unpickle', 'read_original', 'cfg_get', 'maniflow_settings',
+           'dp3_settings', 'our_config', 'rename', 'map_state_dict', 'import_checkpoint', 'import_main', 'import_cli']
 
-# %% ../nbs/31_import.ipynb #9b677ced
+# %% ../nbs/31_import.ipynb #2df27223
 import re, io, pickle, typing, collections
 from pathlib import Path
 import torch
@@ -21,7 +21,7 @@ from .policies import make_policy
 from .optim import make_optimizer, make_scheduler
 from .checkpoint import LEGACY_FORMAT, save_checkpoint
 
-# %% ../nbs/31_import.ipynb #acd692ac
+# %% ../nbs/31_import.ipynb #9e9d6a89
 SAFE_GLOBALS = [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, StringNode, IntegerNode, FloatNode,
                 BooleanNode, typing.Any, collections.defaultdict, dict, list, int, float, str, bool]
 UPSTREAM = {'maniflow': 'geyan21/ManiFlow_Policy@c631661', 'dp3': 'YanjieZe/3D-Diffusion-Policy@47385d9'}
@@ -51,7 +51,8 @@ def read_original(path,             # a .ckpt written by the original DP3 / Mani
             with torch.serialization.safe_globals(SAFE_GLOBALS): payload = torch.load(path, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as e:
             g = re.search(r'Unsupported global: (?:GLOBAL )?(\S+)', str(e))
-            raise UserError(f"{path}: refusing to unpickle {g.group(1) if g else 'an object'} (not on the allow-list); "
+            if not g: raise UserError(f"{path} is not a readable torch checkpoint (UnpicklingError)") from None
+            raise UserError(f"{path}: refusing to unpickle {g.group(1)} (not on the allow-list); "
                             "pass --trust only if you trust this file") from None
         except Exception as e: raise UserError(f"{path} is not a readable torch checkpoint ({type(e).__name__})") from None
     if not isinstance(payload, dict) or 'model' not in payload.get('state_dicts', {}):
@@ -59,7 +60,7 @@ def read_original(path,             # a .ckpt written by the original DP3 / Mani
     payload['pickles'] = {k: plain_unpickle(v) if isinstance(v, bytes) else None for k, v in payload.get('pickles', {}).items()}
     return payload
 
-# %% ../nbs/31_import.ipynb #ab97d985
+# %% ../nbs/31_import.ipynb #855581bd
 _MISSING = object()
 
 def cfg_get(cfg, key:str, default=_MISSING):
@@ -74,7 +75,7 @@ def cfg_get(cfg, key:str, default=_MISSING):
 def _require(cond, msg):
     if not cond: raise UserError(f"cannot import: {msg}")
 
-# %% ../nbs/31_import.ipynb #8a1b80b8
+# %% ../nbs/31_import.ipynb #d270ee6f
 def _obs_meta(u):
     "Our shape_meta from the original one: exactly point_cloud (XYZ) and agent_pos."
     sm = cfg_get(u, 'shape_meta', None) or cfg_get(u, 'task.shape_meta')
@@ -102,7 +103,7 @@ def _common(u) -> dict:
         if (v := cfg_get(u, theirs, None)) is not None: d[f'training.{ours}'] = v
     return d
 
-# %% ../nbs/31_import.ipynb #26a2c6a2
+# %% ../nbs/31_import.ipynb #91d7e529
 def _state_mlp(sizes):
     sizes = list(sizes or (64, 64))
     return {'state_hidden': sizes[:-1], 'state_dim': sizes[-1]}
@@ -128,7 +129,7 @@ def maniflow_settings(u) -> dict:
                flow_batch_ratio=g('flow_batch_ratio', 0.75), consistency_weight=1.0)
     return _common(u) | {f'policy.{k}': v for k, v in pol.items()}
 
-# %% ../nbs/31_import.ipynb #1968cf44
+# %% ../nbs/31_import.ipynb #d22b2b41
 def dp3_settings(u) -> dict:
     "Our config keys for an original DP3 config."
     g = lambda k, d=_MISSING: cfg_get(u, f'policy.{k}', d)
@@ -148,7 +149,7 @@ def dp3_settings(u) -> dict:
            'scheduler': sched, 'num_inference_steps': g('num_inference_steps', None) or s.get('num_train_timesteps', 100)}
     return _common(u) | {f'policy.{k}': v for k, v in pol.items()}
 
-# %% ../nbs/31_import.ipynb #c236117d
+# %% ../nbs/31_import.ipynb #13a97d58
 BASE_CONFIG = {'maniflow': 'maniflow_pointcloud_metaworld', 'dp3': 'dp3_metaworld'}
 SETTINGS = {'maniflow': maniflow_settings, 'dp3': dp3_settings}
 
@@ -171,7 +172,7 @@ def our_config(kind:str, u, overrides=()) -> DictConfig:
             if k not in given: OmegaConf.update(cfg, k, v, merge=False)
     return cfg
 
-# %% ../nbs/31_import.ipynb #fbf094fb
+# %% ../nbs/31_import.ipynb #7cf81f2d
 _ENCODER = [('obs_encoder.extractor.mlp.', 'obs_encoder.encoders.point_cloud.mlp.'),
             ('obs_encoder.extractor.final_projection.', 'obs_encoder.encoders.point_cloud.proj.'),
             ('obs_encoder.state_mlp.', 'obs_encoder.encoders.agent_pos.net.')]
@@ -208,25 +209,28 @@ def rename(key:str, rules) -> str|None:
             return out + key[m.end():]
     return None
 
-# %% ../nbs/31_import.ipynb #f42fd11a
-def map_state_dict(sd:dict, rules, target:dict) -> dict:
-    "Original state dict `sd` as our keys; every tensor placed once, shapes equal, every `target` key filled."
+# %% ../nbs/31_import.ipynb #236c8495
+NORMALIZER_PREFIX, FIELD_BUFFERS = 'normalizer.fields.', ('scale', 'offset', 'min', 'max', 'mean', 'std')
+
+def map_state_dict(sd:dict, rules, target:dict, keys=('action',)) -> dict:
+    "Original `sd` as our keys: each tensor placed once, shapes equal, `target` filled, a full normalizer field per `keys`."
     out, unknown = {}, []
     for k, v in sd.items():
         if k in EMPTY_KEYS:
             _require(v.numel() == 0, f"{k} is not empty"); continue
         ours = rename(k, rules)
-        if ours is None or ours not in target: unknown.append(k); continue
-        _require(tuple(v.shape) == tuple(target[ours].shape),
-                 f"{k} has shape {tuple(v.shape)}, our {ours} has {tuple(target[ours].shape)}")
+        if ours is None or not (ours in target or ours.startswith(NORMALIZER_PREFIX)): unknown.append(k); continue
+        if ours in target: _require(tuple(v.shape) == tuple(target[ours].shape),
+                                    f"{k} has shape {tuple(v.shape)}, our {ours} has {tuple(target[ours].shape)}")
         _require(ours not in out, f"two original tensors map to {ours}")
-        out[ours] = v.to(target[ours].dtype)
+        out[ours] = v.float() if ours.startswith(NORMALIZER_PREFIX) else v.to(target[ours].dtype)
     _require(not unknown, f"original tensors without a place in our policy: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
-    missing = [k for k in target if k not in out]
+    missing = [k for k in target if k not in out] + [f'{NORMALIZER_PREFIX}{f}.{b}' for f in keys for b in FIELD_BUFFERS
+                                                     if f'{NORMALIZER_PREFIX}{f}.{b}' not in out]
     _require(not missing, f"our tensors the checkpoint does not fill: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return out
 
-# %% ../nbs/31_import.ipynb #cca376fe
+# %% ../nbs/31_import.ipynb #47765735
 def import_checkpoint(kind:str,          # 'maniflow' or 'dp3'
                       src, out,          # original .ckpt, our checkpoint to write
                       trust:bool=False,  # unpickle the original with code (only for trusted files)
@@ -237,10 +241,10 @@ def import_checkpoint(kind:str,          # 'maniflow' or 'dp3'
     pay = read_original(src, trust)
     cfg = our_config(kind, pay['cfg'], overrides)
     policy = make_policy(cfg)
-    target = policy.state_dict()
-    model = map_state_dict(pay['state_dicts']['model'], RULES[kind], target)
+    target, keys = policy.state_dict(), ('action', *cfg.task.shape_meta.obs)
+    model = map_state_dict(pay['state_dicts']['model'], RULES[kind], target, keys)
     ema_sd = pay['state_dicts'].get('ema_model')
-    ema = {'model': map_state_dict(ema_sd, RULES[kind], target), 'step': 0, 'decay': 0.0} if ema_sd else None
+    ema = {'model': map_state_dict(ema_sd, RULES[kind], target, keys), 'step': 0, 'decay': 0.0} if ema_sd else None
     policy.load_state_dict(model)
     opt = make_optimizer(cfg, policy)
     ck = {'format': LEGACY_FORMAT, 'model': model, 'ema': ema, 'optimizer': opt.state_dict(),
@@ -251,7 +255,7 @@ def import_checkpoint(kind:str,          # 'maniflow' or 'dp3'
     save_checkpoint(ck, out)
     return ck
 
-# %% ../nbs/31_import.ipynb #4b6778b7
+# %% ../nbs/31_import.ipynb #7d82c0ee
 def import_main(kind:str,                 # checkpoint kind: dp3 or maniflow
                 src:str,                  # checkpoint written by the original DP3 / ManiFlow workspace
                 out:str,                  # our checkpoint to write

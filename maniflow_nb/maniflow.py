@@ -6,7 +6,7 @@
 __all__ = ['OBS_TYPES', 'farthest_point_sample', 'TokenObsEncoder', 'TimeEmbedder', 'CrossAttention', 'DiTXBlock', 'DiTX',
            'ManiFlowPolicy']
 
-# %% ../nbs/14_maniflow.ipynb #2f9c2207
+# %% ../nbs/14_maniflow.ipynb #597b4f97
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
@@ -20,7 +20,7 @@ from .flow import (
     make_path, sample_path, sample_time, euler_chain, ode_sample, ODE_METHODS, TIME_SAMPLERS, PATHS,
     sde_chain, flow_sde_log_prob)
 
-# %% ../nbs/14_maniflow.ipynb #b2bac434
+# %% ../nbs/14_maniflow.ipynb #4dc6ccc0
 def farthest_point_sample(xyz:Tensor, # (N,P,3) points
                           k:int,      # points to keep
                          ) -> Tensor:
@@ -37,7 +37,7 @@ def farthest_point_sample(xyz:Tensor, # (N,P,3) points
         far = dist.argmax(-1)
     return idx
 
-# %% ../nbs/14_maniflow.ipynb #586d3910
+# %% ../nbs/14_maniflow.ipynb #35f541cd
 def _channels_last(shape): return shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4)
 def _kind(m): return m.get('type', 'low_dim')
 
@@ -96,7 +96,7 @@ class TokenObsEncoder(nn.Module):
         if state: tok = torch.cat([tok, torch.cat(state, -1)[:, None].expand(-1, tok.shape[1], -1)], -1)
         return tok.reshape(B, -1, tok.shape[-1])
 
-# %% ../nbs/14_maniflow.ipynb #2ec69798
+# %% ../nbs/14_maniflow.ipynb #74e5807d
 class TimeEmbedder(nn.Module):
     "Sinusoid of t itself -> MLP embedding `(B,) -> (B,D)`."
     def __init__(self, dim:int, freq_dim:int=128):
@@ -104,7 +104,7 @@ class TimeEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, 4 * freq_dim), nn.Mish(), nn.Linear(4 * freq_dim, dim))
     def forward(self, t): return self.mlp(sinusoidal_embedding(t, self.freq_dim))
 
-# %% ../nbs/14_maniflow.ipynb #e13c1495
+# %% ../nbs/14_maniflow.ipynb #b426d1ad
 class CrossAttention(nn.Module):
     "Multi-head attention from tokens `x (B,T,D)` to context `c (B,N,D)`: `q`, joint `kv` and `proj` projections."
     def __init__(self, dim:int, n_head:int, qkv_bias:bool=False, qk_norm:bool=False):
@@ -121,7 +121,7 @@ class CrossAttention(nn.Module):
         o = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
         return self.proj(o.transpose(1, 2).reshape(B, T, D))
 
-# %% ../nbs/14_maniflow.ipynb #b23feaa8
+# %% ../nbs/14_maniflow.ipynb #31caf77b
 class DiTXBlock(nn.Module):
     "adaLN-modulated self-attention over action tokens, cross-attention to obs tokens, and MLP."
     def __init__(self, dim:int, n_head:int, mlp_ratio:float=4.0,
@@ -145,7 +145,7 @@ class DiTXBlock(nn.Module):
         x = x + m[5][:, None] * self.cross_attn(modulate(self.norms[1](x), m[3], m[4]), cond)
         return x + m[8][:, None] * self.mlp(modulate(self.norms[2](x), m[6], m[7]))
 
-# %% ../nbs/14_maniflow.ipynb #10c052a6
+# %% ../nbs/14_maniflow.ipynb #fa798bf7
 class DiTX(nn.Module):
     "Velocity network `(x (B,T,Da), t (B,), Δt (B,), obs tokens (B,N,Dc)) -> (B,T,Da)`."
     def __init__(self, action_dim:int, horizon:int, cond_dim:int, n_cond_tokens:int,
@@ -187,7 +187,7 @@ def _as_batch(v, B, like):
     v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
     return v.expand(B) if v.dim() == 0 else v
 
-# %% ../nbs/14_maniflow.ipynb #35ae6a73
+# %% ../nbs/14_maniflow.ipynb #4f1d249b
 OBS_TYPES = {'point_cloud': 'point_cloud', 'rgb': 'rgb', 'state': 'low_dim'}
 
 def _check_obs_type(obs_type, shape_meta):
@@ -199,7 +199,7 @@ def _check_obs_type(obs_type, shape_meta):
     if want not in types or (obs_type == 'state' and types != {'low_dim'}):
         raise ValueError(f"policy.obs_type={obs_type!r} but task shape_meta.obs has types {sorted(types)}")
 
-# %% ../nbs/14_maniflow.ipynb #cc7f33fd
+# %% ../nbs/14_maniflow.ipynb #d78c2b65
 class ManiFlowPolicy(nn.Module):
     "ManiFlow: DiT-X flow policy with consistency training; `compute_loss`, `predict_action`, `sample_actions`."
     def __init__(self, shape_meta, horizon:int, n_obs_steps:int, n_action_steps:int,
@@ -254,7 +254,7 @@ class ManiFlowPolicy(nn.Module):
         self.normalizer.load_state_dict(normalizer.state_dict())
         self.normalizer.to(self.device)
 
-# %% ../nbs/14_maniflow.ipynb #74388fe0
+# %% ../nbs/14_maniflow.ipynb #ccdf0a41
 @patch
 def _normalize_obs(self:ManiFlowPolicy, obs:dict) -> dict:
     "Normalize each obs key the normalizer knows (uint8 images first scaled to [0,1]); others pass through."
@@ -275,7 +275,7 @@ def velocity_fn(self:ManiFlowPolicy, cond:Tensor, net=None):
         return net(x, t, dt, c)
     return velocity
 
-# %% ../nbs/14_maniflow.ipynb #e0764957
+# %% ../nbs/14_maniflow.ipynb #b5204129
 @patch
 def _teacher(self:ManiFlowPolicy, ema_model):
     "The consistency teacher: the EMA copy's network, or the online network when EMA is off."
@@ -330,10 +330,12 @@ def _check_action(self:ManiFlowPolicy, a:Tensor):
     if a.dim() != 3 or a.shape[1:] != (self.horizon, self.action_dim):
         raise ValueError(f"action has shape {tuple(a.shape)}, expected (B, {self.horizon}, {self.action_dim}) from horizon and shape_meta")
 
-# %% ../nbs/14_maniflow.ipynb #e2dd6645
+# %% ../nbs/14_maniflow.ipynb #db8abcf5
 @patch
 def _noise(self:ManiFlowPolicy, B, generator):
-    return torch.randn((B, self.horizon, self.action_dim), generator=generator, device=generator.device if generator else self.device)
+    "Initial noise (B,T,Da): from `generator` on its own device (a CPU generator gives the same numbers on any device)."
+    dev = generator.device if generator is not None else self.device
+    return torch.randn((B, self.horizon, self.action_dim), generator=generator, device=dev).to(self.device)
 
 @patch
 def _outputs(self:ManiFlowPolicy, x1:Tensor) -> dict:
@@ -353,7 +355,7 @@ def predict_action(self:ManiFlowPolicy, obs:dict,     # raw {key: (B,To,...)}
     x1 = ode_sample(self.velocity_fn(cond), x0, self.sampler, num_steps or self.num_inference_steps)
     return self._outputs(x1)
 
-# %% ../nbs/14_maniflow.ipynb #a1a770f8
+# %% ../nbs/14_maniflow.ipynb #c02bacb4
 @patch
 def value(self:ManiFlowPolicy, obs:dict=None, cond:Tensor=None) -> Tensor:
     "Value (B,) from the value head on the detached mean obs token; gradients reach only the head."

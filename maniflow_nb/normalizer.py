@@ -6,13 +6,13 @@
 __all__ = ['NORMALIZER_MODES', 'NormalizerWarning', 'bulk_range', 'check_fit', 'channel_stats', 'FieldNormalizer',
            'LinearNormalizer', 'fit_normalizer']
 
-# %% ../nbs/04_normalizer.ipynb #02bfd536
+# %% ../nbs/04_normalizer.ipynb #0037d799
 import warnings
 import numpy as np, torch
 from torch import nn
 from .data import DataError
 
-# %% ../nbs/04_normalizer.ipynb #2334ef72
+# %% ../nbs/04_normalizer.ipynb #073221c0
 def _rows(x) -> np.ndarray:
     "(..., C) array or tensor -> (rows, C) numpy view."
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
@@ -21,9 +21,13 @@ def _rows(x) -> np.ndarray:
 class NormalizerWarning(UserWarning):
     "A fitted normalizer whose range is dominated by outliers."
 
+def _lazy(x) -> bool: return hasattr(x, 'read_rows')   # a `storage.ChunkedArray` / `RowConcat` (storage=stream)
+def _n_rows(x) -> int: return x.n_rows if _lazy(x) else len(_rows(x))
+
 def bulk_range(x, q:float=1e-3, n:int=1<<16) -> tuple:
     "(lo, hi, q) per channel: the `q` and `1-q` quantiles of a strided sample of at most `n` rows of `x` (..., C)."
-    r = _rows(x); r = r[::max(1, len(r) // n)]
+    N = _n_rows(x); step = max(1, N // n)
+    r = x.rows_at(np.arange(0, N, step)) if _lazy(x) else _rows(x)[::step]
     q = min(max(q, 2 / len(r)), 0.25)                 # a small sample still leaves out its two extreme rows
     return (*np.quantile(r.astype(np.float64), [q, 1 - q], axis=0, method='nearest'), q)
 
@@ -43,19 +47,20 @@ def check_fit(name:str, s:dict, scale, offset, x, squash:float=1e-3):
                       f"[{s['min'][c]:.4g}, {s['max'][c]:.4g}]: outliers squash them into {100 * (hi[c] - lo[c]) / rng[c]:.2g}% of the normalized range",
                       NormalizerWarning, stacklevel=2)
 
-# %% ../nbs/04_normalizer.ipynb #93469b2e
+# %% ../nbs/04_normalizer.ipynb #ef9f7263
 NORMALIZER_MODES = ('limits', 'gaussian')
 
 def channel_stats(x, # (..., C) array or tensor; statistics per channel C over all other axes
                   chunk:int=1<<20) -> dict:
     "min, max, mean, std per channel, accumulated in float64 over row chunks."
-    x = _rows(x)
-    if not len(x): raise DataError(f"cannot fit a normalizer on an empty array of shape {x.shape}")
-    parts = [x[i:i+chunk].astype(np.float64) for i in range(0, len(x), chunk)]
-    mean = sum(p.sum(0) for p in parts) / len(x)
-    var = sum(((p - mean)**2).sum(0) for p in parts) / len(x)
-    return {'min': np.min([p.min(0) for p in parts], 0), 'max': np.max([p.max(0) for p in parts], 0),
-            'mean': mean, 'std': np.sqrt(var)}
+    n = _n_rows(x)
+    if not n: raise DataError(f"cannot fit a normalizer on an empty array of shape {tuple(x.shape)}")
+    r = None if _lazy(x) else _rows(x)
+    parts = lambda: ((x.read_rows(i, i + chunk) if r is None else r[i:i+chunk]).astype(np.float64) for i in range(0, n, chunk))
+    sums, mins, maxs = zip(*((p.sum(0), p.min(0), p.max(0)) for p in parts()))   # two passes: memory stays one block
+    mean = sum(sums) / n
+    var = sum(((p - mean)**2).sum(0) for p in parts()) / n
+    return {'min': np.min(mins, 0), 'max': np.max(maxs, 0), 'mean': mean, 'std': np.sqrt(var)}
 
 class FieldNormalizer(nn.Module):
     "Affine normalizer of one key over its last (channel) axis, with the statistics it was fitted on."
@@ -93,7 +98,7 @@ def _dt(x): return x.dtype if torch.is_tensor(x) and x.is_floating_point() else 
 
 
 
-# %% ../nbs/04_normalizer.ipynb #2c814897
+# %% ../nbs/04_normalizer.ipynb #c8fa9d76
 class LinearNormalizer(nn.Module):
     "Per-key `FieldNormalizer`s; `normalize`/`unnormalize` map (nested) dicts of tensors key by key."
     def __init__(self):
@@ -126,7 +131,7 @@ class LinearNormalizer(nn.Module):
         for name, bufs in found.items(): self.fields[name] = FieldNormalizer(**bufs)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-# %% ../nbs/04_normalizer.ipynb #ca77b429
+# %% ../nbs/04_normalizer.ipynb #1942b81a
 def fit_normalizer(data:dict, # 'action' and obs name -> (N,...) arrays
                    obs_meta:dict, # shape_meta['obs'] with each key's `type`
                    mode='limits', # 'limits' or 'gaussian' (task.dataset.normalizer_mode)

@@ -5,19 +5,19 @@
 # %% auto #0
 __all__ = ['make_optimizer', 'optimizer_steps', 'lr_factor', 'make_scheduler']
 
-# %% ../nbs/22_optim.ipynb #38721af4
+# %% ../nbs/22_optim.ipynb #86207e27
 import math
 import torch, torch.nn as nn
 from .config import ConfigError
 
-# %% ../nbs/22_optim.ipynb #8de6cce6
+# %% ../nbs/22_optim.ipynb #20cc397d
 def make_optimizer(cfg, policy:nn.Module) -> torch.optim.AdamW:
     "AdamW over the policy's trainable parameters (normalizer excluded), settings from `cfg.training`."
     tr = cfg.training
     params = [p for n, p in policy.named_parameters() if p.requires_grad and not n.startswith('normalizer.')]
     return torch.optim.AdamW(params, lr=tr.learning_rate, betas=tuple(tr.betas), weight_decay=tr.weight_decay)
 
-# %% ../nbs/22_optim.ipynb #f6faa259
+# %% ../nbs/22_optim.ipynb #deb73703
 def optimizer_steps(n_batches:int, # training batches per epoch
                     accumulate:int, # gradient_accumulate_every
                     epochs:int) -> int:
@@ -32,7 +32,7 @@ def lr_factor(step:int, warmup:int, total:int, kind:str='cosine') -> float:
     progress = (step - warmup) / max(1, total - warmup)
     return max(0.0, 0.5 * (1 + math.cos(math.pi * progress)))
 
-# %% ../nbs/22_optim.ipynb #810019a5
+# %% ../nbs/22_optim.ipynb #b3732873
 def make_scheduler(cfg, optimizer, total_steps:int) -> torch.optim.lr_scheduler.LambdaLR:
     "Cosine (or constant) LR with warm-up from `cfg.training`; call `.step()` once per optimizer step."
     tr = cfg.training

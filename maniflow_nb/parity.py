@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['PARITY_OVERRIDES', 'trainer_of', 'read_metrics', 'last_checkpoint', 'papermill_record', 'load_run', 'check',
-           'check_val_loss', 'check_train_loss', 'check_lr', 'check_resources', 'check_sample_mse', 'fixed_batch',
-           'check_ema', 'load_in_legacy', 'load_in_lightning', 'check_cross_load', 'compare_runs', 'report_markdown',
-           'report_html', 'render_report', 'train_recorded', 'parity_configs', 'train_child', 'run_parity',
-           'parity_summary', 'compare', 'compare_cli']
+           'check_val_loss', 'accumulation', 'check_train_loss', 'check_lr', 'check_resources', 'check_sample_mse',
+           'fixed_batch', 'check_ema', 'load_in_legacy', 'load_in_lightning', 'check_cross_load', 'compare_runs',
+           'report_markdown', 'report_html', 'render_report', 'train_recorded', 'parity_configs', 'train_child',
+           'run_parity', 'parity_summary', 'compare', 'compare_cli']
 
-# %% ../nbs/29_parity.ipynb #bcca4399
+# %% ../nbs/29_parity.ipynb #96cea905
 import os, sys, json, time, shutil, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
@@ -19,7 +19,7 @@ from .config import atomic_path, save_config, load_config, compose_config, UserE
 from .cli import parse_args, user_errors, one_line, fail
 from .checkpoint import read_checkpoint, load_checkpoint, load_policy_from_checkpoint
 
-# %% ../nbs/29_parity.ipynb #142fba0e
+# %% ../nbs/29_parity.ipynb #a62ad160
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -43,7 +43,7 @@ def read_metrics(run_dir) -> pd.DataFrame:
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/29_parity.ipynb #dc5ea842
+# %% ../nbs/29_parity.ipynb #907c4c7f
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -68,7 +68,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/29_parity.ipynb #676010a0
+# %% ../nbs/29_parity.ipynb #2371391f
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -91,8 +91,16 @@ def _paired(a:dict, b:dict, col:str) -> pd.DataFrame:
     y = b['metrics'][['step', col]].dropna() if col in b['metrics'] else pd.DataFrame(columns=['step', col])
     return x.merge(y, on='step', suffixes=('_a', '_b'))
 
+def accumulation(r:dict) -> int:
+    "A run's `training.gradient_accumulate_every` (1 when its config does not say)."
+    return int(((r.get('config') or {}).get('training') or {}).get('gradient_accumulate_every') or 1)
+
 def check_train_loss(a:dict, b:dict, atol:float=1e-6) -> dict:
     "Per-step training losses: max and mean absolute difference over the common steps."
+    acc = max(accumulation(a), accumulation(b))
+    if acc > 1 and a['trainer'] != b['trainer']:
+        return check('train_loss curves', 'n/a', None, f'max <= {atol:g}', f'gradient_accumulate_every={acc}: Lightning logs the last '
+                     f'micro-batch\'s loss, legacy the mean of the {acc}; not comparable step by step (the weight checks decide)')
     p = _paired(a, b, 'train_loss')
     if not len(p): return check('train_loss curves', 'n/a', None, f'max <= {atol:g}', 'no common logged steps')
     d = (p.train_loss_a - p.train_loss_b).abs()
@@ -119,7 +127,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/29_parity.ipynb #fd34e5e1
+# %% ../nbs/29_parity.ipynb #260c3e2b
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -140,14 +148,16 @@ def check_resources(a:dict, b:dict, wall_tol:float=0.10, mem_tol:float=0.25) -> 
     return out + [cuda]
 
 def check_sample_mse(a:dict, b:dict) -> dict:
-    "The sampling MSE (`train_action_mse_error`) is logged by both runs."
+    "The sampling MSE (`train_action_mse_error`) is logged by both runs; 'not measured' when neither sampled."
     va, vb = _last(a['metrics'], 'train_action_mse_error'), _last(b['metrics'], 'train_action_mse_error')
     fmt = lambda v: 'missing' if v is None else f'{v:.4g}'
+    if va is None and vb is None: return check('sampling MSE logged', 'not measured', None, 'logged by both',
+                                               'neither run sampled (training.sample_every=0, or fewer epochs than sample_every)')
     differ = {a['trainer'], b['trainer']} == {'legacy', 'lightning'}
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
                  'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run' if differ else '')
 
-# %% ../nbs/29_parity.ipynb #b1e521df
+# %% ../nbs/29_parity.ipynb #daa2bd71
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -186,7 +196,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     dp = float((preds[0] - preds[1]).abs().max())
     return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}', out[0]['note'])]
 
-# %% ../nbs/29_parity.ipynb #3c40e55a
+# %% ../nbs/29_parity.ipynb #fffc5506
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -223,7 +233,7 @@ def check_cross_load(run:dict, workdir) -> dict:
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/29_parity.ipynb #393aea41
+# %% ../nbs/29_parity.ipynb #ad0a198f
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
@@ -262,7 +272,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/29_parity.ipynb #4db82d4f
+# %% ../nbs/29_parity.ipynb #7b1f789d
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -299,7 +309,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/29_parity.ipynb #59e0a278
+# %% ../nbs/29_parity.ipynb #13a30022
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -330,7 +340,7 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/29_parity.ipynb #e20dc391
+# %% ../nbs/29_parity.ipynb #90a4878c
 def _lead_identical(d:pd.Series) -> int:
     "Number of leading zeros in the absolute differences `d`."
     nz = (d.values != 0)
@@ -356,7 +366,7 @@ def _step_time(r:dict) -> float|None:
     t = r['metrics']['time'].dropna() if 'time' in r['metrics'] else pd.Series(dtype=float)
     return float(t.diff().median()) if len(t) > 2 else None
 
-# %% ../nbs/29_parity.ipynb #d5c4f0d3
+# %% ../nbs/29_parity.ipynb #d99f40be
 def compare(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
             out:str=None,                   # report file: .md or .html (default: print Markdown only)
             parity:store_true=False,        # train --config_name with both trainers first, then compare

@@ -6,9 +6,9 @@
 __all__ = ['PPO_DEFAULTS', 'execute_chunk', 'collect_rollout', 'compute_gae', 'loss_mask', 'policy_loss', 'value_loss',
            'explained_variance', 'check_noise_level', 'split_params', 'PPOTrainer', 'evaluate_success', 'ppo_loop',
            'load_pretrained', 'rl_checkpoint', 'check_rl_config', 'debug_config', 'ppo_settings', 'tworoutes_start',
-           'make_env', 'run_rl', 'evaluate_rl', 'rl_main', 'rl_cli']
+           'make_env', 'run_rl', 'budget_note', 'evaluate_rl', 'rl_main', 'rl_sweep', 'rl_cli']
 
-# %% ../nbs/51_rl.ipynb #d02ad31c
+# %% ../nbs/51_rl.ipynb #eb60a4fc
 import sys, json, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -17,7 +17,8 @@ from fastcore.basics import patch
 from fastcore.script import Param
 from omegaconf import OmegaConf
 from .config import compose_config, ConfigError, to_plain, atomic_path, save_config, seed_everything
-from .cli import parse_args, user_errors
+from .cli import parse_args, pop_flag, user_errors
+from .train import run_sweep
 from .timeline import Timeline, window_mask
 from .flow import flow_sde_log_prob
 from .envs import ObsWindow
@@ -27,7 +28,7 @@ from .runlog import MetricsCSV, wandb_init
 from .policies import make_policy
 from .tworoutes import TwoRoutesEnv, tworoutes_config, tworoutes_pretrained
 
-# %% ../nbs/51_rl.ipynb #166ba806
+# %% ../nbs/51_rl.ipynb #193fc596
 def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), already clamped
                   done:Tensor) -> tuple:                  # (N,) bool, sticky
     "`(reward (N,), done (N,), success (N,), executed sub-steps (N,))` of one chunk."
@@ -41,7 +42,7 @@ def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), al
         window.push(obs, active)
     return R, done, success, n
 
-# %% ../nbs/51_rl.ipynb #3d82644a
+# %% ../nbs/51_rl.ipynb #22627641
 def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
                     noise_level:float=0.5, mode:str='single', # flow_sde noise level and mode
                     generator=None, seed:int=None) -> dict:    # sampling generator; env reset seed
@@ -61,7 +62,7 @@ def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
     ro = {k: (torch.stack([x.cpu() for x in v]) if k != 'obs' else {o: torch.stack([x[o] for x in v]) for o in v[0]}) for k, v in buf.items()}
     return ro | {'success': success, 'lengths': length, 'env_steps': int(length.sum())}
 
-# %% ../nbs/51_rl.ipynb #fd8db8b8
+# %% ../nbs/51_rl.ipynb #12c41061
 def compute_gae(rewards:Tensor, # (S,N) chunk rewards
                 values:Tensor,  # (S+1,N) values, the last one the bootstrap
                 dones:Tensor,   # (S+1,N) done before each call (last row: after the last call)
@@ -77,7 +78,7 @@ def loss_mask(dones:Tensor) -> Tensor: # (S+1,N) done before each call
     "(S,N) bool: valid calls, those with no done before or at their start."
     return dones[:-1].long().cumsum(0) == 0
 
-# %% ../nbs/51_rl.ipynb #688f89e7
+# %% ../nbs/51_rl.ipynb #32a28c6e
 def policy_loss(logp:Tensor, old_logp:Tensor, adv:Tensor, # (M,) new / old log-probs, advantages
                 clip_range:float=0.2) -> tuple:
     "`(loss, stats)` of the clipped PPO surrogate."
@@ -100,7 +101,7 @@ def explained_variance(pred:Tensor, target:Tensor) -> float:
     var = target.var()
     return float('nan') if var == 0 else (1 - (target - pred).var() / var).item()
 
-# %% ../nbs/51_rl.ipynb #fe2c0b4a
+# %% ../nbs/51_rl.ipynb #6e0682ff
 PPO_DEFAULTS = dict(noise_level=0.5, noise_mode='single', learning_rate=1e-4, critic_lr_ratio=10.0, clip_range=0.2,
                     value_clip_range=0.2, vf_coef=0.5, batch_size=256, update_epochs=4, max_grad_norm=1.0, target_kl=None,
                     gamma=0.99, gae_lambda=0.95, weight_decay=0.0)
@@ -115,7 +116,7 @@ def split_params(policy:nn.Module) -> tuple:
     named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad and not n.startswith('normalizer.')]
     return [p for n, p in named if not n.startswith('value_head.')], [p for n, p in named if n.startswith('value_head.')]
 
-# %% ../nbs/51_rl.ipynb #d26c60ba
+# %% ../nbs/51_rl.ipynb #ac0e6052
 class PPOTrainer:
     "PPO for a flow policy with `flow_sde` log-probs and a value head; settings as in `PPO_DEFAULTS`."
     def __init__(self, policy:nn.Module, **kw):
@@ -133,7 +134,7 @@ class PPOTrainer:
         "`collect_rollout` with this trainer's noise settings."
         return collect_rollout(self.policy, env, num_steps, self.cfg['noise_level'], self.cfg['noise_mode'], generator, seed)
 
-# %% ../nbs/51_rl.ipynb #878ff736
+# %% ../nbs/51_rl.ipynb #0528ad00
 def _flatten_valid(ro:dict, adv:Tensor, ret:Tensor) -> dict:
     "The valid calls of a rollout as flat tensors (M,...), with normalized advantages."
     m = loss_mask(ro['dones'])
@@ -170,7 +171,7 @@ def _ppo_step(self:PPOTrainer, mb:dict, train_actor:bool) -> dict:
     self.critic_opt.step()
     return st
 
-# %% ../nbs/51_rl.ipynb #fb32dc12
+# %% ../nbs/51_rl.ipynb #e4ec972a
 @patch
 def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
             train_actor:bool=True,             # False: critic warm-up (the actor does not move)
@@ -190,7 +191,7 @@ def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
     out = _mean_stats(rows) | {'first_ratio_dev': first, 'epochs': epoch + 1, 'n_valid': M}
     return out | {'explained_variance': explained_variance(d['values'], d['returns'])}
 
-# %% ../nbs/51_rl.ipynb #2414ef87
+# %% ../nbs/51_rl.ipynb #2e67fd56
 @torch.no_grad()
 def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
     "Success rate, mean episode reward and length of one deterministic (Euler) episode per env."
@@ -203,7 +204,7 @@ def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
         ret, succ, length = ret + R, succ | s, length + n
     return {'success_rate': succ.float().mean().item(), 'episode_reward': ret.mean().item(), 'episode_length': length.mean().item()}
 
-# %% ../nbs/51_rl.ipynb #ee91bcef
+# %% ../nbs/51_rl.ipynb #f7e8f257
 def ppo_loop(trainer:PPOTrainer, env, total_timesteps:int, # trainer; vectorized env; env-step budget
              num_steps:int,                 # policy calls per env and iteration
              critic_warmup_iters:int=2,     # first iterations: critic only
@@ -232,7 +233,7 @@ def _iteration_row(it, steps, ro, st, t_roll, t_upd) -> dict:
             **{k: v for k, v in st.items()}, 'fps': ro['env_steps'] / max(t_roll + t_upd, 1e-9),
             'rollout_time': t_roll, 'update_time': t_upd}
 
-# %% ../nbs/51_rl.ipynb #fc21e902
+# %% ../nbs/51_rl.ipynb #2a235ce1
 def load_pretrained(path,                      # legacy, Lightning or RL checkpoint
                     add_value_head:bool=True, use_ema:bool=True, overrides:dict=None) -> tuple:
     "`(policy, policy config)` from a checkpoint; only value-head weights may be missing."
@@ -253,7 +254,7 @@ def rl_checkpoint(trainer:PPOTrainer, policy_cfg, rl_cfg, iteration:int, env_ste
             'actor_optimizer': trainer.actor_opt.state_dict(), 'critic_optimizer': trainer.critic_opt.state_dict(),
             'iteration': iteration, 'env_steps': env_steps, 'generator': generator.get_state(), 'format': 'maniflow_nb-rl-1'}
 
-# %% ../nbs/51_rl.ipynb #7b771dfd
+# %% ../nbs/51_rl.ipynb #98b50cf0
 def check_rl_config(cfg):
     "Clear errors for RL settings that cannot work."
     check_noise_level(cfg.policy.noise_level)
@@ -275,7 +276,7 @@ def debug_config(cfg):
     t.update_epochs, t.critic_warmup_iters, cfg.task.env_runner.num_episodes = 1, min(t.critic_warmup_iters, 1), min(cfg.task.env_runner.num_episodes, 2)
     return cfg
 
-# %% ../nbs/51_rl.ipynb #ba8cb538
+# %% ../nbs/51_rl.ipynb #854b6344
 def ppo_settings(cfg) -> dict:
     "`PPOTrainer` settings from an RL config."
     t, p = cfg.training, cfg.policy
@@ -295,7 +296,7 @@ def _check_timeline(cfg, pcfg):
         if cfg.policy.get(k) is not None and cfg.policy[k] != pcfg[k]:
             raise ConfigError(f"policy.{k} is {cfg.policy[k]} but the checkpoint's policy has {k}={pcfg[k]}; set it to {pcfg[k]} or null")
 
-# %% ../nbs/51_rl.ipynb #12df57af
+# %% ../nbs/51_rl.ipynb #6d1dd514
 def tworoutes_start(cfg, run_dir:Path) -> tuple:
     "`(policy, policy config)` of a TwoRoutes run without a checkpoint: demos into `task.dataset_path`, then BC."
     store = Path(cfg.task.dataset_path)
@@ -311,7 +312,7 @@ def make_env(cfg, pcfg, num_envs:int):
     if r.env_name == 'tworoutes': return TwoRoutesEnv(num_envs, r.max_steps)
     return MetaWorldVecEnv(r.env_name, to_plain(pcfg.task.shape_meta), num_envs, r.max_steps, r.get('reward', 'success'), r.get('n_procs', 1))
 
-# %% ../nbs/51_rl.ipynb #35e31324
+# %% ../nbs/51_rl.ipynb #e876e588
 def _log_row(csv:MetricsCSV, wandb_run, row:dict, cfg):
     "One metrics row to the CSV (and wandb), printed every `log_interval` iterations."
     csv.log(row)
@@ -334,7 +335,7 @@ def _resume(trainer, ck_path:Path, g) -> tuple:
     print(f"resuming from {ck_path} (iteration {ck['iteration']}, {ck['env_steps']} env steps)")
     return ck['iteration'], ck['env_steps']
 
-# %% ../nbs/51_rl.ipynb #dec133ea
+# %% ../nbs/51_rl.ipynb #18cd09c3
 def run_rl(cfg) -> dict:
     "PPO fine-tuning from a composed RL config; returns the eval record (success before / after)."
     if cfg.get('debug'): cfg = debug_config(cfg)
@@ -360,19 +361,30 @@ def run_rl(cfg) -> dict:
             ck = rl_checkpoint(trainer, pcfg, cfg, it, steps, g)
             save_checkpoint(ck, latest); save_checkpoint(ck, run_dir/'checkpoints'/f'iter_{it:04d}.ckpt')
     env = make_env(cfg, pcfg, cfg.training.num_envs)
+    budget_note(cfg, pcfg)
     try:
         t0 = time.time()
-        ppo_loop(trainer, env, cfg.training.total_timesteps, cfg.training.num_steps_per_rollout, cfg.training.critic_warmup_iters,
+        last = ppo_loop(trainer, env, cfg.training.total_timesteps, cfg.training.num_steps_per_rollout, cfg.training.critic_warmup_iters,
                  cfg.seed, it0, steps0, g, lambda row: _log_row(csv, wb, row, cfg), on_iteration)
         rl_seconds = time.time() - t0
     finally:
         if hasattr(env, 'close'): env.close()
         if wb: wb.finish()
     after = evaluate_rl(policy, cfg, pcfg, n_eval)
-    rec = {'before': before, 'after': after, 'rl_seconds': rl_seconds, 'checkpoint': str(latest.absolute())}
+    rec = {'before': before, 'after': after, 'rl_seconds': rl_seconds, 'checkpoint': str(latest.absolute()),
+           'env_steps': last.get('env_steps', steps0), 'total_timesteps': cfg.training.total_timesteps}
     with atomic_path(rec_path) as tmp: Path(tmp).write_text(json.dumps(rec, indent=1))
     print(f"success {before['success_rate']:.3f} -> {after['success_rate']:.3f}; checkpoint {latest}")
     return rec
+
+def budget_note(cfg, pcfg):
+    "One line when `training.total_timesteps` is not a whole number of iterations: the budget is checked between iterations."
+    t = cfg.training
+    per = t.num_envs * t.num_steps_per_rollout * pcfg.n_action_steps
+    if t.total_timesteps % per:
+        print(f"note: training.total_timesteps={t.total_timesteps} is checked after whole iterations of up to {per} env steps "
+              f"({t.num_envs} envs x {t.num_steps_per_rollout} calls x {pcfg.n_action_steps} actions): the run may take up to "
+              f"{per - 1} more; eval.json and metrics.csv record the real count", flush=True)
 
 def evaluate_rl(policy, cfg, pcfg, n_episodes:int) -> dict:
     "Deterministic (Euler) success of `policy` over `n_episodes` episodes in the config's env."
@@ -381,13 +393,25 @@ def evaluate_rl(policy, cfg, pcfg, n_episodes:int) -> dict:
     finally:
         if hasattr(env, 'close'): env.close()
 
-# %% ../nbs/51_rl.ipynb #5cc8d251
+# %% ../nbs/51_rl.ipynb #a143595f
 def rl_main(config_name:str='train_maniflow_pointcloud_rl', # RL config in maniflow_nb/conf
             overrides:Param('Hydra overrides, e.g. policy.checkpoint=runs/x/checkpoints/last.ckpt training.num_envs=8', str, nargs='*', opt=False)=None):
     "PPO fine-tuning of a pretrained flow policy with flow_sde."
     return run_rl(compose_config(config_name, overrides or []))
 
+def _checked(cfg):
+    "`check_rl_config` as `run_rl` sees the config (debug sizes applied)."
+    check_rl_config(debug_config(cfg.copy()) if cfg.get('debug') else cfg)
+    return cfg
+
+def rl_sweep(config_name:str, overrides:list) -> list:
+    "`maniflow-rl -m`: every combination checked first, then one RL run each in `<run_dir>/<i>_<tag>`; table by success after."
+    return run_sweep(config_name, overrides, run_rl, lambda r: (r['after']['success_rate'], 'success_rate'), _checked, mode='max')
+
 def rl_cli(argv=None): # command-line arguments (default: sys.argv[1:])
-    "`maniflow-rl --config-name NAME [key=value ...]`: bad configs and files give one line on stderr and exit code 2."
+    "`maniflow-rl [-m] --config-name NAME [key=value ...]`: bad configs and files give one line on stderr and exit code 2."
+    multirun, argv = pop_flag(sys.argv[1:] if argv is None else list(argv), '-m', '--multirun')
     kw = parse_args(rl_main, 'maniflow-rl', argv)
-    with user_errors('maniflow-rl'): rl_main(**kw)
+    with user_errors('maniflow-rl'):
+        if multirun: rl_sweep(kw['config_name'], kw['overrides'] or [])
+        else: rl_main(**kw)

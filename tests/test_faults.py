@@ -103,8 +103,7 @@ def test_zero_epochs_refused(store, tmp_path, capsys, trainer, n):
 
 @pytest.mark.parametrize('trainer', TRAINERS)
 def test_no_training_windows_refused(tmp_path, capsys, trainer):
-    short = make_synthetic_store(tmp_path/'short.zarr', n_episodes=2, episode_len=5)     # horizon 16 does not fit... padded?
-    args = argv(short, tmp_path/'r', trainer, 'task.dataset.max_train_episodes=0')
+    args = argv(make_synthetic_store(tmp_path/'s.zarr', n_episodes=2), tmp_path/'r', trainer, 'task.dataset.max_train_episodes=0')
     msg = refused(capsys, args)
     assert 'max_train_episodes' in msg, msg
     assert not (tmp_path/'r'/'checkpoints').exists()
@@ -124,8 +123,8 @@ def test_resume_refuses_unsafe_changes(store, tmp_path, capsys, trainer):
     rd = tmp_path/'r'
     main(argv(store, rd, trainer, 'training.num_epochs=1')); capsys.readouterr()
     before, files = (rd/'config.yaml').read_bytes(), ckpts(rd)
-    msg = refused(capsys, argv(store, rd, trainer, 'training.num_epochs=2', 'training.learning_rate=1e-3', 'horizon=8'))
-    assert 'cannot resume' in msg and 'training.learning_rate 0.0001 -> 0.001' in msg and 'horizon 16 -> 8' in msg, msg
+    msg = refused(capsys, argv(store, rd, trainer, 'training.num_epochs=2', 'training.learning_rate=1e-3', 'horizon=12', 'n_action_steps=4'))
+    assert 'cannot resume' in msg and 'training.learning_rate 0.0001 -> 0.001' in msg and 'horizon 16 -> 12' in msg and 'n_action_steps 8 -> 4' in msg, msg
     assert 'num_epochs' not in msg                                          # a safe change is not listed
     assert (rd/'config.yaml').read_bytes() == before and ckpts(rd) == files  # the refused run wrote nothing
     main(argv(store, rd, trainer, 'training.num_epochs=2', 'training.val_every=2'))   # safe changes continue the run
@@ -168,7 +167,7 @@ def test_disk_full_during_checkpoint(store, tmp_path, capsys, monkeypatch, train
     assert RunLock(rd).holder() is None                                       # released on the error
 
 # --- 10. signals ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_legacy_signal_checkpoints_and_resumes_exactly(store, tmp_path, capsys, monkeypatch, sig):
     "A signal at step 5 (sent from inside the loop): latest.ckpt at the exact position, one line, exit 128+sig; the resumed run matches an uninterrupted one bit for bit."
     ov = ('training.num_epochs=3', 'training.checkpoint_every=2')
@@ -181,9 +180,10 @@ def test_legacy_signal_checkpoints_and_resumes_exactly(store, tmp_path, capsys, 
     with pytest.raises(SystemExit) as e: main(argv(store, tmp_path/'run', 'legacy', *ov))
     err = capsys.readouterr().err
     assert e.value.code == 128 + sig and 'Traceback' not in err
-    assert [l for l in err.splitlines() if l.startswith('stopped')] == \
-           [f'stopped by {signal.Signals(sig).name} at step 6 (epoch 1, batch 2); resume from {tmp_path/"run"/"checkpoints"/"latest.ckpt"}'], err
-    assert load_checkpoint(tmp_path/'run'/'checkpoints'/'latest.ckpt')['loop']['global_step'] == 6
+    loop = load_checkpoint(tmp_path/'run'/'checkpoints'/'latest.ckpt')['loop']
+    assert loop['global_step'] == 6 and loop['batch_idx'] > 0                     # the exact position, mid-epoch
+    assert [l for l in err.splitlines() if l.startswith('stopped')] == [f'stopped by {signal.Signals(sig).name} at step 6 '
+           f'(epoch {loop["epoch"]}, batch {loop["batch_idx"]}); resume from {tmp_path/"run"/"checkpoints"/"latest.ckpt"}'], err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and RunLock(tmp_path/'run').holder() is None
     monkeypatch.setattr(TrainWorkspace, 'optimizer_step', real)
     main(argv(store, tmp_path/'run', 'legacy', *ov))

@@ -69,6 +69,10 @@ def test_flow_cli_dopri5_cosine_then_resume(tmp_path, scenes):
     assert r.returncode == 0, r.stderr[-3000:]
     sd = torch.load(run / 'checkpoints' / 'last.ckpt', weights_only=True)
     assert sd['epoch'] == 1 and sd['global_step'] == 2 * 3          # 9 training scenes / batch 4 = 3 steps per epoch
+    assert sorted(p.name for p in run.glob('metrics*.csv')) == ['metrics.csv']   # resuming continues the one metrics file
+    import pandas as pd
+    m = pd.read_csv(run / 'metrics.csv')
+    assert set(m['epoch'].dropna().astype(int)) == {0, 1} and m['train_loss'].notna().sum() == 2 * 3   # both epochs' steps
     assert sd['hyper_parameters']['sampler']['method'] == 'dopri5'
 
 def test_diffusion_cli_ddpm(tmp_path, scenes):
@@ -77,16 +81,21 @@ def test_diffusion_cli_ddpm(tmp_path, scenes):
                 'model.sampler.sampler_type=ddpm', 'model.path.beta_schedule=linear', 'model.aux_loss_weight=0.05')
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = (run / 'metrics.csv').read_text().splitlines()[0].split(',')
-    assert {'train_loss_epoch', 'val_loss', 'val_loss_best', 'val_iou', 'train_aux_loss'} <= set(metrics)
+    assert {'train_loss', 'train_loss_epoch', 'val_loss', 'val_loss_best', 'val_iou', 'train_aux_loss'} <= set(metrics)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run / 'tensorboard')); acc.Reload()    # the guide's names in TensorBoard
+    assert {'train_loss', 'val_loss', 'val_loss_best'} <= set(acc.Tags()['scalars'])
+    assert sorted(acc.Tags()['images']) == [f'Validation_Samples_{i}' for i in range(3)]   # 3 validation scenes
     assert (run / 'checkpoints' / 'last.ckpt').exists()
 
 @pytest.mark.slow
 def test_multi_gpu_trainer_on_cpu(tmp_path, scenes):
-    "The DDP trainer group runs (one CPU process, gloo) outside a notebook."
+    "The DDP trainer group runs on CPU processes (gloo) outside a notebook when trainer.accelerator=cpu asks for it."
     run = tmp_path / 'ddp'
     r = run_cli('generative_cli', '--config-name', 'train_fb_flow_matching', *TINY, f'run_dir={run}',
                 f'gen_data.data_dir={scenes}', 'trainer=multi_gpu', 'trainer.accelerator=cpu', 'trainer.devices=1')
     assert r.returncode == 0, r.stderr[-3000:]
+    assert 'DDP over CPU processes (gloo)' in r.stdout
     assert (run / 'checkpoints' / 'last.ckpt').exists()
 
 # ---------------------------------------------------------------- bad input
@@ -100,6 +109,7 @@ def error_args(case, tmp_path, scenes):
     if case == 'no_scenes': return args + [f'gen_data.data_dir={tmp_path}/empty'], ['no .npz scene files in', 'maniflow-gen-scenes']
     if case == 'missing_ckpt': return args + ['ckpt_path=/no/such/last.ckpt'], ['ckpt_path /no/such/last.ckpt does not exist']
     if case == 'unknown_config': return ['--config-name', 'train_nope'], ["no config named 'train_nope'"]
+    if case == 'ddp_without_gpu': return args + ['trainer=multi_gpu'], ['trainer=multi_gpu is DDP over CUDA GPUs, but no GPU is available', 'trainer=single_gpu']
     bad = tmp_path / 'bad'; bad.mkdir()
     z = dict(np.load(next(Path(scenes).glob('*.npz')))); z['goal_image'] = z['goal_image'][:100]
     np.savez(bad / 'scene_x.npz', **z)
@@ -111,9 +121,10 @@ def test_cli_bad_scene_file(tmp_path, scenes):
     assert_one_line_error(run_cli('generative_cli', *args), *want)
     assert not (tmp_path / 'run').exists()
 
-@pytest.mark.parametrize('case', ['unknown_key', 'bad_value', 'bad_scheduler', 'no_scenes', 'missing_ckpt', 'unknown_config'])
+@pytest.mark.parametrize('case', ['unknown_key', 'bad_value', 'bad_scheduler', 'no_scenes', 'missing_ckpt', 'unknown_config', 'ddp_without_gpu'])
 def test_cli_errors(tmp_path, scenes, case, capsys):
     "The same checks in process for the other kinds of bad input (same code path as the console script)."
+    if case == 'ddp_without_gpu' and torch.cuda.is_available(): pytest.skip('a GPU is available: multi_gpu runs')
     args, want = error_args(case, tmp_path, scenes)
     with pytest.raises(SystemExit) as e: generative_cli(args)
     assert e.value.code == 2

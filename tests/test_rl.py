@@ -112,3 +112,38 @@ def test_tworoutes_ppo_improves_a_bimodal_bc_policy(tmp_path):
     rec = run_rl(compose_config('train_tworoutes_rl', [f'run_dir={tmp_path}', 'task.bc_steps=400', 'training.total_timesteps=40000']))
     b, a = rec['before']['success_rate'], rec['after']['success_rate']
     assert b <= 0.75 and a >= 0.9 and a > b + 0.2, (b, a)
+
+def test_multirun_checks_every_combination_first(tmp_path, capsys):
+    "`maniflow-rl -m`: a bad value in the second combination is one line naming it, before any run starts."
+    err = cli_error(capsys, '-m', '--config-name', 'train_tworoutes_rl', f'run_dir={tmp_path}/mr', *TINY, 'training.num_envs=2,0')
+    assert err.strip() == 'maniflow-rl: multirun 2/2 (training.num_envs=0): training.num_envs is 0, expected a positive integer', err
+    assert not (tmp_path/'mr').exists()
+
+def test_multirun_runs_each_combination(tmp_path, capsys):
+    "`maniflow-rl -m ... training.seed=0,1`: two runs in their own dirs, the table, the real env-step count in eval.json."
+    from maniflow_nb.rl import rl_cli
+    rl_cli(['-m', '--config-name', 'train_tworoutes_rl', f'run_dir={tmp_path}/mr', *TINY, 'seed=0,1'])
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path/'mr').iterdir()) == ['0_seed=0', '1_seed=1']
+    assert 'best success_rate' in out and 'note: training.total_timesteps=200 is checked after whole iterations' in out
+    for d in ('0_seed=0', '1_seed=1'):
+        rec = json.loads((tmp_path/'mr'/d/'eval.json').read_text())
+        import pandas as pd
+        assert rec['total_timesteps'] == 200 and rec['env_steps'] == pd.read_csv(tmp_path/'mr'/d/'metrics.csv')['env_steps'].iloc[-1] >= 200
+
+def test_slurm_renders_a_valid_rl_job(tmp_path, monkeypatch):
+    "`maniflow-slurm --notebook nbs/train_rl.ipynb --gpus 0`: the rendered papermill parameters pass the notebook's check and compose."
+    import shlex
+    from maniflow_nb.launch import slurm_cli, notebook_parameters
+    from maniflow_nb.train import check_job_parameters, override_list
+    from maniflow_nb.config import compose_config
+    monkeypatch.chdir(ROOT)
+    slurm_cli(['--config-name', 'train_tworoutes_rl', '--gpus', '0', '--notebook', 'nbs/train_rl.ipynb', '--run-dir', str(tmp_path/'rl'), *TINY])
+    line = next(l for l in (tmp_path/'rl'/'job.sbatch').read_text().splitlines() if l.startswith('srun '))
+    args = shlex.split(line.replace('"$RUN_DIR"', str(tmp_path/'rl')))
+    params = {args[i + 1]: args[i + 2] for i, a in enumerate(args) if a == '-p'}
+    assert set(params) == set(notebook_parameters(ROOT/'nbs'/'train_rl.ipynb')), params       # no synthetic_data
+    ns = {**params, 'overrides': override_list(params['overrides'])}
+    check_job_parameters(ns, {'config_name': str, 'overrides': list, 'run_dir': str})
+    cfg = compose_config(ns['config_name'], ns['overrides'] + [f"run_dir={ns['run_dir']}"])
+    assert cfg.training.device == 'cpu' and cfg.debug is True

@@ -91,3 +91,51 @@ def test_papermill_rejects_unknown_parameter(tmp_path):
     r = papermill(tmp_path/'out.ipynb', '-p', 'run_dir', str(tmp_path/'x'), '-p', 'epochs', '3')
     assert r.returncode != 0 and 'unknown job parameter(s) epochs' in r.stderr + r.stdout
     assert not (tmp_path/'x'/'checkpoints').exists()
+
+def test_config_name_twice_is_refused(capsys):
+    from maniflow_nb.train import main
+    with pytest.raises(SystemExit) as e: main(['--config-name', 'dp3_metaworld', '--config_name', 'maniflow_state_metaworld'])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith('maniflow-train: ') and 'config' in err and len(err.splitlines()) == 1, err
+
+def test_sweep_checks_every_combination_before_training(tmp_path, capsys):
+    "`maniflow-train -m`: the bad second combination is refused, in one line naming it and the key, before run 1 starts."
+    from maniflow_nb.train import main
+    with pytest.raises(SystemExit) as e:
+        main(['-m', '--config-name', 'maniflow_pointcloud_metaworld', *SMALL, f'run_dir={tmp_path/"mr"}', 'training.batch_size=8,0'])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and err.strip() == ('maniflow-train: multirun 2/2 (training.batch_size=0): '
+                                                  'training.batch_size is 0, expected an integer >= 1'), err
+    assert '--- multirun' not in out and not (tmp_path/'mr').exists()
+
+def test_dry_run_two_nodes_from_env(tmp_path, capsys, monkeypatch):
+    "A two-node guide's launch (MASTER_ADDR/MASTER_PORT/WORLD_SIZE/RANK, no LOCAL_RANK), node by node: `--dry-run` prints each rank's place."
+    from maniflow_nb.train import main
+    for k in ('LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'NODE_RANK', 'GROUP_RANK', 'SLURM_PROCID', 'SLURM_STEP_ID'): monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv('MASTER_ADDR', '10.0.0.1'); monkeypatch.setenv('MASTER_PORT', '29500'); monkeypatch.setenv('WORLD_SIZE', '2')
+    lines = {}
+    for rank in (0, 1):
+        monkeypatch.setenv('RANK', str(rank))
+        main(['--dry-run', '--config-name', 'maniflow_pointcloud_metaworld', *SMALL, f'run_dir={tmp_path/"run"}'])
+        (lines[rank],) = [l for l in capsys.readouterr().out.splitlines() if l.startswith('dry run')]
+    for rank, line in lines.items():
+        assert line.startswith('dry run, launch: distributed via env, world_size=2 (2 node(s) x 1)'), line
+        assert f'rank {rank} (local 0, node {rank}), master 10.0.0.1:29500' in line, line
+        assert 'effective batch size 16 = 8 x 2 x 1' in line, line
+    assert not (tmp_path/'run').exists()                                   # nothing trained, nothing written
+    monkeypatch.delenv('MASTER_PORT')
+    with pytest.raises(SystemExit) as e: main(['--dry-run', '--config-name', 'maniflow_pointcloud_metaworld', *SMALL])
+    assert e.value.code == 2 and 'MASTER_ADDR/MASTER_PORT' in capsys.readouterr().err
+
+def test_launch_papermill_fresh_run_dir_explicit_dataset(store, tmp_path):
+    "`python -m maniflow_nb.launch papermill` into a folder that does not exist, no `-p run_dir`, the smoke default"
+    " synthetic_data=True and a dataset in the overrides: record, config and checkpoints in one run dir, trained on that dataset."
+    rd = tmp_path/'fresh'/'x'
+    ov = ['policy=mlp', 'training.num_epochs=1', 'training.batch_size=4', 'training.max_train_steps=2', 'training.max_val_steps=1',
+          'trainer.accelerator=cpu', 'logger.tensorboard=false', f'task.dataset_path={store}']
+    r = run([PY, '-m', 'maniflow_nb.launch', 'papermill', str(ROOT/'nbs'/'train.ipynb'), str(rd/'train.ipynb'), '--cwd', str(ROOT),
+             '-p', 'config_name', 'maniflow_state_metaworld', '-p', 'overrides', json.dumps(ov)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert yaml.safe_load((rd/'config.yaml').read_text())['task']['dataset_path'] == str(store)
+    assert (rd/'train.ipynb').exists() and (rd/'checkpoints'/'last.ckpt').exists() and not (rd/'synthetic.zarr').exists()
+    assert 'synthetic_data ignored' in (rd/'train.ipynb').read_text()
