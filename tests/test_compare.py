@@ -120,3 +120,21 @@ def test_compare_runs_notebook(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert '| LR schedule |' in report.read_text()
     assert json.loads(out_nb.read_text())['metadata']['papermill']['parameters']['run_b'] == str(FIXTURES/'lightning')
+
+def test_cli_report_accumulation_and_no_sampling_are_not_fails(tmp_path, capsys):
+    "`maniflow-compare A B` on runs with gradient accumulation (different per-step loss definitions) that never sampled:"
+    " train_loss curves and sampling MSE are 'n/a' (not measured), not FAIL."
+    import shutil, yaml
+    runs = {}
+    for name in ('legacy', 'lightning'):
+        d = runs[name] = tmp_path/name
+        shutil.copytree(FIXTURES/name, d)
+        cfg = yaml.safe_load((d/'config.yaml').read_text()); cfg['training']['gradient_accumulate_every'] = 2
+        (d/'config.yaml').write_text(yaml.safe_dump(cfg))
+        m = pd.read_csv(d/'metrics.csv')
+        if name == 'lightning': m['train_loss'] = m['train_loss'] + 0.5            # last micro-batch, not the mean
+        m.drop(columns=[c for c in m if c == 'train_action_mse_error']).to_csv(d/'metrics.csv', index=False)
+    code, stdout, _ = run_cli([runs['legacy'], runs['lightning']], capsys)
+    row = lambda name: next(l for l in stdout.splitlines() if l.startswith(f'| {name} |'))
+    assert '| n/a |' in row('train_loss curves') and 'gradient_accumulate_every=2' in row('train_loss curves'), stdout
+    assert '| not measured |' in row('sampling MSE logged') and '| n/a |' in row('sampling MSE logged'), stdout
