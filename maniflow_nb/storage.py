@@ -7,14 +7,14 @@ __all__ = ['SHM_ROOT', 'SHM_MARK', 'STORAGE_MODES', 'ChunkedArray', 'RowConcat',
            'sweep_segments', 'shared_arrays', 'release', 'release_all', 'available_memory', 'local_ranks',
            'choose_storage', 'note_storage']
 
-# %% ../nbs/03a_storage.ipynb #cb0d8329
+# %% ../nbs/03a_storage.ipynb #d079111d
 import os, sys, json, time, fcntl, atexit, signal, shutil, hashlib, contextlib, collections
 from pathlib import Path
 import numpy as np, zarr
 from .data import DataError, open_store, check_finite
 from .cli import one_line
 
-# %% ../nbs/03a_storage.ipynb #ce836c08
+# %% ../nbs/03a_storage.ipynb #e9a63913
 class ChunkedArray:
     "Time-major Zarr array `key` of the store at `path`, decoded chunk by chunk through a bounded LRU cache."
     def __init__(self, path, key:str,        # store and array path inside it ('data/point_cloud')
@@ -47,7 +47,7 @@ class ChunkedArray:
     def __getstate__(self): return {**self.__dict__, '_a': None, '_cache': collections.OrderedDict()}
     def __repr__(self): return f"ChunkedArray({self.path}/{self.key}, shape={self.shape}, dtype={self.dtype}, chunk_len={self.chunk_len})"
 
-# %% ../nbs/03a_storage.ipynb #a3f35f26
+# %% ../nbs/03a_storage.ipynb #6a54c8cd
 def _chunk(self, c:int) -> np.ndarray:
     "Decoded (converted) chunk `c`, (chunk_len,...) (shorter at the end)."
     if c in self._cache: self._cache.move_to_end(c); return self._cache[c]
@@ -65,7 +65,7 @@ def _take(self, t) -> np.ndarray:
 
 ChunkedArray.chunk, ChunkedArray.take = _chunk, _take
 
-# %% ../nbs/03a_storage.ipynb #ccb2c602
+# %% ../nbs/03a_storage.ipynb #88ea2ae0
 def _step_rows(self) -> int: return int(np.prod(self.shape[1:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
 def _channels(self) -> int: return self.shape[-1] if len(self.shape) > 1 else 1
 
@@ -108,8 +108,8 @@ class RowConcat:
             out[m] = p.rows_at(idx[m] - o) if hasattr(p, 'rows_at') else p.reshape(-1, _channels(self))[idx[m] - o]; o += n
         return out
 
-# %% ../nbs/03a_storage.ipynb #251fc435
-SHM_ROOT = Path('/dev/shm')
+# %% ../nbs/03a_storage.ipynb #20d15711
+SHM_ROOT = Path(os.environ.get('MANIFLOW_SHM_DIR', '/dev/shm'))   # a tmpfs; override for tests or odd nodes
 SHM_MARK = 'maniflow_nb_segment.json'
 
 def shm_prefix() -> str: return f'maniflow_nb-{os.getuid()}-'
@@ -136,7 +136,7 @@ def _alive(tag:str) -> bool:
     pid, _, start = tag.rpartition('-')
     return pid.isdigit() and str(_start_time(int(pid))) == start
 
-# %% ../nbs/03a_storage.ipynb #85b6a00c
+# %% ../nbs/03a_storage.ipynb #dfc3ef7e
 @contextlib.contextmanager
 def _locked(lock: Path):
     "Hold an exclusive `flock` on `lock` (created if needed; robust to its removal by a previous holder)."
@@ -171,7 +171,7 @@ def _unlink(p):
     try: os.unlink(p)
     except FileNotFoundError: pass
 
-# %% ../nbs/03a_storage.ipynb #4b562980
+# %% ../nbs/03a_storage.ipynb #a4ad4fbf
 _HELD = {}
 
 def shared_arrays(path, keys:dict,  # key -> (shape, dtype, spec): what the segment holds and how it is made (spec JSON-able)
@@ -215,7 +215,7 @@ def release(d) -> bool:
 def release_all():
     for d in list(_HELD.values()): release(d)
 
-# %% ../nbs/03a_storage.ipynb #1c2fa861
+# %% ../nbs/03a_storage.ipynb #6503ea1e
 _EXIT_HOOKED = []
 
 def _on_exit():
@@ -228,7 +228,7 @@ def _on_exit():
 def _sigterm(signum, frame):
     release_all(); signal.signal(signal.SIGTERM, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGTERM)
 
-# %% ../nbs/03a_storage.ipynb #57b66655
+# %% ../nbs/03a_storage.ipynb #0c6e2c79
 STORAGE_MODES = ('auto', 'memory', 'shared', 'stream')
 
 def available_memory() -> int:
