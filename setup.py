@@ -15,7 +15,6 @@ statuses = ['0 - Pre-Planning', '1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4
 lic = licenses[cfg['license'].lower()]
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-robosuite_requirements = ['robosuite==1.4.1']
 
 setuptools.setup(
     name=cfg['lib_name'], license=lic[0], version=cfg['version'],
@@ -24,7 +23,7 @@ setuptools.setup(
     url=cfg['git_url'], packages=setuptools.find_packages(include=['maniflow_nb', 'maniflow_nb.*']),
     include_package_data=True, package_data={'maniflow_nb': ['conf/*.yaml', 'conf/*/*.yaml']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'robosuite': robosuite_requirements},
+    extras_require={'dev': dev_requirements},
     dependency_links=cfg.get('dep_links', '').split(), python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',
     zip_safe=False,

@@ -6,7 +6,7 @@
 __all__ = ['SIMULATORS', 'run_dir_of', 'has_simulator', 'write_record', 'evaluate_checkpoint', 'simulator_note', 'action_errors',
            'offline_record', 'summary', 'eval_cli']
 
-# %% ../nbs/28_evaluate.ipynb #79818342
+# %% ../nbs/28_evaluate.ipynb #a307fa77
 import json
 from pathlib import Path
 from fastcore.script import store_true
@@ -17,9 +17,9 @@ from .cli import run_cli
 from .timeline import Timeline, executed
 from .dataset import make_datasets
 from .checkpoint import load_policy_from_checkpoint, pick_device, to_device
-from .envs import MetaWorldRunner
+from .lightning import runner_class
 
-# %% ../nbs/28_evaluate.ipynb #22dcde9d
+# %% ../nbs/28_evaluate.ipynb #5c01abe3
 def run_dir_of(ckpt) -> Path:
     "The run dir of a checkpoint: the parent of its `checkpoints/` folder (else its own folder)."
     p = Path(ckpt).absolute().parent
@@ -52,11 +52,11 @@ def evaluate_checkpoint(ckpt,                 # legacy or Lightning checkpoint
     if offline or not has_simulator(policy.cfg):
         return write_record({**head, **offline_record(policy, seed=(seeds or [0])[0], dataset_path=dataset_path, forced=offline)}, out)
     kw = {k: v for k, v in dict(n_episodes=episodes, seeds=seeds, n_procs=n_procs).items() if v is not None}
-    runner = MetaWorldRunner.from_config(policy.cfg, output_dir=run_dir/'videos', video=video, **kw)
+    runner = runner_class(policy.cfg).from_config(policy.cfg, output_dir=run_dir/'videos', video=video, **kw)
     return write_record({**head, 'mode': 'simulation', 'task': runner.task, 'seeds': runner.seeds,
                          'n_episodes': runner.n_episodes, **runner.run(policy)}, out)
 
-# %% ../nbs/28_evaluate.ipynb #870cef83
+# %% ../nbs/28_evaluate.ipynb #f34d9f2e
 SIMULATORS = {'calvin': 'calvin_env', 'robotwin': "RoboTwin's simulator"}
 
 def simulator_note(task:str, forced:bool=False) -> str:
@@ -77,7 +77,7 @@ def action_errors(policy, ds,              # policy with predict_action; a Seque
         se, ae, n = se + err.pow(2).sum((0, 1)), ae + err.abs().sum((0, 1)), n + err.shape[0] * err.shape[1]
     return {'mse': (se / n).tolist(), 'mae': (ae / n).tolist(), 'n_windows': len(ds), 'n_actions': n}
 
-# %% ../nbs/28_evaluate.ipynb #4ac992a1
+# %% ../nbs/28_evaluate.ipynb #0536fc0b
 def offline_record(policy,              # a checkpoint's policy (`policy.cfg` is its config)
                    seed:int=0,          # seed of the policy's sampling noise
                    dataset_path=None,   # the store (None: the config's task.dataset_path)
@@ -95,7 +95,7 @@ def offline_record(policy,              # a checkpoint's policy (`policy.cfg` is
             'split': 'val', 'seed': seed, 'action_mse': e['mse'], 'action_mae': e['mae'],
             'mse': sum(e['mse']) / len(e['mse']), 'mae': sum(e['mae']) / len(e['mae']), 'n_windows': e['n_windows'], 'n_actions': e['n_actions']}
 
-# %% ../nbs/28_evaluate.ipynb #427967fb
+# %% ../nbs/28_evaluate.ipynb #a7c9cf1b
 def _parse_seeds(s:str) -> list:
     "`'0,1,2'` -> `[0, 1, 2]`."
     try: return [int(x) for x in s.split(',') if x.strip()]

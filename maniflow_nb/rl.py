@@ -8,7 +8,7 @@ __all__ = ['PPO_DEFAULTS', 'execute_chunk', 'collect_rollout', 'compute_gae', 'l
            'load_pretrained', 'rl_checkpoint', 'check_rl_config', 'debug_config', 'ppo_settings', 'tworoutes_start',
            'make_env', 'run_rl', 'budget_note', 'evaluate_rl', 'rl_main', 'rl_sweep', 'rl_cli']
 
-# %% ../nbs/51_rl.ipynb #eb60a4fc
+# %% ../nbs/51_rl.ipynb #9532c637
 import sys, json, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -28,7 +28,7 @@ from .runlog import MetricsCSV, wandb_init
 from .policies import make_policy
 from .tworoutes import TwoRoutesEnv, tworoutes_config, tworoutes_pretrained
 
-# %% ../nbs/51_rl.ipynb #193fc596
+# %% ../nbs/51_rl.ipynb #4a21367b
 def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), already clamped
                   done:Tensor) -> tuple:                  # (N,) bool, sticky
     "`(reward (N,), done (N,), success (N,), executed sub-steps (N,))` of one chunk."
@@ -42,7 +42,7 @@ def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), al
         window.push(obs, active)
     return R, done, success, n
 
-# %% ../nbs/51_rl.ipynb #22627641
+# %% ../nbs/51_rl.ipynb #a2e37f2f
 def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
                     noise_level:float=0.5, mode:str='single', # flow_sde noise level and mode
                     generator=None, seed:int=None) -> dict:    # sampling generator; env reset seed
@@ -62,7 +62,7 @@ def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
     ro = {k: (torch.stack([x.cpu() for x in v]) if k != 'obs' else {o: torch.stack([x[o] for x in v]) for o in v[0]}) for k, v in buf.items()}
     return ro | {'success': success, 'lengths': length, 'env_steps': int(length.sum())}
 
-# %% ../nbs/51_rl.ipynb #12c41061
+# %% ../nbs/51_rl.ipynb #149c7b83
 def compute_gae(rewards:Tensor, # (S,N) chunk rewards
                 values:Tensor,  # (S+1,N) values, the last one the bootstrap
                 dones:Tensor,   # (S+1,N) done before each call (last row: after the last call)
@@ -78,7 +78,7 @@ def loss_mask(dones:Tensor) -> Tensor: # (S+1,N) done before each call
     "(S,N) bool: valid calls, those with no done before or at their start."
     return dones[:-1].long().cumsum(0) == 0
 
-# %% ../nbs/51_rl.ipynb #32a28c6e
+# %% ../nbs/51_rl.ipynb #81e8a51f
 def policy_loss(logp:Tensor, old_logp:Tensor, adv:Tensor, # (M,) new / old log-probs, advantages
                 clip_range:float=0.2) -> tuple:
     "`(loss, stats)` of the clipped PPO surrogate."
@@ -101,7 +101,7 @@ def explained_variance(pred:Tensor, target:Tensor) -> float:
     var = target.var()
     return float('nan') if var == 0 else (1 - (target - pred).var() / var).item()
 
-# %% ../nbs/51_rl.ipynb #6e0682ff
+# %% ../nbs/51_rl.ipynb #db7b5a17
 PPO_DEFAULTS = dict(noise_level=0.5, noise_mode='single', learning_rate=1e-4, critic_lr_ratio=10.0, clip_range=0.2,
                     value_clip_range=0.2, vf_coef=0.5, batch_size=256, update_epochs=4, max_grad_norm=1.0, target_kl=None,
                     gamma=0.99, gae_lambda=0.95, weight_decay=0.0)
@@ -116,7 +116,7 @@ def split_params(policy:nn.Module) -> tuple:
     named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad and not n.startswith('normalizer.')]
     return [p for n, p in named if not n.startswith('value_head.')], [p for n, p in named if n.startswith('value_head.')]
 
-# %% ../nbs/51_rl.ipynb #ac0e6052
+# %% ../nbs/51_rl.ipynb #474e1d83
 class PPOTrainer:
     "PPO for a flow policy with `flow_sde` log-probs and a value head; settings as in `PPO_DEFAULTS`."
     def __init__(self, policy:nn.Module, **kw):
@@ -134,7 +134,7 @@ class PPOTrainer:
         "`collect_rollout` with this trainer's noise settings."
         return collect_rollout(self.policy, env, num_steps, self.cfg['noise_level'], self.cfg['noise_mode'], generator, seed)
 
-# %% ../nbs/51_rl.ipynb #0528ad00
+# %% ../nbs/51_rl.ipynb #17d871a6
 def _flatten_valid(ro:dict, adv:Tensor, ret:Tensor) -> dict:
     "The valid calls of a rollout as flat tensors (M,...), with normalized advantages."
     m = loss_mask(ro['dones'])
@@ -171,7 +171,7 @@ def _ppo_step(self:PPOTrainer, mb:dict, train_actor:bool) -> dict:
     self.critic_opt.step()
     return st
 
-# %% ../nbs/51_rl.ipynb #e4ec972a
+# %% ../nbs/51_rl.ipynb #3d145728
 @patch
 def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
             train_actor:bool=True,             # False: critic warm-up (the actor does not move)
@@ -191,7 +191,7 @@ def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
     out = _mean_stats(rows) | {'first_ratio_dev': first, 'epochs': epoch + 1, 'n_valid': M}
     return out | {'explained_variance': explained_variance(d['values'], d['returns'])}
 
-# %% ../nbs/51_rl.ipynb #2e67fd56
+# %% ../nbs/51_rl.ipynb #40a83fff
 @torch.no_grad()
 def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
     "Success rate, mean episode reward and length of one deterministic (Euler) episode per env."
@@ -204,7 +204,7 @@ def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
         ret, succ, length = ret + R, succ | s, length + n
     return {'success_rate': succ.float().mean().item(), 'episode_reward': ret.mean().item(), 'episode_length': length.mean().item()}
 
-# %% ../nbs/51_rl.ipynb #f7e8f257
+# %% ../nbs/51_rl.ipynb #79abefe8
 def ppo_loop(trainer:PPOTrainer, env, total_timesteps:int, # trainer; vectorized env; env-step budget
              num_steps:int,                 # policy calls per env and iteration
              critic_warmup_iters:int=2,     # first iterations: critic only
@@ -233,7 +233,7 @@ def _iteration_row(it, steps, ro, st, t_roll, t_upd) -> dict:
             **{k: v for k, v in st.items()}, 'fps': ro['env_steps'] / max(t_roll + t_upd, 1e-9),
             'rollout_time': t_roll, 'update_time': t_upd}
 
-# %% ../nbs/51_rl.ipynb #2a235ce1
+# %% ../nbs/51_rl.ipynb #23915c54
 def load_pretrained(path,                      # legacy, Lightning or RL checkpoint
                     add_value_head:bool=True, use_ema:bool=True, overrides:dict=None) -> tuple:
     "`(policy, policy config)` from a checkpoint; only value-head weights may be missing."
@@ -254,7 +254,7 @@ def rl_checkpoint(trainer:PPOTrainer, policy_cfg, rl_cfg, iteration:int, env_ste
             'actor_optimizer': trainer.actor_opt.state_dict(), 'critic_optimizer': trainer.critic_opt.state_dict(),
             'iteration': iteration, 'env_steps': env_steps, 'generator': generator.get_state(), 'format': 'maniflow_nb-rl-1'}
 
-# %% ../nbs/51_rl.ipynb #98b50cf0
+# %% ../nbs/51_rl.ipynb #b4ce70b6
 def check_rl_config(cfg):
     "Clear errors for RL settings that cannot work."
     check_noise_level(cfg.policy.noise_level)
@@ -276,7 +276,7 @@ def debug_config(cfg):
     t.update_epochs, t.critic_warmup_iters, cfg.task.env_runner.num_episodes = 1, min(t.critic_warmup_iters, 1), min(cfg.task.env_runner.num_episodes, 2)
     return cfg
 
-# %% ../nbs/51_rl.ipynb #854b6344
+# %% ../nbs/51_rl.ipynb #792c982a
 def ppo_settings(cfg) -> dict:
     "`PPOTrainer` settings from an RL config."
     t, p = cfg.training, cfg.policy
@@ -296,7 +296,7 @@ def _check_timeline(cfg, pcfg):
         if cfg.policy.get(k) is not None and cfg.policy[k] != pcfg[k]:
             raise ConfigError(f"policy.{k} is {cfg.policy[k]} but the checkpoint's policy has {k}={pcfg[k]}; set it to {pcfg[k]} or null")
 
-# %% ../nbs/51_rl.ipynb #6d1dd514
+# %% ../nbs/51_rl.ipynb #d062eea2
 def tworoutes_start(cfg, run_dir:Path) -> tuple:
     "`(policy, policy config)` of a TwoRoutes run without a checkpoint: demos into `task.dataset_path`, then BC."
     store = Path(cfg.task.dataset_path)
@@ -312,7 +312,7 @@ def make_env(cfg, pcfg, num_envs:int):
     if r.env_name == 'tworoutes': return TwoRoutesEnv(num_envs, r.max_steps)
     return MetaWorldVecEnv(r.env_name, to_plain(pcfg.task.shape_meta), num_envs, r.max_steps, r.get('reward', 'success'), r.get('n_procs', 1))
 
-# %% ../nbs/51_rl.ipynb #e876e588
+# %% ../nbs/51_rl.ipynb #a6f3b74f
 def _log_row(csv:MetricsCSV, wandb_run, row:dict, cfg):
     "One metrics row to the CSV (and wandb), printed every `log_interval` iterations."
     csv.log(row)
@@ -335,7 +335,7 @@ def _resume(trainer, ck_path:Path, g) -> tuple:
     print(f"resuming from {ck_path} (iteration {ck['iteration']}, {ck['env_steps']} env steps)")
     return ck['iteration'], ck['env_steps']
 
-# %% ../nbs/51_rl.ipynb #18cd09c3
+# %% ../nbs/51_rl.ipynb #519b6e94
 def run_rl(cfg) -> dict:
     "PPO fine-tuning from a composed RL config; returns the eval record (success before / after)."
     if cfg.get('debug'): cfg = debug_config(cfg)
@@ -393,7 +393,7 @@ def evaluate_rl(policy, cfg, pcfg, n_episodes:int) -> dict:
     finally:
         if hasattr(env, 'close'): env.close()
 
-# %% ../nbs/51_rl.ipynb #a143595f
+# %% ../nbs/51_rl.ipynb #84a9b62d
 def rl_main(config_name:str='train_maniflow_pointcloud_rl', # RL config in maniflow_nb/conf
             overrides:Param('Hydra overrides, e.g. policy.checkpoint=runs/x/checkpoints/last.ckpt training.num_envs=8', str, nargs='*', opt=False)=None):
     "PPO fine-tuning of a pretrained flow policy with flow_sde."

@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['ROBOSUITE_TASKS', 'ROBOSUITE_TYPE', 'LOW_DIM_KEYS', 'OBS_KEYS', 'VISUAL_KEYS', 'WORKSPACE', 'OBJECT_DIMS', 'CAN_BIN',
-           'check_robosuite_task', 'make_env_meta', 'load_env_meta', 'robosuite_kwargs', 'state_dim', 'RobosuiteEnv',
-           'RobosuiteExpert', 'split_state', 'expert_episode', 'collect_robosuite_demos', 'write_robomimic_hdf5',
-           'env_meta_from_dataset', 'robosuite_demos', 'robosuite_obs_meta', 'robosuite_env_kwargs', 'RobosuiteVecEnv',
-           'runner_env_meta', 'vecenv_from_config', 'RobosuiteRunner', 'RobosuiteExpertPolicy']
+           'check_robosuite_task', 'make_env_meta', 'load_env_meta', 'as_env_meta', 'robosuite_kwargs', 'state_dim',
+           'RobosuiteEnv', 'RobosuiteExpert', 'split_state', 'expert_episode', 'collect_robosuite_demos',
+           'write_robomimic_hdf5', 'env_meta_from_dataset', 'robosuite_demos', 'robosuite_obs_meta',
+           'robosuite_env_kwargs', 'RobosuiteVecEnv', 'runner_env_meta', 'vecenv_from_config', 'RobosuiteRunner',
+           'RobosuiteExpertPolicy']
 
-# %% ../nbs/08a_robosuite.ipynb #66ab87c9
+# %% ../nbs/08a_robosuite.ipynb #98e48fd9
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco / robosuite are imported: headless rendering
-import copy, functools, json, logging, time
+import copy, functools, json, logging
 from pathlib import Path
 import numpy as np, torch, h5py, gymnasium as gym
 from gymnasium import spaces
@@ -25,12 +26,12 @@ from .data import ReplayBuffer, check_replaceable, store_attrs
 from .envs import Camera, ObsWindow, to_policy, write_video, episode_seed, _summarize, _device
 from .pointcloud import rgbd_to_point_cloud
 
-# %% ../nbs/08a_robosuite.ipynb #4b26d276
+# %% ../nbs/08a_robosuite.ipynb #e8614f5b
 logging.getLogger('robosuite_logs').setLevel(logging.ERROR)    # "No private macro file found!" on every import
 import robosuite
 from robosuite.controllers import load_controller_config
 
-# %% ../nbs/08a_robosuite.ipynb #eb4581ac
+# %% ../nbs/08a_robosuite.ipynb #44f665ef
 ROBOSUITE_TASKS = ('Lift', 'PickPlaceCan')
 ROBOSUITE_TYPE = 1      # robomimic's EnvType.ROBOSUITE_TYPE
 
@@ -49,7 +50,7 @@ def make_env_meta(task:str='Lift',              # robosuite env name
               robots=['Panda'], camera_depths=False, reward_shaping=reward_shaping)
     return {'env_name': check_robosuite_task(task), 'type': ROBOSUITE_TYPE, 'env_kwargs': kw}
 
-# %% ../nbs/08a_robosuite.ipynb #63078793
+# %% ../nbs/08a_robosuite.ipynb #9c3ab1ca
 _OLD_CONTROLLER_KEYS = {'damping': 'damping_ratio', 'damping_limits': 'damping_ratio_limits'}
 
 def load_env_meta(env_meta) -> dict:
@@ -61,6 +62,10 @@ def load_env_meta(env_meta) -> dict:
     m.setdefault('env_kwargs', {}); m['type'] = ROBOSUITE_TYPE
     return m
 
+def as_env_meta(env_meta) -> dict:
+    "`load_env_meta` of an env_meta, or `make_env_meta` of a task name."
+    return make_env_meta(env_meta) if isinstance(env_meta, str) and not env_meta.lstrip().startswith('{') else load_env_meta(env_meta)
+
 def robosuite_kwargs(env_meta) -> tuple:
     "`(env_name, kwargs)` for `robosuite.make` from an `env_meta`: our rendering, no hard resets, 1.4 controller keys."
     m = load_env_meta(env_meta)
@@ -69,7 +74,7 @@ def robosuite_kwargs(env_meta) -> tuple:
     kw.setdefault('robots', ['Panda'])
     return m['env_name'], kw | dict(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, hard_reset=False, ignore_done=True)
 
-# %% ../nbs/08a_robosuite.ipynb #2eeb9a68
+# %% ../nbs/08a_robosuite.ipynb #8a31112d
 LOW_DIM_KEYS = ('robot0_eef_pos', 'robot0_eef_quat', 'robot0_gripper_qpos', 'object')
 OBS_KEYS = LOW_DIM_KEYS + ('state', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -88,7 +93,7 @@ class RobosuiteEnv(gym.Env):
                  image_size:int=84, n_points:int=512, pc_color:bool=False, # image size; cloud size; XYZRGB clouds
                  camera:str='agentview', bounds=WORKSPACE, # camera name; point-cloud crop box (lo, hi)
                  max_steps:int=400, seed:int=0):       # episode length limit; seed of the first reset
-        self.env_meta = load_env_meta(make_env_meta(env_meta) if isinstance(env_meta, str) and not env_meta.startswith('{') else env_meta)
+        self.env_meta = as_env_meta(env_meta)
         if bad := set(obs_keys) - set(OBS_KEYS): raise ConfigError(f"unknown observation keys {sorted(bad)}; valid: {OBS_KEYS}")
         self.task, self.obs_keys, self.image_size, self.n_points, self.pc_color = self.env_meta['env_name'], tuple(obs_keys), image_size, n_points, pc_color
         self.camera_name, self.bounds, self.max_steps, self._seed = camera, bounds, max_steps, seed
@@ -104,7 +109,7 @@ class RobosuiteEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._rs.sim.model._model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/08a_robosuite.ipynb #f825e14b
+# %% ../nbs/08a_robosuite.ipynb #25f838c0
 @patch
 def _space(self:RobosuiteEnv, key):
     "Gymnasium space of one observation key."
@@ -114,12 +119,15 @@ def _space(self:RobosuiteEnv, key):
             'state': (state_dim(self.task),), 'depth': (s, s), 'point_cloud': (self.n_points, 6 if self.pc_color else 3)}
     return spaces.Box(-np.inf, np.inf, dims[key], np.float32)
 
+def _low_dim(raw:dict) -> dict:
+    "robomimic's low-dim observations and `state` from robosuite's observation dict."
+    obs = {k: np.asarray(raw['object-state' if k == 'object' else k], np.float32) for k in LOW_DIM_KEYS}
+    return obs | {'state': np.concatenate([obs[k] for k in LOW_DIM_KEYS])}
+
 @patch
 def _observe(self:RobosuiteEnv, raw:dict) -> dict:
     "Our observation dict from robosuite's (and a render when needed)."
-    self._raw, self._frame = raw, None
-    obs = {k: np.asarray(raw['object-state' if k == 'object' else k], np.float32) for k in LOW_DIM_KEYS}
-    obs['state'] = np.concatenate([obs[k] for k in LOW_DIM_KEYS])
+    self._raw, self._frame, obs = raw, None, _low_dim(raw)
     if set(self.obs_keys) & set(VISUAL_KEYS):
         rgb, depth = self._frame = self.camera.render(self._rs.sim.data._data)
         obs['img'], obs['depth'] = rgb, depth
@@ -165,7 +173,7 @@ def close(self:RobosuiteEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._rs.close()
 
-# %% ../nbs/08a_robosuite.ipynb #e939f705
+# %% ../nbs/08a_robosuite.ipynb #c2fa395c
 CAN_BIN = np.array([0.1975, 0.4025, 0.8])    # PickPlaceCan's target bin centre (`env.target_bin_placements[3]`)
 
 class RobosuiteExpert:
@@ -179,7 +187,7 @@ class RobosuiteExpert:
 
     def _next(self, phase): self.phase, self.n = phase, 0
 
-# %% ../nbs/08a_robosuite.ipynb #cd75875d
+# %% ../nbs/08a_robosuite.ipynb #99822d1d
 @patch
 def act(self:RobosuiteExpert, obs:dict) -> np.ndarray:
     "The `(7,)` action for low-dim observations `obs` (robomimic keys, or `state`)."
@@ -219,23 +227,18 @@ def _carry(self:RobosuiteExpert, eef, obj) -> np.ndarray:
         return self._move(eef, eef, -1)
     return self._move(eef, np.r_[bin_[:2], 1.1], -1)
 
-# %% ../nbs/08a_robosuite.ipynb #e71356fd
+# %% ../nbs/08a_robosuite.ipynb #a2cce370
 def split_state(state) -> dict:
     "robomimic low-dim keys from a `state` vector `(...,D)` (the layout of `RobosuiteEnv`)."
     state = np.asarray(state)
     return {'robot0_eef_pos': state[..., :3], 'robot0_eef_quat': state[..., 3:7], 'robot0_gripper_qpos': state[..., 7:9], 'object': state[..., 9:]}
 
-# %% ../nbs/08a_robosuite.ipynb #896d9c98
+# %% ../nbs/08a_robosuite.ipynb #cfbc4e0b
 @patch
 def expert_action(self:RobosuiteEnv) -> np.ndarray:
     "The scripted expert's `(7,)` action for the current state."
     if getattr(self, '_expert', None) is None: self._expert = RobosuiteExpert(self.task)
-    return self._expert.act(split_state(self._observe_state()))
-
-@patch
-def _observe_state(self:RobosuiteEnv) -> np.ndarray:
-    raw = self._raw
-    return np.concatenate([np.asarray(raw['object-state' if k == 'object' else k], np.float32) for k in LOW_DIM_KEYS])
+    return self._expert.act(_low_dim(self._raw))
 
 def expert_episode(env:RobosuiteEnv, seed:int,  # environment; scene seed
                    post_success_steps:int=5,     # steps recorded after the first success
@@ -254,7 +257,7 @@ def expert_episode(env:RobosuiteEnv, seed:int,  # environment; scene seed
     ep['done'] = np.zeros(len(steps), np.int64); ep['done'][-1] = 1
     return ep, first is not None
 
-# %% ../nbs/08a_robosuite.ipynb #f36d4582
+# %% ../nbs/08a_robosuite.ipynb #aa706596
 def collect_robosuite_demos(task:str, n_episodes:int,   # task (or env_meta); successful episodes to collect
                             obs_keys=('state',) + LOW_DIM_KEYS, seed:int=0, progress:bool=True,
                             max_failures:int=None,       # give up after this many failed episodes (default: n_episodes + 10)
@@ -273,7 +276,7 @@ def collect_robosuite_demos(task:str, n_episodes:int,   # task (or env_meta); su
     finally: env.close()
     return eps, env.env_meta, failed
 
-# %% ../nbs/08a_robosuite.ipynb #a55efbc5
+# %% ../nbs/08a_robosuite.ipynb #20c3a6f3
 def _hdf5_obs(ep:dict, camera:str) -> dict:
     "robomimic obs datasets of one episode."
     obs = {k: ep[k] for k in LOW_DIM_KEYS if k in ep}
@@ -308,7 +311,7 @@ def env_meta_from_dataset(path) -> dict:
     if not text: raise UserError(f"{path} records no env_args (robomimic's data.attrs['env_args'])")
     return load_env_meta(text)
 
-# %% ../nbs/08a_robosuite.ipynb #7b679433
+# %% ../nbs/08a_robosuite.ipynb #f40ef5e2
 def _demo_keys(point_cloud, pc_color, img, depth) -> tuple:
     "Observation keys a demo run records."
     return ('state',) + LOW_DIM_KEYS + (('img',) if img else ()) + (('depth',) if depth else ()) + (('point_cloud',) if point_cloud or pc_color else ())
@@ -336,7 +339,7 @@ def robosuite_demos(task:str, episodes:int, out,        # Lift or PickPlaceCan; 
           + (f" and {hdf5}" if hdf5 else ''))
     return rb
 
-# %% ../nbs/08a_robosuite.ipynb #922b8b79
+# %% ../nbs/08a_robosuite.ipynb #9ef027d8
 def robosuite_obs_meta(shape_meta) -> dict:
     "policy key -> (env observation key, type, shape): our env keys are the store keys."
     return {k: (v.get('store_key', k), v.get('type', 'low_dim'), tuple(v['shape'])) for k, v in shape_meta['obs'].items()}
@@ -353,11 +356,11 @@ def robosuite_env_kwargs(obs_meta) -> dict:
 def _with_reward(env_meta, reward:str) -> dict:
     "env_meta with robosuite's shaped reward on for `reward='dense'`."
     if reward not in ('success', 'dense'): raise ConfigError(f"task.env_runner.reward is {reward!r}, expected 'success' or 'dense'")
-    m = load_env_meta(make_env_meta(env_meta) if isinstance(env_meta, str) else env_meta)
+    m = as_env_meta(env_meta)
     m['env_kwargs']['reward_shaping'] = reward == 'dense'
     return m
 
-# %% ../nbs/08a_robosuite.ipynb #e52e7336
+# %% ../nbs/08a_robosuite.ipynb #5647d5d7
 class RobosuiteVecEnv:
     "N robosuite envs behind the vectorized-env interface: dict observations (N,...) in the policy's keys."
     def __init__(self, env_meta, shape_meta:dict, num_envs:int, max_steps:int=400, # task or env_meta; policy shape_meta
@@ -379,7 +382,7 @@ class RobosuiteVecEnv:
         if self.vec is not None: self.vec.close()
         for e in self.envs or []: e.close()
 
-# %% ../nbs/08a_robosuite.ipynb #b1cc919d
+# %% ../nbs/08a_robosuite.ipynb #6db41e51
 def _seeds(seed, n:int) -> list:
     "Per-env reset seeds: a list as given, an int `s` as `s*1000+i`, None as None."
     if seed is None or isinstance(seed, int): return [None if seed is None else seed * 1000 + i for i in range(n)]
@@ -416,7 +419,7 @@ def render(self:RobosuiteVecEnv, i:int=0) -> np.ndarray:
     "(H,W,3) RGB of env `i`."
     return self.vec.call('render')[i] if self.vec is not None else self.envs[i].render()
 
-# %% ../nbs/08a_robosuite.ipynb #5132cd17
+# %% ../nbs/08a_robosuite.ipynb #d04cb563
 def runner_env_meta(runner_cfg, dataset_path=None) -> dict:
     "The env_meta of a `task.env_runner` config (see above)."
     r = OmegaConf.create(runner_cfg) if not OmegaConf.is_config(runner_cfg) else runner_cfg
@@ -435,7 +438,7 @@ def vecenv_from_config(runner_cfg, shape_meta:dict, num_envs:int, dataset_path=N
     return RobosuiteVecEnv(runner_env_meta(r, dataset_path), shape_meta, num_envs, r.get('max_steps', 400), r.get('reward', 'success'),
                            r.get('n_procs', 1), camera=camera)
 
-# %% ../nbs/08a_robosuite.ipynb #6cef1f4f
+# %% ../nbs/08a_robosuite.ipynb #2d472b26
 class RobosuiteRunner:
     "Evaluate a policy on a robosuite task: success rate per seed and overall (`test_mean_score`), videos."
     def __init__(self, env_meta, shape_meta:dict,          # task name or env_meta; the policy's shape_meta
@@ -447,6 +450,7 @@ class RobosuiteRunner:
         self.env_meta, self.shape_meta, self.n_obs_steps, self.n_action_steps = env_meta, shape_meta, n_obs_steps, n_action_steps
         self.max_steps, self.n_episodes, self.seeds, self.video = max_steps, n_episodes, [int(s) for s in seeds], video
         self.num_envs, self.n_procs, self.camera = max(1, min(num_envs, n_episodes)), n_procs, camera
+        self.task = as_env_meta(env_meta)['env_name']
         self.output_dir = Path(output_dir) if output_dir is not None else None
         if video and self.output_dir is None: raise ValueError("video=True needs an output_dir for the video files")
 
@@ -462,7 +466,7 @@ class RobosuiteRunner:
         meta = runner_env_meta(r, cfg.task.get('dataset_path'))
         return cls(meta, OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
 
-# %% ../nbs/08a_robosuite.ipynb #0d75789e
+# %% ../nbs/08a_robosuite.ipynb #cc64226f
 @patch
 def _batch(self:RobosuiteRunner, env, policy, eps:list, device) -> list:
     "Run episodes `eps` [(index, seed, episode, video path or None)] side by side in `env` (unused slots start done)."
@@ -492,7 +496,7 @@ def run(self:RobosuiteRunner, policy) -> dict:
     try:
         for s in self.seeds:
             for j0 in range(0, self.n_episodes, self.num_envs):
-                eps = [(i + k, s, j, self.output_dir/f'{env.envs[0].task if env.envs else "robosuite"}_seed{s}' if self.video and j == 0 else None)
+                eps = [(i + k, s, j, self.output_dir/f'{self.task}_seed{s}' if self.video and j == 0 else None)
                        for k, j in enumerate(range(j0, min(j0 + self.num_envs, self.n_episodes)))]
                 res += self._batch(env, policy, eps, device); i += len(eps)
     finally:
@@ -500,7 +504,7 @@ def run(self:RobosuiteRunner, policy) -> dict:
         if training is not None: policy.train(training)
     return _summarize(res, self.seeds)
 
-# %% ../nbs/08a_robosuite.ipynb #d66a0214
+# %% ../nbs/08a_robosuite.ipynb #31a6baa3
 class RobosuiteExpertPolicy:
     "The scripted experts as a batched policy on `state` `(B,To,D)`, one action per call (`n_action_steps` = 1)."
     def __init__(self, task:str, state_key:str='agent_pos'): self.task, self.state_key, self.experts = check_robosuite_task(task), state_key, []

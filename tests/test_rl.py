@@ -91,7 +91,7 @@ def test_metaworld_state_run_from_a_training_checkpoint(tmp_path):
           'policy.num_inference_steps=2', 'debug=true', 'task.env_runner.max_steps=12', 'task.env_runner.num_episodes=1',
           'training.device=cpu']
     rec = run_rl(compose_config('train_maniflow_state_rl', ov))
-    assert set(rec) == {'before', 'after', 'rl_seconds', 'checkpoint'}
+    assert set(rec) == {'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps'}
     ck2 = torch.load(rec['checkpoint'], weights_only=True)
     assert 'value_head.0.weight' in ck2['model'] and ck2['config']['policy']['add_value_head'] is True
     assert ck2['config']['policy']['num_inference_steps'] == 2 and ck2['rl_config']['task']['env_runner']['env_name'] == 'reach-v3'

@@ -5,7 +5,6 @@ import json
 import numpy as np, pytest, torch, h5py
 from omegaconf import OmegaConf
 
-pytest.importorskip('robosuite')
 from maniflow_nb.config import ConfigError, compose_config
 from maniflow_nb.data import ReplayBuffer
 from maniflow_nb.convert import convert_robomimic
