@@ -10,7 +10,7 @@ __all__ = ['ROBOSUITE_TASKS', 'ROBOSUITE_TYPE', 'LOW_DIM_KEYS', 'OBS_KEYS', 'VIS
            'robosuite_env_kwargs', 'RobosuiteVecEnv', 'runner_env_meta', 'vecenv_from_config', 'RobosuiteRunner',
            'RobosuiteExpertPolicy']
 
-# %% ../nbs/08a_robosuite.ipynb #98e48fd9
+# %% ../nbs/08a_robosuite.ipynb #36a98f1f
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco / robosuite are imported: headless rendering
 import copy, functools, json, logging
@@ -26,12 +26,12 @@ from .data import ReplayBuffer, check_replaceable, store_attrs
 from .envs import Camera, ObsWindow, to_policy, write_video, episode_seed, _summarize, _device
 from .pointcloud import rgbd_to_point_cloud
 
-# %% ../nbs/08a_robosuite.ipynb #e8614f5b
+# %% ../nbs/08a_robosuite.ipynb #62543bca
 logging.getLogger('robosuite_logs').setLevel(logging.ERROR)    # "No private macro file found!" on every import
 import robosuite
 from robosuite.controllers import load_controller_config
 
-# %% ../nbs/08a_robosuite.ipynb #44f665ef
+# %% ../nbs/08a_robosuite.ipynb #f6c55686
 ROBOSUITE_TASKS = ('Lift', 'PickPlaceCan')
 ROBOSUITE_TYPE = 1      # robomimic's EnvType.ROBOSUITE_TYPE
 
@@ -50,7 +50,7 @@ def make_env_meta(task:str='Lift',              # robosuite env name
               robots=['Panda'], camera_depths=False, reward_shaping=reward_shaping)
     return {'env_name': check_robosuite_task(task), 'type': ROBOSUITE_TYPE, 'env_kwargs': kw}
 
-# %% ../nbs/08a_robosuite.ipynb #9c3ab1ca
+# %% ../nbs/08a_robosuite.ipynb #47ad088f
 _OLD_CONTROLLER_KEYS = {'damping': 'damping_ratio', 'damping_limits': 'damping_ratio_limits'}
 
 def load_env_meta(env_meta) -> dict:
@@ -74,7 +74,7 @@ def robosuite_kwargs(env_meta) -> tuple:
     kw.setdefault('robots', ['Panda'])
     return m['env_name'], kw | dict(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, hard_reset=False, ignore_done=True)
 
-# %% ../nbs/08a_robosuite.ipynb #8a31112d
+# %% ../nbs/08a_robosuite.ipynb #3ce9bf78
 LOW_DIM_KEYS = ('robot0_eef_pos', 'robot0_eef_quat', 'robot0_gripper_qpos', 'object')
 OBS_KEYS = LOW_DIM_KEYS + ('state', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -109,7 +109,7 @@ class RobosuiteEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._rs.sim.model._model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/08a_robosuite.ipynb #25f838c0
+# %% ../nbs/08a_robosuite.ipynb #6c678bc7
 @patch
 def _space(self:RobosuiteEnv, key):
     "Gymnasium space of one observation key."
@@ -173,7 +173,7 @@ def close(self:RobosuiteEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._rs.close()
 
-# %% ../nbs/08a_robosuite.ipynb #c2fa395c
+# %% ../nbs/08a_robosuite.ipynb #805d21d7
 CAN_BIN = np.array([0.1975, 0.4025, 0.8])    # PickPlaceCan's target bin centre (`env.target_bin_placements[3]`)
 
 class RobosuiteExpert:
@@ -187,7 +187,7 @@ class RobosuiteExpert:
 
     def _next(self, phase): self.phase, self.n = phase, 0
 
-# %% ../nbs/08a_robosuite.ipynb #99822d1d
+# %% ../nbs/08a_robosuite.ipynb #11017325
 @patch
 def act(self:RobosuiteExpert, obs:dict) -> np.ndarray:
     "The `(7,)` action for low-dim observations `obs` (robomimic keys, or `state`)."
@@ -210,7 +210,8 @@ def act(self:RobosuiteExpert, obs:dict) -> np.ndarray:
 
 @patch
 def _carry(self:RobosuiteExpert, eef, obj) -> np.ndarray:
-    "Lift (and for PickPlaceCan: carry, lower, release, back off)."
+    "Lift (and for PickPlaceCan: carry, lower, release, back off); a dropped object is approached again."
+    if self.phase in ('lift', 'carry', 'lower') and np.linalg.norm(obj - eef) > 0.06: self._next('approach'); return self._move(eef, eef, -1)
     if self.task == 'Lift': return self._move(eef, np.r_[eef[:2], 1.0], 1)
     high, bin_ = 1.05, CAN_BIN
     if self.phase == 'lift':
@@ -227,13 +228,13 @@ def _carry(self:RobosuiteExpert, eef, obj) -> np.ndarray:
         return self._move(eef, eef, -1)
     return self._move(eef, np.r_[bin_[:2], 1.1], -1)
 
-# %% ../nbs/08a_robosuite.ipynb #a2cce370
+# %% ../nbs/08a_robosuite.ipynb #a44f6713
 def split_state(state) -> dict:
     "robomimic low-dim keys from a `state` vector `(...,D)` (the layout of `RobosuiteEnv`)."
     state = np.asarray(state)
     return {'robot0_eef_pos': state[..., :3], 'robot0_eef_quat': state[..., 3:7], 'robot0_gripper_qpos': state[..., 7:9], 'object': state[..., 9:]}
 
-# %% ../nbs/08a_robosuite.ipynb #cfbc4e0b
+# %% ../nbs/08a_robosuite.ipynb #0f3aeaaa
 @patch
 def expert_action(self:RobosuiteEnv) -> np.ndarray:
     "The scripted expert's `(7,)` action for the current state."
@@ -257,7 +258,7 @@ def expert_episode(env:RobosuiteEnv, seed:int,  # environment; scene seed
     ep['done'] = np.zeros(len(steps), np.int64); ep['done'][-1] = 1
     return ep, first is not None
 
-# %% ../nbs/08a_robosuite.ipynb #aa706596
+# %% ../nbs/08a_robosuite.ipynb #52ac0939
 def collect_robosuite_demos(task:str, n_episodes:int,   # task (or env_meta); successful episodes to collect
                             obs_keys=('state',) + LOW_DIM_KEYS, seed:int=0, progress:bool=True,
                             max_failures:int=None,       # give up after this many failed episodes (default: n_episodes + 10)
@@ -276,7 +277,7 @@ def collect_robosuite_demos(task:str, n_episodes:int,   # task (or env_meta); su
     finally: env.close()
     return eps, env.env_meta, failed
 
-# %% ../nbs/08a_robosuite.ipynb #20c3a6f3
+# %% ../nbs/08a_robosuite.ipynb #67f4c89f
 def _hdf5_obs(ep:dict, camera:str) -> dict:
     "robomimic obs datasets of one episode."
     obs = {k: ep[k] for k in LOW_DIM_KEYS if k in ep}
@@ -311,7 +312,7 @@ def env_meta_from_dataset(path) -> dict:
     if not text: raise UserError(f"{path} records no env_args (robomimic's data.attrs['env_args'])")
     return load_env_meta(text)
 
-# %% ../nbs/08a_robosuite.ipynb #f40ef5e2
+# %% ../nbs/08a_robosuite.ipynb #6725c836
 def _demo_keys(point_cloud, pc_color, img, depth) -> tuple:
     "Observation keys a demo run records."
     return ('state',) + LOW_DIM_KEYS + (('img',) if img else ()) + (('depth',) if depth else ()) + (('point_cloud',) if point_cloud or pc_color else ())
@@ -319,10 +320,13 @@ def _demo_keys(point_cloud, pc_color, img, depth) -> tuple:
 def robosuite_demos(task:str, episodes:int, out,        # Lift or PickPlaceCan; successful episodes; output Zarr store
                     hdf5=None,                           # also write a robomimic HDF5 file here
                     point_cloud:bool=False, pc_color:bool=False, img:bool=False, depth:bool=False, # visual keys to record
-                    n_points:int=512, image_size:int=84, camera:str='agentview', max_steps:int=400,
+                    n_points:int=512, image_size:int=None, camera:str=None, max_steps:int=None, # None: 84, agentview, 400
                     seed:int=0, overwrite:bool=False, progress:bool=True) -> ReplayBuffer:
     "Scripted-expert demonstrations of a robosuite task as a Zarr store (and optionally a robomimic HDF5 file)."
     check_robosuite_task(task)
+    image_size, camera, max_steps = image_size or 84, camera or 'agentview', max_steps or 400
+    for k, v in dict(episodes=episodes, n_points=n_points, image_size=image_size, max_steps=max_steps).items():
+        if v < 1: raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
     for p in [out] + ([hdf5] if hdf5 else []):
         if Path(p).exists() and not overwrite: raise FileExistsError(f"{p} already exists (use --overwrite to replace it)")
     if overwrite and Path(out).exists(): check_replaceable(out)
@@ -339,7 +343,7 @@ def robosuite_demos(task:str, episodes:int, out,        # Lift or PickPlaceCan; 
           + (f" and {hdf5}" if hdf5 else ''))
     return rb
 
-# %% ../nbs/08a_robosuite.ipynb #9ef027d8
+# %% ../nbs/08a_robosuite.ipynb #4a60e564
 def robosuite_obs_meta(shape_meta) -> dict:
     "policy key -> (env observation key, type, shape): our env keys are the store keys."
     return {k: (v.get('store_key', k), v.get('type', 'low_dim'), tuple(v['shape'])) for k, v in shape_meta['obs'].items()}
@@ -360,12 +364,12 @@ def _with_reward(env_meta, reward:str) -> dict:
     m['env_kwargs']['reward_shaping'] = reward == 'dense'
     return m
 
-# %% ../nbs/08a_robosuite.ipynb #5647d5d7
+# %% ../nbs/08a_robosuite.ipynb #a12e8bab
 class RobosuiteVecEnv:
     "N robosuite envs behind the vectorized-env interface: dict observations (N,...) in the policy's keys."
     def __init__(self, env_meta, shape_meta:dict, num_envs:int, max_steps:int=400, # task or env_meta; policy shape_meta
                  reward:str='success',   # 'success' (1 at success) or 'dense' (robosuite's shaped reward)
-                 n_procs:int=1,          # > 1: gymnasium AsyncVectorEnv (spawn)
+                 n_procs:int=1,          # > 1: gymnasium AsyncVectorEnv (spawn, one process per env)
                  **env_kwargs):          # more `RobosuiteEnv` arguments (camera, bounds, image_size)
         self.num_envs, self.reward, self.obs_meta = num_envs, reward, robosuite_obs_meta(shape_meta)
         meta = _with_reward(env_meta, reward)
@@ -382,7 +386,7 @@ class RobosuiteVecEnv:
         if self.vec is not None: self.vec.close()
         for e in self.envs or []: e.close()
 
-# %% ../nbs/08a_robosuite.ipynb #6db41e51
+# %% ../nbs/08a_robosuite.ipynb #01a5cbba
 def _seeds(seed, n:int) -> list:
     "Per-env reset seeds: a list as given, an int `s` as `s*1000+i`, None as None."
     if seed is None or isinstance(seed, int): return [None if seed is None else seed * 1000 + i for i in range(n)]
@@ -419,7 +423,7 @@ def render(self:RobosuiteVecEnv, i:int=0) -> np.ndarray:
     "(H,W,3) RGB of env `i`."
     return self.vec.call('render')[i] if self.vec is not None else self.envs[i].render()
 
-# %% ../nbs/08a_robosuite.ipynb #d04cb563
+# %% ../nbs/08a_robosuite.ipynb #ddfe479a
 def runner_env_meta(runner_cfg, dataset_path=None) -> dict:
     "The env_meta of a `task.env_runner` config (see above)."
     r = OmegaConf.create(runner_cfg) if not OmegaConf.is_config(runner_cfg) else runner_cfg
@@ -438,7 +442,7 @@ def vecenv_from_config(runner_cfg, shape_meta:dict, num_envs:int, dataset_path=N
     return RobosuiteVecEnv(runner_env_meta(r, dataset_path), shape_meta, num_envs, r.get('max_steps', 400), r.get('reward', 'success'),
                            r.get('n_procs', 1), camera=camera)
 
-# %% ../nbs/08a_robosuite.ipynb #2d472b26
+# %% ../nbs/08a_robosuite.ipynb #3eb6cee6
 class RobosuiteRunner:
     "Evaluate a policy on a robosuite task: success rate per seed and overall (`test_mean_score`), videos."
     def __init__(self, env_meta, shape_meta:dict,          # task name or env_meta; the policy's shape_meta
@@ -466,7 +470,7 @@ class RobosuiteRunner:
         meta = runner_env_meta(r, cfg.task.get('dataset_path'))
         return cls(meta, OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
 
-# %% ../nbs/08a_robosuite.ipynb #cc64226f
+# %% ../nbs/08a_robosuite.ipynb #14b41ae4
 @patch
 def _batch(self:RobosuiteRunner, env, policy, eps:list, device) -> list:
     "Run episodes `eps` [(index, seed, episode, video path or None)] side by side in `env` (unused slots start done)."
@@ -504,7 +508,7 @@ def run(self:RobosuiteRunner, policy) -> dict:
         if training is not None: policy.train(training)
     return _summarize(res, self.seeds)
 
-# %% ../nbs/08a_robosuite.ipynb #31a6baa3
+# %% ../nbs/08a_robosuite.ipynb #2e98aaa0
 class RobosuiteExpertPolicy:
     "The scripted experts as a batched policy on `state` `(B,To,D)`, one action per call (`n_action_steps` = 1)."
     def __init__(self, task:str, state_key:str='agent_pos'): self.task, self.state_key, self.experts = check_robosuite_task(task), state_key, []
