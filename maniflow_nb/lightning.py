@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['RUNNERS', 'batch_size_of', 'PolicyModule', 'EMA', 'ResumableSampler', 'make_loader', 'ResumeState', 'SampleMSE',
            'FiniteMetrics', 'EnvEval', 'RunCSVLogger', 'AtomicCheckpointIO', 'run_loggers', 'make_loggers',
-           'topk_checkpoint', 'last_checkpoints', 'make_checkpoint_callbacks', 'make_trainer', 'make_loaders',
-           'runner_class', 'make_runner', 'make_callbacks', 'resume_path', 'lightning_loops', 'as_lightning_checkpoint',
-           'build', 'best_checkpoint', 'fit']
+           'topk_checkpoint', 'last_checkpoints', 'recent_checkpoints', 'make_checkpoint_callbacks', 'topk_state',
+           'make_trainer', 'make_loaders', 'runner_class', 'make_runner', 'make_callbacks', 'resume_path',
+           'lightning_loops', 'topk_callback_state', 'as_lightning_checkpoint', 'build', 'best_checkpoint', 'fit']
 
-# %% ../nbs/24_lightning.ipynb #7717cd61
+# %% ../nbs/24_lightning.ipynb #97562747
 import os, sys, csv, math, contextlib, importlib
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -24,12 +24,12 @@ from .dataset import EpochSampler, collate_batch, make_datasets
 from .policies import make_policy
 from .ema import EMAModel
 from .checkpoint import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, read_checkpoint, legacy_to_lightning,
-                                    LEGACY_FORMAT, to_device, diverged, check_weights)
+                                    LEGACY_FORMAT, to_device, diverged, check_weights, newest_checkpoint, pretrained_weights)
 from .schema import validate_config, check_resume, no_train_data, no_val_note
-from .runlog import wandb_run_id, progress_bar_on, RunLock, is_rank_zero
-from .optim import make_optimizer, make_scheduler
+from .runlog import wandb_run_id, progress_bar_on, RunLock, is_rank_zero, step_loss
+from .optim import make_optimizer, make_scheduler, batch_limit, fast_dev_batches, freeze_trunk
 
-# %% ../nbs/24_lightning.ipynb #ee479fde
+# %% ../nbs/24_lightning.ipynb #e0245d1f
 def batch_size_of(batch:dict) -> int: return batch['action'].shape[0]
 
 class PolicyModule(pl.LightningModule):
@@ -37,7 +37,7 @@ class PolicyModule(pl.LightningModule):
     def __init__(self, policy:nn.Module, # follows the policy contract (`compute_loss`, `predict_action`)
                  cfg:DictConfig):        # the composed config (optimizer settings, saved in checkpoints)
         super().__init__()
-        self.policy, self.ema_model, self.cfg = policy, None, cfg
+        self.policy, self.ema_model, self.cfg, self._group = policy, None, cfg, []
 
     def forward(self, batch:dict): return self.policy.compute_loss(batch, ema_model=self.ema_model)
 
@@ -50,9 +50,16 @@ class PolicyModule(pl.LightningModule):
         loss, metrics = self(batch)
         if not torch.isfinite(loss): raise diverged(f'loss is {loss.item()}', self.global_step, self.current_epoch, batch_idx)
         self._batch_idx, bs = batch_idx, batch_size_of(batch)
-        self.log('train_loss', loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
+        self.log('train_loss', self._group_loss(loss.item(), batch_idx), on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
         self.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=bs)
         return loss
+
+    def _group_loss(self, loss:float, batch_idx:int) -> float:
+        "The mean loss of this accumulation group so far (`step_loss`): what the optimizer step's row logs, as the legacy loop."
+        t = self.trainer
+        self._group.append(loss); mean = step_loss(self._group)
+        if (batch_idx + 1) % t.accumulate_grad_batches == 0 or batch_idx + 1 >= t.num_training_batches: self._group = []
+        return mean
 
     def train(self, mode:bool=True):
         "Lightning switches the whole module between train and eval; the EMA copy stays in eval mode (no dropout)."
@@ -80,13 +87,17 @@ class PolicyModule(pl.LightningModule):
         check_weights(checkpoint['state_dict'], f'at step {self.global_step} (epoch {self.current_epoch})')   # before the file is written
         checkpoint['hyper_parameters'] = {'cfg': to_plain(self.cfg)}
 
-# %% ../nbs/24_lightning.ipynb #d0303cf6
+# %% ../nbs/24_lightning.ipynb #259b0ce2
 class EMA(Callback):
     "Exponential moving average of the policy, stepped once per optimizer step with the shared warm-up rule."
-    def __init__(self, max_decay:float=0.9999): self.max_decay, self.ema, self._last_step = max_decay, None, None
+    def __init__(self, max_decay:float=0.9999,
+                 init:dict=None):               # starting EMA weights (`training.pretrained_dir`); default: the policy's
+        self.max_decay, self.ema, self._last_step, self.init = max_decay, None, None, init
 
     def setup(self, trainer, pl_module, stage=None):
-        if self.ema is None: self.ema = EMAModel(pl_module.policy, max_decay=self.max_decay)
+        if self.ema is None:
+            self.ema = EMAModel(pl_module.policy, max_decay=self.max_decay)
+            if self.init is not None: self.ema.averaged_model.load_state_dict(self.init)
         pl_module.ema_model = self.ema.averaged_model
 
     def on_train_start(self, trainer, pl_module): self._last_step = trainer.global_step
@@ -102,7 +113,7 @@ class EMA(Callback):
         extra = checkpoint.get('maniflow', {})
         self.ema.optimization_step, self.ema.decay = int(extra.get('ema_step', 0)), float(extra.get('ema_decay', 0.0))
 
-# %% ../nbs/24_lightning.ipynb #40a5dc98
+# %% ../nbs/24_lightning.ipynb #d300c15a
 class ResumableSampler(EpochSampler):
     "`EpochSampler`'s per-epoch permutation, sharded over DDP ranks, that can resume part-way through one epoch."
     _resume = None
@@ -126,7 +137,7 @@ def make_loader(dataset, batch_size:int, sampler=None, num_workers:int=0, seed:i
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_batch,
                                        generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
-# %% ../nbs/24_lightning.ipynb #9ab76074
+# %% ../nbs/24_lightning.ipynb #aff184e8
 class ResumeState(Callback):
     "Saves and restores RNG states and the sampler position for an exact resume."
     def __init__(self, sampler:ResumableSampler, # the training sampler
@@ -141,7 +152,7 @@ class ResumeState(Callback):
         return {'epoch': epoch, 'global_step': trainer.global_step, 'batch_idx': done}
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        checkpoint.setdefault('maniflow', {}).update(rng=rng_state(), loop=self.position(trainer))
+        checkpoint.setdefault('maniflow', {}).update(rng=rng_state(), loop=self.position(trainer), topk=topk_state(trainer))
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         extra = checkpoint.get('maniflow', {})
@@ -151,7 +162,7 @@ class ResumeState(Callback):
     def on_train_start(self, trainer, pl_module):
         if self._rng is not None: set_rng_state(self._rng); self._rng = None
 
-# %% ../nbs/24_lightning.ipynb #8e828327
+# %% ../nbs/24_lightning.ipynb #ad87bdf1
 class SampleMSE(Callback):
     "Every `every` epochs, log the MSE of the EMA policy's sampled action chunk on the first training batch."
     def __init__(self, every:int=5): self.every, self.batch = every, None
@@ -166,7 +177,7 @@ class SampleMSE(Callback):
         mse = F.mse_loss(pred.float(), batch['action'].float())
         pl_module.log('train_action_mse_error', mse, sync_dist=True, batch_size=batch_size_of(batch))
 
-# %% ../nbs/24_lightning.ipynb #f5267361
+# %% ../nbs/24_lightning.ipynb #ec68df66
 class FiniteMetrics(Callback):
     "Stop with `NonFiniteError` when an epoch metric (`val_loss`, `test_mean_score`, ...) is not finite, before a checkpoint ranks it."
     def _check(self, trainer):
@@ -175,7 +186,7 @@ class FiniteMetrics(Callback):
     def on_validation_end(self, trainer, pl_module): self._check(trainer)
     def on_train_epoch_end(self, trainer, pl_module): self._check(trainer)
 
-# %% ../nbs/24_lightning.ipynb #853c93c2
+# %% ../nbs/24_lightning.ipynb #08cdbd2d
 class EnvEval(Callback):
     "Roll out the EMA policy every `every` epochs and log the runner's scalar results (`test_mean_score`)."
     def __init__(self, make_runner, # () -> runner with `.run(policy) -> dict`; called once, lazily, on rank 0
@@ -193,7 +204,7 @@ class EnvEval(Callback):
         score = trainer.strategy.broadcast(score, src=0)
         pl_module.log('test_mean_score', score, batch_size=1)
 
-# %% ../nbs/24_lightning.ipynb #2982db95
+# %% ../nbs/24_lightning.ipynb #fdc8411a
 class _AppendingWriter(ExperimentWriter):
     "Lightning's CSV writer, continuing an existing metrics.csv instead of deleting it."
     def _check_log_dir_exists(self):
@@ -236,7 +247,7 @@ def make_loggers(cfg, run_dir) -> list:
     lg = cfg.logger
     return run_loggers(run_dir, lg.tensorboard, lg.wandb if lg.wandb.enabled else None, cfg.name, cfg)
 
-# %% ../nbs/24_lightning.ipynb #2796f932
+# %% ../nbs/24_lightning.ipynb #3915a3a3
 def topk_checkpoint(ckpt_dir, monitor:str='val_loss', mode:str='min', k:int=1,
                     every_n_epochs:int=1,             # epochs between checks of `monitor`
                     on_train_epoch_end:bool=False):   # True for a metric logged at the end of a training epoch
@@ -253,17 +264,34 @@ def last_checkpoints(ckpt_dir, every_epoch:bool=True, every_n_steps:int=0) -> li
     return ([mk(every_n_epochs=1, save_on_train_epoch_end=True)] if every_epoch else []) + \
            ([mk(every_n_train_steps=every_n_steps, save_on_train_epoch_end=False)] if every_n_steps else [])
 
+def recent_checkpoints(ckpt_dir, k:int, every_n_epochs:int):
+    "The newest `k` epoch checkpoints `last-epoch=0007.ckpt`, one every `every_n_epochs` epochs (ranked by step)."
+    return ModelCheckpoint(dirpath=str(ckpt_dir), filename='last-epoch={epoch:04d}', monitor='step', mode='max', save_top_k=k,
+                           auto_insert_metric_name=False, enable_version_counter=False, every_n_epochs=every_n_epochs,
+                           save_on_train_epoch_end=True)
+
 def make_checkpoint_callbacks(cfg, ckpt_dir, has_val:bool=True) -> list:
-    "Top-k checkpoints (none by `val_loss` without validation data), `last.ckpt` every epoch, and every `training.checkpoint_every_steps`."
+    "Top-k checkpoints (none by `val_loss` without validation data), `last.ckpt` every epoch and every `training.checkpoint_every_steps`, the newest `training.last_k_checkpoints`."
     t, tr = cfg.checkpoint.topk, cfg.training
     on_val = t.monitor_key == 'val_loss'
     every = tr.val_every if on_val else max(1, tr.eval_every)
     top = [topk_checkpoint(ckpt_dir, t.monitor_key, t.mode, t.k, every, on_train_epoch_end=not on_val)] if has_val or not on_val else []
-    return [*top, *last_checkpoints(ckpt_dir, cfg.checkpoint.get('save_last', True), tr.get('checkpoint_every_steps') or 0)]
+    k = tr.get('last_k_checkpoints') or 0
+    recent = [recent_checkpoints(ckpt_dir, k, tr.checkpoint_every)] if k and tr.checkpoint_every else []
+    return [*top, *last_checkpoints(ckpt_dir, cfg.checkpoint.get('save_last', True), tr.get('checkpoint_every_steps') or 0), *recent]
 
-# %% ../nbs/24_lightning.ipynb #5186a94d
-def _limit(*vals): return next((v for v in vals if v is not None), 1.0)
+def _ranked(trainer) -> list:
+    "The top-k callbacks of `trainer` (a monitored metric; not the newest-k, which rank by step)."
+    return [c for c in trainer.checkpoint_callbacks if c.monitor and c.monitor != 'step']
 
+def topk_state(trainer) -> dict|None:
+    "The top-k map of the run as the legacy loop's `TopK.state_dict()` (file names and scores), for a checkpoint."
+    cb = next(iter(_ranked(trainer)), None)
+    if cb is None: return None
+    return {'monitor': cb.monitor, 'mode': cb.mode, 'k': cb.save_top_k,
+            'best': {Path(p).name: float(v) for p, v in cb.best_k_models.items()}}
+
+# %% ../nbs/24_lightning.ipynb #43bcd5c3
 def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
     "A Lightning `Trainer` for `cfg.trainer` / `cfg.training`."
     t, tr = cfg.trainer, cfg.training
@@ -271,14 +299,14 @@ def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get('num_nodes', 1),
         precision=resolve_precision(t.precision, t.accelerator), max_epochs=tr.num_epochs,
         gradient_clip_val=tr.max_grad_norm, gradient_clip_algorithm='norm', accumulate_grad_batches=tr.gradient_accumulate_every,
-        check_val_every_n_epoch=tr.val_every, limit_train_batches=_limit(t.limit_train_batches, tr.max_train_steps),
-        limit_val_batches=_limit(t.limit_val_batches, tr.max_val_steps), fast_dev_run=t.fast_dev_run,
+        check_val_every_n_epoch=tr.val_every, limit_train_batches=batch_limit(cfg, 'train'),
+        limit_val_batches=batch_limit(cfg, 'val'), fast_dev_run=t.fast_dev_run,
         enable_progress_bar=progress_bar_on(t.progress_bar), logger=loggers if loggers is not None else False,
         callbacks=list(callbacks), default_root_dir=str(run_dir or cfg.run_dir), num_sanity_val_steps=0,
         use_distributed_sampler=False, deterministic='warn' if t.deterministic else None,
         log_every_n_steps=t.get('log_every_n_steps', 1), enable_model_summary=False, plugins=[AtomicCheckpointIO()])
 
-# %% ../nbs/24_lightning.ipynb #da0b41fe
+# %% ../nbs/24_lightning.ipynb #5bf7f5d7
 def make_loaders(cfg, train_ds, val_ds):
     "Training loader with a `ResumableSampler`; sequential validation loader, None (with a note) without validation data."
     tr = cfg.training
@@ -288,7 +316,7 @@ def make_loaders(cfg, train_ds, val_ds):
     return (make_loader(train_ds, tr.batch_size, sampler, tr.num_workers, tr.seed),
             make_loader(val_ds, tr.batch_size, None, tr.num_workers, tr.seed) if len(val_ds) else None)
 
-# %% ../nbs/24_lightning.ipynb #42408ef0
+# %% ../nbs/24_lightning.ipynb #b92326da
 RUNNERS = ('maniflow_nb.envs.MetaWorldRunner',)
 
 def runner_class(cfg):
@@ -303,27 +331,28 @@ def make_runner(cfg):
     "The env runner of `cfg.task.env_runner` (a class of `RUNNERS`, built from the config; nothing else is instantiated)."
     return runner_class(cfg).from_config(cfg, output_dir=str(Path(cfg.run_dir)/'videos'))
 
-def make_callbacks(cfg, sampler, ckpt_dir, loggers=True, has_val:bool=True) -> list:
+def make_callbacks(cfg, sampler, ckpt_dir, loggers=True, has_val:bool=True,
+                   ema_init:dict=None) -> list:     # starting EMA weights (`training.pretrained_dir`)
     "EMA, resume state, sampling MSE, env evaluation, finite-metric guard, LR monitor and checkpoints for `cfg`."
     tr = cfg.training
     cbs = [ResumeState(sampler, tr.batch_size), SampleMSE(tr.sample_every)]
-    if tr.use_ema: cbs.insert(0, EMA(tr.ema_decay))
+    if tr.use_ema: cbs.insert(0, EMA(tr.ema_decay, ema_init))
     if tr.eval_every: runner_class(cfg); cbs.append(EnvEval(lambda: make_runner(cfg), tr.eval_every))   # a bad _target_ fails now
     cbs.append(FiniteMetrics())
     if loggers: cbs.append(LearningRateMonitor(logging_interval='step'))
     if cfg.trainer.fast_dev_run: return cbs      # (Lightning 2.6 still writes `last.ckpt` at train end under fast_dev_run)
     return cbs + make_checkpoint_callbacks(cfg, ckpt_dir, has_val)
 
-# %% ../nbs/24_lightning.ipynb #31a8ec1b
+# %% ../nbs/24_lightning.ipynb #2b537d88
 def resume_path(cfg, ckpt_dir) -> str|None:
-    "The checkpoint to resume from: `training.resume_checkpoint_path`, else (`training.resume`) the newest of `last.ckpt` and Lightning's SLURM `hpc_ckpt_*.ckpt`."
+    "The checkpoint to resume from: `training.resume_checkpoint_path`, else (`training.resume`) the run dir's newest (`newest_checkpoint`, either trainer's); none under `fast_dev_run`."
     tr = cfg.training
     if tr.resume_checkpoint_path:
         p = Path(tr.resume_checkpoint_path)
         if not p.exists(): raise ConfigError(f"training.resume_checkpoint_path: {p} does not exist")
-        return str(p)
-    found = [p for p in (Path(ckpt_dir)/'last.ckpt', *Path(cfg.run_dir).glob('hpc_ckpt_*.ckpt')) if p.exists()]
-    return str(max(found, key=lambda p: p.stat().st_mtime)) if tr.resume and found else None
+        return None if fast_dev_batches(cfg) else str(p)
+    found = newest_checkpoint(ckpt_dir, cfg.run_dir) if tr.resume and not fast_dev_batches(cfg) else None
+    return str(found) if found else None
 
 def _set(progress:dict, n:int):
     "Set every counter of a Lightning progress dict (`total`/`current`) to `n`."
@@ -343,17 +372,29 @@ def lightning_loops(trainer, loop:dict) -> dict:
     fl['epoch_loop.state_dict']['_batches_that_stepped'] = g
     return {'fit_loop': fl, 'validate_loop': {}, 'test_loop': {}, 'predict_loop': {}}
 
+def topk_callback_state(trainer, topk:dict|None) -> dict:
+    "Lightning `callbacks` entries handing a legacy top-k map (`TopK.state_dict()`) to the run's top-k callback (its files that exist)."
+    cb = next((c for c in _ranked(trainer) if c.monitor == (topk or {}).get('monitor')), None)
+    best = {os.path.join(cb.dirpath, f): torch.tensor(v) for f, v in topk['best'].items()
+            if os.path.exists(os.path.join(cb.dirpath, f))} if cb else {}
+    if not best: return {}
+    order = sorted(best, key=lambda f: float(best[f]), reverse=cb.mode == 'max')     # best first, kth (worst kept) last
+    return {cb.state_key: {'monitor': cb.monitor, 'best_model_score': best[order[0]], 'best_model_path': order[0], 'current_score': None,
+                           'dirpath': cb.dirpath, 'best_k_models': best, 'kth_best_model_path': order[-1], 'kth_value': best[order[-1]],
+                           'last_model_path': ''}}
+
 def as_lightning_checkpoint(path, ckpt_dir, trainer) -> str:
-    "A legacy checkpoint is converted (`legacy_to_lightning` + loop state) to a Lightning file in `ckpt_dir`."
+    "A legacy checkpoint is converted (`legacy_to_lightning` + loop state + its top-k map) to a Lightning file in `ckpt_dir`."
     ck = load_checkpoint(path)
     if ck.get('format') != LEGACY_FORMAT: return str(path)
     ck = legacy_to_lightning(ck)
     ck['loops'] = lightning_loops(trainer, ck['maniflow']['loop'])
+    ck['callbacks'] = topk_callback_state(trainer, ck['maniflow'].get('topk'))
     out = Path(ckpt_dir)/'from_legacy.ckpt'
     save_checkpoint(ck, out)
     return str(out)
 
-# %% ../nbs/24_lightning.ipynb #7c7cdce6
+# %% ../nbs/24_lightning.ipynb #341f8373
 def build(cfg):
     "Module, trainer, loaders and resume path for `cfg` (everything `fit` needs, nothing run yet)."
     run_dir = Path(validate_config(cfg).run_dir); ckpt_dir = run_dir/'checkpoints'
@@ -363,14 +404,18 @@ def build(cfg):
     if cfg.trainer.deterministic: set_deterministic(True)
     train_ds, val_ds = make_datasets(cfg)
     train_dl, val_dl = make_loaders(cfg, train_ds, val_ds)
-    module = PolicyModule(make_policy(cfg, train_ds.get_normalizer()), cfg)
+    policy, ema = make_policy(cfg, train_ds.get_normalizer()), None
+    if cfg.training.get('freeze_trunk'): freeze_trunk(policy)
+    if not ckpt and cfg.training.get('pretrained_dir'):                  # a new run from pretrained weights
+        model_sd, ema, src = pretrained_weights(cfg.training.pretrained_dir, policy)
+        policy.load_state_dict(model_sd); print(f'starting from the weights of {src}', file=sys.stderr)
     loggers = make_loggers(cfg, run_dir) if not cfg.trainer.fast_dev_run else None
-    trainer = make_trainer(cfg, make_callbacks(cfg, train_dl.sampler, ckpt_dir, bool(loggers), val_dl is not None), loggers, run_dir)
-    return module, trainer, train_dl, val_dl, (as_lightning_checkpoint(ckpt, ckpt_dir, trainer) if ckpt else None)
+    trainer = make_trainer(cfg, make_callbacks(cfg, train_dl.sampler, ckpt_dir, bool(loggers), val_dl is not None, ema), loggers, run_dir)
+    return PolicyModule(policy, cfg), trainer, train_dl, val_dl, (as_lightning_checkpoint(ckpt, ckpt_dir, trainer) if ckpt else None)
 
 def best_checkpoint(trainer) -> dict:
     "Best checkpoint path and score of the top-k callback (`None` if none was written)."
-    cb = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    cb = next(iter(_ranked(trainer)), None)
     if cb is None or not cb.best_model_path: return {'best_path': None, 'best_score': None, 'monitor': None}
     s = cb.best_model_score
     return {'best_path': cb.best_model_path, 'best_score': None if s is None else float(s), 'monitor': cb.monitor}
@@ -380,8 +425,12 @@ def fit(cfg, callbacks=()) -> dict:
     with RunLock(validate_config(cfg).run_dir) if is_rank_zero() else contextlib.nullcontext():
         module, trainer, train_dl, val_dl, ckpt = build(cfg)
         for cb in callbacks: trainer.callbacks.insert(len(trainer.callbacks) - 1, cb)
-        if trainer.is_global_zero: save_config(cfg, Path(cfg.run_dir)/'config.yaml')
-        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+        if (n := fast_dev_batches(cfg)) and trainer.is_global_zero:
+            print(f'fast_dev_run: {n} training and validation batch(es), nothing written', file=sys.stderr)
+        elif trainer.is_global_zero: save_config(cfg, Path(cfg.run_dir)/'config.yaml')
+        try: trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+        finally:
+            if ckpt and Path(ckpt).name == 'from_legacy.ckpt' and trainer.is_global_zero: Path(ckpt).unlink(missing_ok=True)
     last = Path(cfg.run_dir)/'checkpoints'/'last.ckpt'
     return {**best_checkpoint(trainer), 'last_path': str(last) if last.exists() else None,
             'global_step': trainer.global_step, 'trainer': trainer, 'module': module}

@@ -6,9 +6,10 @@
 __all__ = ['PPO_DEFAULTS', 'execute_chunk', 'collect_rollout', 'compute_gae', 'loss_mask', 'policy_loss', 'value_loss',
            'explained_variance', 'check_noise_level', 'split_params', 'PPOTrainer', 'evaluate_success', 'ppo_loop',
            'load_pretrained', 'rl_checkpoint', 'check_rl_config', 'debug_config', 'ppo_settings', 'tworoutes_start',
-           'make_env', 'run_rl', 'budget_note', 'evaluate_rl', 'rl_main', 'rl_sweep', 'rl_cli']
+           'make_env', 'tworoutes_clips', 'rl_videos', 'run_rl', 'budget_note', 'evaluate_rl', 'rl_main', 'rl_sweep',
+           'rl_cli']
 
-# %% ../nbs/51_rl.ipynb #9532c637
+# %% ../nbs/51_rl.ipynb #dee34e67
 import sys, json, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -21,14 +22,14 @@ from .cli import parse_args, pop_flag, user_errors
 from .train import run_sweep
 from .timeline import Timeline, window_mask
 from .flow import flow_sde_log_prob
-from .envs import ObsWindow
+from .envs import ObsWindow, MetaWorldRunner, VIDEO_EPISODES, label_frames, video_grid, write_video
 from .vecenv import MetaWorldVecEnv
 from .checkpoint import read_checkpoint, save_checkpoint, load_checkpoint, pick_device
 from .runlog import MetricsCSV, wandb_init
 from .policies import make_policy
-from .tworoutes import TwoRoutesEnv, tworoutes_config, tworoutes_pretrained
+from .tworoutes import TwoRoutesEnv, tworoutes_config, tworoutes_pretrained, tworoutes_frames
 
-# %% ../nbs/51_rl.ipynb #4a21367b
+# %% ../nbs/51_rl.ipynb #e0e3fb9b
 def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), already clamped
                   done:Tensor) -> tuple:                  # (N,) bool, sticky
     "`(reward (N,), done (N,), success (N,), executed sub-steps (N,))` of one chunk."
@@ -42,7 +43,7 @@ def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), al
         window.push(obs, active)
     return R, done, success, n
 
-# %% ../nbs/51_rl.ipynb #a2e37f2f
+# %% ../nbs/51_rl.ipynb #5015f117
 def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
                     noise_level:float=0.5, mode:str='single', # flow_sde noise level and mode
                     generator=None, seed:int=None) -> dict:    # sampling generator; env reset seed
@@ -62,7 +63,7 @@ def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
     ro = {k: (torch.stack([x.cpu() for x in v]) if k != 'obs' else {o: torch.stack([x[o] for x in v]) for o in v[0]}) for k, v in buf.items()}
     return ro | {'success': success, 'lengths': length, 'env_steps': int(length.sum())}
 
-# %% ../nbs/51_rl.ipynb #149c7b83
+# %% ../nbs/51_rl.ipynb #67137d2e
 def compute_gae(rewards:Tensor, # (S,N) chunk rewards
                 values:Tensor,  # (S+1,N) values, the last one the bootstrap
                 dones:Tensor,   # (S+1,N) done before each call (last row: after the last call)
@@ -78,7 +79,7 @@ def loss_mask(dones:Tensor) -> Tensor: # (S+1,N) done before each call
     "(S,N) bool: valid calls, those with no done before or at their start."
     return dones[:-1].long().cumsum(0) == 0
 
-# %% ../nbs/51_rl.ipynb #81e8a51f
+# %% ../nbs/51_rl.ipynb #3f6fa982
 def policy_loss(logp:Tensor, old_logp:Tensor, adv:Tensor, # (M,) new / old log-probs, advantages
                 clip_range:float=0.2) -> tuple:
     "`(loss, stats)` of the clipped PPO surrogate."
@@ -101,7 +102,7 @@ def explained_variance(pred:Tensor, target:Tensor) -> float:
     var = target.var()
     return float('nan') if var == 0 else (1 - (target - pred).var() / var).item()
 
-# %% ../nbs/51_rl.ipynb #db7b5a17
+# %% ../nbs/51_rl.ipynb #61b07bf8
 PPO_DEFAULTS = dict(noise_level=0.5, noise_mode='single', learning_rate=1e-4, critic_lr_ratio=10.0, clip_range=0.2,
                     value_clip_range=0.2, vf_coef=0.5, batch_size=256, update_epochs=4, max_grad_norm=1.0, target_kl=None,
                     gamma=0.99, gae_lambda=0.95, weight_decay=0.0)
@@ -116,7 +117,7 @@ def split_params(policy:nn.Module) -> tuple:
     named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad and not n.startswith('normalizer.')]
     return [p for n, p in named if not n.startswith('value_head.')], [p for n, p in named if n.startswith('value_head.')]
 
-# %% ../nbs/51_rl.ipynb #474e1d83
+# %% ../nbs/51_rl.ipynb #a4b6f989
 class PPOTrainer:
     "PPO for a flow policy with `flow_sde` log-probs and a value head; settings as in `PPO_DEFAULTS`."
     def __init__(self, policy:nn.Module, **kw):
@@ -134,7 +135,7 @@ class PPOTrainer:
         "`collect_rollout` with this trainer's noise settings."
         return collect_rollout(self.policy, env, num_steps, self.cfg['noise_level'], self.cfg['noise_mode'], generator, seed)
 
-# %% ../nbs/51_rl.ipynb #17d871a6
+# %% ../nbs/51_rl.ipynb #550ba10d
 def _flatten_valid(ro:dict, adv:Tensor, ret:Tensor) -> dict:
     "The valid calls of a rollout as flat tensors (M,...), with normalized advantages."
     m = loss_mask(ro['dones'])
@@ -171,7 +172,7 @@ def _ppo_step(self:PPOTrainer, mb:dict, train_actor:bool) -> dict:
     self.critic_opt.step()
     return st
 
-# %% ../nbs/51_rl.ipynb #3d145728
+# %% ../nbs/51_rl.ipynb #6541498c
 @patch
 def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
             train_actor:bool=True,             # False: critic warm-up (the actor does not move)
@@ -191,7 +192,7 @@ def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
     out = _mean_stats(rows) | {'first_ratio_dev': first, 'epochs': epoch + 1, 'n_valid': M}
     return out | {'explained_variance': explained_variance(d['values'], d['returns'])}
 
-# %% ../nbs/51_rl.ipynb #40a83fff
+# %% ../nbs/51_rl.ipynb #ed4cf10c
 @torch.no_grad()
 def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
     "Success rate, mean episode reward and length of one deterministic (Euler) episode per env."
@@ -204,7 +205,7 @@ def evaluate_success(policy, env, seed:int=0, max_calls:int=1000) -> dict:
         ret, succ, length = ret + R, succ | s, length + n
     return {'success_rate': succ.float().mean().item(), 'episode_reward': ret.mean().item(), 'episode_length': length.mean().item()}
 
-# %% ../nbs/51_rl.ipynb #79abefe8
+# %% ../nbs/51_rl.ipynb #42fdaeda
 def ppo_loop(trainer:PPOTrainer, env, total_timesteps:int, # trainer; vectorized env; env-step budget
              num_steps:int,                 # policy calls per env and iteration
              critic_warmup_iters:int=2,     # first iterations: critic only
@@ -233,7 +234,7 @@ def _iteration_row(it, steps, ro, st, t_roll, t_upd) -> dict:
             **{k: v for k, v in st.items()}, 'fps': ro['env_steps'] / max(t_roll + t_upd, 1e-9),
             'rollout_time': t_roll, 'update_time': t_upd}
 
-# %% ../nbs/51_rl.ipynb #23915c54
+# %% ../nbs/51_rl.ipynb #f3e88969
 def load_pretrained(path,                      # legacy, Lightning or RL checkpoint
                     add_value_head:bool=True, use_ema:bool=True, overrides:dict=None) -> tuple:
     "`(policy, policy config)` from a checkpoint; only value-head weights may be missing."
@@ -254,7 +255,7 @@ def rl_checkpoint(trainer:PPOTrainer, policy_cfg, rl_cfg, iteration:int, env_ste
             'actor_optimizer': trainer.actor_opt.state_dict(), 'critic_optimizer': trainer.critic_opt.state_dict(),
             'iteration': iteration, 'env_steps': env_steps, 'generator': generator.get_state(), 'format': 'maniflow_nb-rl-1'}
 
-# %% ../nbs/51_rl.ipynb #b4ce70b6
+# %% ../nbs/51_rl.ipynb #b01ce0ba
 def check_rl_config(cfg):
     "Clear errors for RL settings that cannot work."
     check_noise_level(cfg.policy.noise_level)
@@ -276,7 +277,7 @@ def debug_config(cfg):
     t.update_epochs, t.critic_warmup_iters, cfg.task.env_runner.num_episodes = 1, min(t.critic_warmup_iters, 1), min(cfg.task.env_runner.num_episodes, 2)
     return cfg
 
-# %% ../nbs/51_rl.ipynb #792c982a
+# %% ../nbs/51_rl.ipynb #6013c018
 def ppo_settings(cfg) -> dict:
     "`PPOTrainer` settings from an RL config."
     t, p = cfg.training, cfg.policy
@@ -296,7 +297,7 @@ def _check_timeline(cfg, pcfg):
         if cfg.policy.get(k) is not None and cfg.policy[k] != pcfg[k]:
             raise ConfigError(f"policy.{k} is {cfg.policy[k]} but the checkpoint's policy has {k}={pcfg[k]}; set it to {pcfg[k]} or null")
 
-# %% ../nbs/51_rl.ipynb #d062eea2
+# %% ../nbs/51_rl.ipynb #aa21ca78
 def tworoutes_start(cfg, run_dir:Path) -> tuple:
     "`(policy, policy config)` of a TwoRoutes run without a checkpoint: demos into `task.dataset_path`, then BC."
     store = Path(cfg.task.dataset_path)
@@ -310,9 +311,12 @@ def make_env(cfg, pcfg, num_envs:int):
     "The vectorized env of an RL config."
     r = cfg.task.env_runner
     if r.env_name == 'tworoutes': return TwoRoutesEnv(num_envs, r.max_steps)
+    if r.get('type') == 'robosuite':
+        from maniflow_nb.robosuite_env import vecenv_from_config   # lazy: robosuite is a heavy import
+        return vecenv_from_config(r, to_plain(pcfg.task.shape_meta), num_envs, cfg.task.get('dataset_path'))
     return MetaWorldVecEnv(r.env_name, to_plain(pcfg.task.shape_meta), num_envs, r.max_steps, r.get('reward', 'success'), r.get('n_procs', 1))
 
-# %% ../nbs/51_rl.ipynb #a6f3b74f
+# %% ../nbs/51_rl.ipynb #afd4bdc8
 def _log_row(csv:MetricsCSV, wandb_run, row:dict, cfg):
     "One metrics row to the CSV (and wandb), printed every `log_interval` iterations."
     csv.log(row)
@@ -335,7 +339,36 @@ def _resume(trainer, ck_path:Path, g) -> tuple:
     print(f"resuming from {ck_path} (iteration {ck['iteration']}, {ck['env_steps']} env steps)")
     return ck['iteration'], ck['env_steps']
 
-# %% ../nbs/51_rl.ipynb #519b6e94
+# %% ../nbs/51_rl.ipynb #1e733f96
+class _Trace:
+    "A TwoRoutes env that keeps every position: `path` is a list of (N,2)."
+    def __init__(self, env): self.env, self.path = env, []
+    def __getattr__(self, k): return getattr(self.env, k)
+    def reset(self, seed=None): o = self.env.reset(seed); self.path = [self.env.p.clone()]; return o
+    def step(self, action, active=None): out = self.env.step(action, active); self.path.append(self.env.p.clone()); return out
+
+def tworoutes_clips(policy, n:int, max_steps:int=40, seed:int=0) -> tuple:
+    "`(labelled frames per episode, success (n,))` of `n` deterministic TwoRoutes episodes, played as `evaluate_success` plays them."
+    env = _Trace(TwoRoutesEnv(n, max_steps))
+    evaluate_success(policy, env, seed=seed)
+    path = torch.stack(env.path, 1)                                  # (N,T+1,2)
+    ok = env.at_goal(path[:, -1])
+    return [label_frames(tworoutes_frames(path[i, :int(env.t[i]) + 1].numpy()), f'episode {i}', bool(ok[i])) for i in range(n)], ok
+
+def rl_videos(policy, cfg, pcfg, out_dir, n:int=VIDEO_EPISODES) -> list:
+    "Videos of `n` evaluation episodes in `out_dir`: the grid first, then one per episode (paths as `envs.write_video` gives them)."
+    r, seed, out_dir = cfg.task.env_runner, cfg.seed + 10_000, Path(out_dir)
+    if n < 1 or r.get('type') == 'robosuite': return []
+    if r.env_name == 'tworoutes':
+        clips, _ = tworoutes_clips(policy, n, r.max_steps, seed)
+        eps = [str(write_video(c, out_dir/f'tworoutes_ep{i}')) for i, c in enumerate(clips)]
+        return [str(write_video(video_grid(clips), out_dir/'tworoutes'))] + eps
+    tl = Timeline.of(pcfg)
+    runner = MetaWorldRunner(r.env_name, to_plain(pcfg.task.shape_meta), tl.n_obs_steps, tl.n_action_steps, r.max_steps, n, [seed],
+                             video=True, output_dir=out_dir)
+    return runner.run(policy, progress=False)['video_paths']
+
+# %% ../nbs/51_rl.ipynb #0d3869b2
 def run_rl(cfg) -> dict:
     "PPO fine-tuning from a composed RL config; returns the eval record (success before / after)."
     if cfg.get('debug'): cfg = debug_config(cfg)
@@ -371,10 +404,12 @@ def run_rl(cfg) -> dict:
         if hasattr(env, 'close'): env.close()
         if wb: wb.finish()
     after = evaluate_rl(policy, cfg, pcfg, n_eval)
+    videos = rl_videos(policy, cfg, pcfg, run_dir/'videos', min(n_eval, VIDEO_EPISODES))
     rec = {'before': before, 'after': after, 'rl_seconds': rl_seconds, 'checkpoint': str(latest.absolute()),
-           'env_steps': last.get('env_steps', steps0), 'total_timesteps': cfg.training.total_timesteps}
+           'env_steps': last.get('env_steps', steps0), 'total_timesteps': cfg.training.total_timesteps, 'video_paths': videos}
     with atomic_path(rec_path) as tmp: Path(tmp).write_text(json.dumps(rec, indent=1))
     print(f"success {before['success_rate']:.3f} -> {after['success_rate']:.3f}; checkpoint {latest}")
+    if videos: print(f"videos of {min(n_eval, VIDEO_EPISODES)} evaluation episodes in {run_dir/'videos'} (grid: {Path(videos[0]).name})")
     return rec
 
 def budget_note(cfg, pcfg):
@@ -393,7 +428,7 @@ def evaluate_rl(policy, cfg, pcfg, n_episodes:int) -> dict:
     finally:
         if hasattr(env, 'close'): env.close()
 
-# %% ../nbs/51_rl.ipynb #84a9b62d
+# %% ../nbs/51_rl.ipynb #464650b1
 def rl_main(config_name:str='train_maniflow_pointcloud_rl', # RL config in maniflow_nb/conf
             overrides:Param('Hydra overrides, e.g. policy.checkpoint=runs/x/checkpoints/last.ckpt training.num_envs=8', str, nargs='*', opt=False)=None):
     "PPO fine-tuning of a pretrained flow policy with flow_sde."

@@ -10,7 +10,7 @@ __all__ = ['ROBOSUITE_TASKS', 'ROBOSUITE_TYPE', 'LOW_DIM_KEYS', 'OBS_KEYS', 'VIS
            'robosuite_env_kwargs', 'RobosuiteVecEnv', 'runner_env_meta', 'vecenv_from_config', 'RobosuiteRunner',
            'RobosuiteExpertPolicy']
 
-# %% ../nbs/08a_robosuite.ipynb #36a98f1f
+# %% ../nbs/08a_robosuite.ipynb #c03dd2af
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco / robosuite are imported: headless rendering
 import copy, functools, json, logging
@@ -20,18 +20,18 @@ from gymnasium import spaces
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .config import ConfigError, UserError
+from .config import ConfigError, UserError, in_batch_job
 from .timeline import Timeline
 from .data import ReplayBuffer, check_replaceable, store_attrs
-from .envs import Camera, ObsWindow, to_policy, write_video, episode_seed, _summarize, _device
+from .envs import Camera, ObsWindow, MetaWorldRunner, to_policy, episode_seed, _summarize, _device
 from .pointcloud import rgbd_to_point_cloud
 
-# %% ../nbs/08a_robosuite.ipynb #62543bca
+# %% ../nbs/08a_robosuite.ipynb #5d15dfaf
 logging.getLogger('robosuite_logs').setLevel(logging.ERROR)    # "No private macro file found!" on every import
 import robosuite
 from robosuite.controllers import load_controller_config
 
-# %% ../nbs/08a_robosuite.ipynb #f6c55686
+# %% ../nbs/08a_robosuite.ipynb #860c8cea
 ROBOSUITE_TASKS = ('Lift', 'PickPlaceCan')
 ROBOSUITE_TYPE = 1      # robomimic's EnvType.ROBOSUITE_TYPE
 
@@ -50,7 +50,7 @@ def make_env_meta(task:str='Lift',              # robosuite env name
               robots=['Panda'], camera_depths=False, reward_shaping=reward_shaping)
     return {'env_name': check_robosuite_task(task), 'type': ROBOSUITE_TYPE, 'env_kwargs': kw}
 
-# %% ../nbs/08a_robosuite.ipynb #47ad088f
+# %% ../nbs/08a_robosuite.ipynb #fdcb54bc
 _OLD_CONTROLLER_KEYS = {'damping': 'damping_ratio', 'damping_limits': 'damping_ratio_limits'}
 
 def load_env_meta(env_meta) -> dict:
@@ -74,7 +74,7 @@ def robosuite_kwargs(env_meta) -> tuple:
     kw.setdefault('robots', ['Panda'])
     return m['env_name'], kw | dict(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, hard_reset=False, ignore_done=True)
 
-# %% ../nbs/08a_robosuite.ipynb #3ce9bf78
+# %% ../nbs/08a_robosuite.ipynb #7c6c40a0
 LOW_DIM_KEYS = ('robot0_eef_pos', 'robot0_eef_quat', 'robot0_gripper_qpos', 'object')
 OBS_KEYS = LOW_DIM_KEYS + ('state', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -109,7 +109,7 @@ class RobosuiteEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._rs.sim.model._model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/08a_robosuite.ipynb #6c678bc7
+# %% ../nbs/08a_robosuite.ipynb #1d117bf0
 @patch
 def _space(self:RobosuiteEnv, key):
     "Gymnasium space of one observation key."
@@ -173,7 +173,7 @@ def close(self:RobosuiteEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._rs.close()
 
-# %% ../nbs/08a_robosuite.ipynb #805d21d7
+# %% ../nbs/08a_robosuite.ipynb #97cd53ea
 CAN_BIN = np.array([0.1975, 0.4025, 0.8])    # PickPlaceCan's target bin centre (`env.target_bin_placements[3]`)
 
 class RobosuiteExpert:
@@ -187,7 +187,7 @@ class RobosuiteExpert:
 
     def _next(self, phase): self.phase, self.n = phase, 0
 
-# %% ../nbs/08a_robosuite.ipynb #11017325
+# %% ../nbs/08a_robosuite.ipynb #88fb3e39
 @patch
 def act(self:RobosuiteExpert, obs:dict) -> np.ndarray:
     "The `(7,)` action for low-dim observations `obs` (robomimic keys, or `state`)."
@@ -228,13 +228,13 @@ def _carry(self:RobosuiteExpert, eef, obj) -> np.ndarray:
         return self._move(eef, eef, -1)
     return self._move(eef, np.r_[bin_[:2], 1.1], -1)
 
-# %% ../nbs/08a_robosuite.ipynb #a44f6713
+# %% ../nbs/08a_robosuite.ipynb #fbd7e1b3
 def split_state(state) -> dict:
     "robomimic low-dim keys from a `state` vector `(...,D)` (the layout of `RobosuiteEnv`)."
     state = np.asarray(state)
     return {'robot0_eef_pos': state[..., :3], 'robot0_eef_quat': state[..., 3:7], 'robot0_gripper_qpos': state[..., 7:9], 'object': state[..., 9:]}
 
-# %% ../nbs/08a_robosuite.ipynb #0f3aeaaa
+# %% ../nbs/08a_robosuite.ipynb #cae6255e
 @patch
 def expert_action(self:RobosuiteEnv) -> np.ndarray:
     "The scripted expert's `(7,)` action for the current state."
@@ -258,7 +258,7 @@ def expert_episode(env:RobosuiteEnv, seed:int,  # environment; scene seed
     ep['done'] = np.zeros(len(steps), np.int64); ep['done'][-1] = 1
     return ep, first is not None
 
-# %% ../nbs/08a_robosuite.ipynb #52ac0939
+# %% ../nbs/08a_robosuite.ipynb #f98157c1
 def collect_robosuite_demos(task:str, n_episodes:int,   # task (or env_meta); successful episodes to collect
                             obs_keys=('state',) + LOW_DIM_KEYS, seed:int=0, progress:bool=True,
                             max_failures:int=None,       # give up after this many failed episodes (default: n_episodes + 10)
@@ -277,7 +277,7 @@ def collect_robosuite_demos(task:str, n_episodes:int,   # task (or env_meta); su
     finally: env.close()
     return eps, env.env_meta, failed
 
-# %% ../nbs/08a_robosuite.ipynb #67f4c89f
+# %% ../nbs/08a_robosuite.ipynb #d82a62b7
 def _hdf5_obs(ep:dict, camera:str) -> dict:
     "robomimic obs datasets of one episode."
     obs = {k: ep[k] for k in LOW_DIM_KEYS if k in ep}
@@ -312,7 +312,7 @@ def env_meta_from_dataset(path) -> dict:
     if not text: raise UserError(f"{path} records no env_args (robomimic's data.attrs['env_args'])")
     return load_env_meta(text)
 
-# %% ../nbs/08a_robosuite.ipynb #6725c836
+# %% ../nbs/08a_robosuite.ipynb #94bbb995
 def _demo_keys(point_cloud, pc_color, img, depth) -> tuple:
     "Observation keys a demo run records."
     return ('state',) + LOW_DIM_KEYS + (('img',) if img else ()) + (('depth',) if depth else ()) + (('point_cloud',) if point_cloud or pc_color else ())
@@ -343,7 +343,7 @@ def robosuite_demos(task:str, episodes:int, out,        # Lift or PickPlaceCan; 
           + (f" and {hdf5}" if hdf5 else ''))
     return rb
 
-# %% ../nbs/08a_robosuite.ipynb #4a60e564
+# %% ../nbs/08a_robosuite.ipynb #15aac152
 def robosuite_obs_meta(shape_meta) -> dict:
     "policy key -> (env observation key, type, shape): our env keys are the store keys."
     return {k: (v.get('store_key', k), v.get('type', 'low_dim'), tuple(v['shape'])) for k, v in shape_meta['obs'].items()}
@@ -364,7 +364,7 @@ def _with_reward(env_meta, reward:str) -> dict:
     m['env_kwargs']['reward_shaping'] = reward == 'dense'
     return m
 
-# %% ../nbs/08a_robosuite.ipynb #a12e8bab
+# %% ../nbs/08a_robosuite.ipynb #ef09153d
 class RobosuiteVecEnv:
     "N robosuite envs behind the vectorized-env interface: dict observations (N,...) in the policy's keys."
     def __init__(self, env_meta, shape_meta:dict, num_envs:int, max_steps:int=400, # task or env_meta; policy shape_meta
@@ -386,7 +386,7 @@ class RobosuiteVecEnv:
         if self.vec is not None: self.vec.close()
         for e in self.envs or []: e.close()
 
-# %% ../nbs/08a_robosuite.ipynb #01a5cbba
+# %% ../nbs/08a_robosuite.ipynb #02dd53c0
 def _seeds(seed, n:int) -> list:
     "Per-env reset seeds: a list as given, an int `s` as `s*1000+i`, None as None."
     if seed is None or isinstance(seed, int): return [None if seed is None else seed * 1000 + i for i in range(n)]
@@ -423,7 +423,7 @@ def render(self:RobosuiteVecEnv, i:int=0) -> np.ndarray:
     "(H,W,3) RGB of env `i`."
     return self.vec.call('render')[i] if self.vec is not None else self.envs[i].render()
 
-# %% ../nbs/08a_robosuite.ipynb #ddfe479a
+# %% ../nbs/08a_robosuite.ipynb #8950788e
 def runner_env_meta(runner_cfg, dataset_path=None) -> dict:
     "The env_meta of a `task.env_runner` config (see above)."
     r = OmegaConf.create(runner_cfg) if not OmegaConf.is_config(runner_cfg) else runner_cfg
@@ -442,19 +442,19 @@ def vecenv_from_config(runner_cfg, shape_meta:dict, num_envs:int, dataset_path=N
     return RobosuiteVecEnv(runner_env_meta(r, dataset_path), shape_meta, num_envs, r.get('max_steps', 400), r.get('reward', 'success'),
                            r.get('n_procs', 1), camera=camera)
 
-# %% ../nbs/08a_robosuite.ipynb #3eb6cee6
-class RobosuiteRunner:
-    "Evaluate a policy on a robosuite task: success rate per seed and overall (`test_mean_score`), videos."
+# %% ../nbs/08a_robosuite.ipynb #a6415a0c
+class RobosuiteRunner(MetaWorldRunner):
+    "Evaluate a policy on a robosuite task, `num_envs` episodes side by side: success per seed and overall, videos."
     def __init__(self, env_meta, shape_meta:dict,          # task name or env_meta; the policy's shape_meta
                  n_obs_steps:int=2, n_action_steps:int=8, # To; Ta
                  max_steps:int=400, n_episodes:int=20,   # step limit per episode; episodes per seed
-                 seeds=(0,), video:bool=False,            # evaluation seeds; film the first episode of each seed
+                 seeds=(0,), video:bool=False,            # evaluation seeds; film the first VIDEO_EPISODES of each seed
                  num_envs:int=10, n_procs:int=1,          # episodes at a time; > 1: AsyncVectorEnv workers
                  output_dir=None, camera:str='agentview'):
-        self.env_meta, self.shape_meta, self.n_obs_steps, self.n_action_steps = env_meta, shape_meta, n_obs_steps, n_action_steps
-        self.max_steps, self.n_episodes, self.seeds, self.video = max_steps, n_episodes, [int(s) for s in seeds], video
-        self.num_envs, self.n_procs, self.camera = max(1, min(num_envs, n_episodes)), n_procs, camera
-        self.task = as_env_meta(env_meta)['env_name']
+        self.env_meta, self.task, self.shape_meta = as_env_meta(env_meta), as_env_meta(env_meta)['env_name'], shape_meta
+        self.n_obs_steps, self.n_action_steps, self.max_steps, self.n_episodes = n_obs_steps, n_action_steps, max_steps, n_episodes
+        self.seeds, self.video, self.n_procs, self.camera = [int(s) for s in seeds], video, n_procs, camera
+        self.num_envs = max(1, min(num_envs, n_episodes))
         self.output_dir = Path(output_dir) if output_dir is not None else None
         if video and self.output_dir is None: raise ValueError("video=True needs an output_dir for the video files")
 
@@ -467,18 +467,17 @@ class RobosuiteRunner:
                   n_episodes=r.get('n_episodes', r.get('num_episodes', 20)), seeds=list(r.get('seeds', [0])), video=r.get('video', False),
                   num_envs=r.get('num_envs', 10), n_procs=r.get('n_procs', 1), output_dir=output_dir,
                   camera=(r.get('env_config') or {}).get('camera', 'agentview'))
-        meta = runner_env_meta(r, cfg.task.get('dataset_path'))
-        return cls(meta, OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
+        return cls(runner_env_meta(r, cfg.task.get('dataset_path')), OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
 
-# %% ../nbs/08a_robosuite.ipynb #14b41ae4
+# %% ../nbs/08a_robosuite.ipynb #c678efee
 @patch
 def _batch(self:RobosuiteRunner, env, policy, eps:list, device) -> list:
-    "Run episodes `eps` [(index, seed, episode, video path or None)] side by side in `env` (unused slots start done)."
+    "Run episodes `eps` [(index, seed, episode, record?)] side by side in `env`: `MetaWorldRunner` episode results."
     seeds = [episode_seed(s, j, 'eval') for _, s, j, _ in eps]
     if hasattr(policy, 'reset'): policy.reset()                 # stateful policies (the scripted expert) start afresh
     win = ObsWindow(env.reset(seeds + [0] * (env.num_envs - len(eps))), self.n_obs_steps)
-    done, video = torch.arange(env.num_envs) >= len(eps), eps[0][3]
-    succ, R, L, frames = torch.zeros_like(done), torch.zeros(env.num_envs), torch.zeros(env.num_envs, dtype=torch.long), [env.render(0)] if video else []
+    done, rec = torch.arange(env.num_envs) >= len(eps), [k for k, e in enumerate(eps) if e[3]]
+    succ, R, L, frames = torch.zeros_like(done), torch.zeros(env.num_envs), torch.zeros(env.num_envs, dtype=torch.long), {k: [env.render(k)] for k in rec}
     g = torch.Generator(device).manual_seed(seeds[0])
     while not done.all():
         with torch.no_grad(): act = policy.predict_action({k: v.to(device) for k, v in win.obs.items()}, generator=g)['action']
@@ -487,28 +486,30 @@ def _batch(self:RobosuiteRunner, env, policy, eps:list, device) -> list:
             active = ~done
             obs, r, d, s = env.step(a, active)
             win.push(obs, active); R += r * active; L += active.long(); succ |= s & active; done |= d & active
-            if video and active[0]: frames.append(env.render(0))
-    return [{'index': i, 'seed': s, 'success': float(succ[k]), 'reward': float(R[k]), 'length': int(L[k]),
-             'video': str(write_video(frames, v, RobosuiteEnv.metadata['render_fps'])) if v else None} for k, (i, s, j, v) in enumerate(eps)]
+            for k in rec:
+                if active[k]: frames[k].append(env.render(k))
+    return [{'index': i, 'seed': s, 'episode': j, 'success': float(succ[k]), 'reward': float(R[k]), 'length': int(L[k]),
+             'frames': frames.get(k, []), 'fps': RobosuiteEnv.metadata['render_fps']} for k, (i, s, j, _) in enumerate(eps)]
 
 @patch
-def run(self:RobosuiteRunner, policy) -> dict:
+def run(self:RobosuiteRunner, policy, progress:bool=None) -> dict:
     "Evaluate `policy`: `test_mean_score`, `success_seed<s>`, `mean_reward`, `mean_length`, `video_paths`, `episodes`."
-    training, device = getattr(policy, 'training', None), _device(policy)
+    training, device, eps, res = getattr(policy, 'training', None), _device(policy), self._episodes(), []
     if training is not None: policy.eval()
-    env, res, i = RobosuiteVecEnv(self.env_meta, self.shape_meta, self.num_envs, self.max_steps, n_procs=self.n_procs, camera=self.camera), [], 0
+    env = RobosuiteVecEnv(self.env_meta, self.shape_meta, self.num_envs, self.max_steps, n_procs=self.n_procs, camera=self.camera)
+    bar = tqdm(total=len(eps), desc=f'eval {self.task}', unit='ep', disable=in_batch_job() if progress is None else not progress)
     try:
-        for s in self.seeds:
-            for j0 in range(0, self.n_episodes, self.num_envs):
-                eps = [(i + k, s, j, self.output_dir/f'{self.task}_seed{s}' if self.video and j == 0 else None)
-                       for k, j in enumerate(range(j0, min(j0 + self.num_envs, self.n_episodes)))]
-                res += self._batch(env, policy, eps, device); i += len(eps)
+        for k in range(0, len(eps), self.num_envs):
+            res += self._batch(env, policy, eps[k:k + self.num_envs], device)
+            bar.update(len(eps[k:k + self.num_envs])); bar.set_postfix(success=f"{np.mean([r['success'] for r in res]):.2f}")
     finally:
-        env.close()
+        env.close(); bar.close()
         if training is not None: policy.train(training)
-    return _summarize(res, self.seeds)
+    videos = self._write_videos(res) if self.video else []
+    for r in res: r.pop('frames'); r.pop('fps'); r.setdefault('video', None)
+    return {**_summarize(res, self.seeds), 'video_paths': videos}
 
-# %% ../nbs/08a_robosuite.ipynb #2e98aaa0
+# %% ../nbs/08a_robosuite.ipynb #75483faa
 class RobosuiteExpertPolicy:
     "The scripted experts as a batched policy on `state` `(B,To,D)`, one action per call (`n_action_steps` = 1)."
     def __init__(self, task:str, state_key:str='agent_pos'): self.task, self.state_key, self.experts = check_robosuite_task(task), state_key, []

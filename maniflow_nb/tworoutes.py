@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['TWOROUTES_WAYPOINTS', 'TWOROUTES_META', 'TwoRoutesEnv', 'tworoutes_expert', 'tworoutes_demos', 'tworoutes_config',
-           'bc_pretrain', 'tworoutes_pretrained']
+           'bc_pretrain', 'tworoutes_pretrained', 'tworoutes_background', 'tworoutes_frames']
 
-# %% ../nbs/50_tworoutes.ipynb #9569c8b6
+# %% ../nbs/50_tworoutes.ipynb #f5d5f95c
 from pathlib import Path
 import torch, torch.nn as nn
 from torch import Tensor
@@ -16,8 +16,9 @@ from .dataset import SequenceDataset
 from .ema import EMAModel
 from .optim import lr_factor
 from .policies import make_policy
+import numpy as np
 
-# %% ../nbs/50_tworoutes.ipynb #66a15a7d
+# %% ../nbs/50_tworoutes.ipynb #58d2a46b
 class TwoRoutesEnv:
     "N point masses in [-1,1]²: start (0,-0.8), goal disc (0,0.8), a blocking box, a pit on the right route."
     start, goal, goal_radius, step_size, box = (0., -0.8), (0., 0.8), 0.12, 0.08, 0.3
@@ -38,7 +39,7 @@ class TwoRoutesEnv:
     def in_pit(self, p): return (p[:, 0] > self.box) & (p[:, 1].abs() < self.box)
     def at_goal(self, p): return (p - torch.tensor(self.goal)).norm(dim=1) < self.goal_radius
 
-# %% ../nbs/50_tworoutes.ipynb #0e3483ac
+# %% ../nbs/50_tworoutes.ipynb #cf6d3adb
 @patch
 def step(self:TwoRoutesEnv, action:Tensor, # (N,2), clamped to [-1,1]
                     active:Tensor=None,               # (N,) bool: which envs move (default: those not done)
@@ -55,7 +56,7 @@ def step(self:TwoRoutesEnv, action:Tensor, # (N,2), clamped to [-1,1]
     self.done = self.done | done
     return {self.obs_key: self.p.clone()}, success.float(), done, success
 
-# %% ../nbs/50_tworoutes.ipynb #43c6aef6
+# %% ../nbs/50_tworoutes.ipynb #71424ac2
 TWOROUTES_WAYPOINTS = torch.tensor([[[-0.55, -0.45], [-0.55, 0.45], [0., 0.8]],
                                     [[0.55, -0.45], [0.55, 0.45], [0., 0.8]]])   # (route, waypoint, xy)
 
@@ -86,7 +87,7 @@ def tworoutes_demos(n_episodes:int=600, seed:int=0, # episodes; seed of routes, 
     for i in range(n_episodes): rb.add_episode({'state': S[i, M[i]].numpy(), 'action': A[i, M[i]].numpy()})
     return rb
 
-# %% ../nbs/50_tworoutes.ipynb #d2e17c8e
+# %% ../nbs/50_tworoutes.ipynb #62b388fd
 TWOROUTES_META = {'obs': {'agent_pos': {'shape': [2], 'type': 'low_dim', 'store_key': 'state'}}, 'action': {'shape': [2]}}
 
 def tworoutes_config(**policy_kw) -> dict:
@@ -97,7 +98,7 @@ def tworoutes_config(**policy_kw) -> dict:
     return {'name': 'tworoutes', 'horizon': 8, 'n_obs_steps': 2, 'n_action_steps': 4, 'policy': pol,
             'task': {'name': 'tworoutes', 'shape_meta': TWOROUTES_META, 'env_runner': {'max_steps': 40}}}
 
-# %% ../nbs/50_tworoutes.ipynb #36926375
+# %% ../nbs/50_tworoutes.ipynb #6cc01595
 def bc_pretrain(policy:nn.Module, dataset:SequenceDataset,
                 steps:int=1000, batch_size:int=256, lr:float=1e-3, # optimizer steps; batch; peak LR
                 ema_decay:float=0.995, seed:int=0) -> nn.Module:
@@ -125,3 +126,30 @@ def tworoutes_pretrained(store,                # demo store; written with `tworo
     policy = make_policy(pcfg)
     ds = SequenceDataset(store, TWOROUTES_META, pcfg.horizon, pcfg.n_obs_steps, pcfg.n_action_steps, val_ratio=0.02)
     return bc_pretrain(policy, ds, steps=bc_steps, batch_size=batch_size, seed=seed)
+
+# %% ../nbs/50_tworoutes.ipynb #49018ebb
+def _world_to_px(xy:np.ndarray, size:int) -> np.ndarray:
+    "Points in [-1,1]² `(...,2)` -> pixel (row, col) `(...,2)`, y up."
+    return np.stack([(1 - xy[..., 1]) / 2 * (size - 1), (xy[..., 0] + 1) / 2 * (size - 1)], -1).round().astype(int)
+
+def tworoutes_background(size:int=128) -> np.ndarray:
+    "The empty world `(size,size,3)` uint8: white, box grey, pit red, goal disc green."
+    c = (np.arange(size) + 0.5) / size * 2 - 1
+    x, y = np.meshgrid(c, -c)
+    img = np.full((size, size, 3), 255, np.uint8)
+    E, b = TwoRoutesEnv, TwoRoutesEnv.box
+    img[(np.abs(x) < b) & (np.abs(y) < b)] = (150, 150, 150)
+    img[(x > b) & (np.abs(y) < b)] = (230, 90, 90)
+    img[(x - E.goal[0]) ** 2 + (y - E.goal[1]) ** 2 < E.goal_radius ** 2] = (90, 200, 90)
+    return img
+
+def tworoutes_frames(path,              # positions (T,2) of one episode, start included
+                     size:int=128) -> list:
+    "One frame `(size,size,3)` uint8 per position: the path so far in blue, the point mass as a black square."
+    bg, px, out = tworoutes_background(size), _world_to_px(np.asarray(path, dtype=float), size), []
+    for t in range(len(px)):
+        f = bg.copy()
+        f[px[:t + 1, 0], px[:t + 1, 1]] = (40, 90, 220)
+        r, c = px[t]; f[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3] = 0
+        out.append(f)
+    return out

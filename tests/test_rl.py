@@ -32,6 +32,16 @@ def cli_error(capsys, *argv):
     assert e.value.code == 2 and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
     return err
 
+def check_videos(rd, rec, grid, n):
+    "The run dir's videos/: the grid first, then `n` labelled episodes, each a readable video with frames."
+    import imageio.v2 as imageio
+    paths = [Path(p) for p in rec['video_paths']]
+    assert json.loads((rd/'eval.json').read_text())['video_paths'] == rec['video_paths']
+    assert paths[0].stem == grid and len(paths) == 1 + n and all(p.parent == rd/'videos' for p in paths), paths
+    for p in paths:
+        frames = imageio.mimread(p, memtest=False)
+        assert len(frames) >= 2 and frames[0].ndim == 3 and frames[0].shape[2] == 3, (p, len(frames))
+
 def test_cli_entry_point_bad_key(tmp_path):
     one_line_error(run([*entry_point(), '--config-name', 'train_tworoutes_rl', f'run_dir={tmp_path}/a', 'training.num_env=4']), 'training.num_env')
 
@@ -53,6 +63,7 @@ def test_tworoutes_cli_run_resume_and_evaluator(tmp_path, capsys):
     assert 'success' in r.stdout and (rd/'metrics.csv').exists() and (rd/'config.yaml').exists()
     rec = json.loads((rd/'eval.json').read_text())
     assert 0 <= rec['before']['success_rate'] <= 1 and 0 <= rec['after']['success_rate'] <= 1
+    check_videos(rd, rec, 'tworoutes', 2)                  # debug: 2 evaluation episodes
     import pandas as pd
     m = pd.read_csv(rd/'metrics.csv')
     for col in ('success_rate', 'episode_reward', 'episode_length', 'value_loss', 'policy_loss', 'approx_kl', 'clip_frac',
@@ -91,7 +102,8 @@ def test_metaworld_state_run_from_a_training_checkpoint(tmp_path):
           'policy.num_inference_steps=2', 'debug=true', 'task.env_runner.max_steps=12', 'task.env_runner.num_episodes=1',
           'training.device=cpu']
     rec = run_rl(compose_config('train_maniflow_state_rl', ov))
-    assert set(rec) == {'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps'}
+    assert set(rec) == {'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps', 'video_paths'}
+    check_videos(tmp_path/'rl', rec, 'reach-v3_seed10000', 1)
     ck2 = torch.load(rec['checkpoint'], weights_only=True)
     assert 'value_head.0.weight' in ck2['model'] and ck2['config']['policy']['add_value_head'] is True
     assert ck2['config']['policy']['num_inference_steps'] == 2 and ck2['rl_config']['task']['env_runner']['env_name'] == 'reach-v3'

@@ -51,7 +51,7 @@ def test_env_observations_and_seeding():
 
 @pytest.mark.parametrize('task', ROBOSUITE_TASKS)
 def test_expert_success(task):
-    res = RobosuiteRunner(task, state_meta(task), n_obs_steps=2, n_action_steps=1, max_steps=300, n_episodes=5, num_envs=5).run(RobosuiteExpertPolicy(task))
+    res = RobosuiteRunner(task, state_meta(task), n_obs_steps=2, n_action_steps=1, max_steps=300, n_episodes=5, num_envs=5).run(RobosuiteExpertPolicy(task), progress=False)
     assert res['test_mean_score'] >= 0.8, res['episodes']
     assert len(res['episodes']) == 5 and len({r['seed'] for r in res['episodes']}) == 1
 
