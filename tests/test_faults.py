@@ -115,7 +115,7 @@ def test_one_episode_no_validation(tmp_path, capsys, trainer):
     out, err = capsys.readouterr()
     assert err.count('note: training without validation data') == 1, err
     assert 'best checkpoint' not in out and not [n for n in ckpts(tmp_path/'r') if n.startswith('epoch=')]
-    assert (tmp_path/'r'/'checkpoints'/('latest.ckpt' if trainer == 'legacy' else 'last.ckpt')).exists()
+    assert (tmp_path/'r'/'checkpoints'/'last.ckpt').exists()
 
 # --- 7. resume with a changed config ----------------------------------------------------------------------------------
 @pytest.mark.parametrize('trainer', TRAINERS)
@@ -156,7 +156,7 @@ def test_resume_path_not_a_checkpoint(store, tmp_path, capsys, trainer):
 def test_disk_full_during_checkpoint(store, tmp_path, capsys, monkeypatch, trainer, err):
     rd = tmp_path/'r'
     main(argv(store, rd, trainer, 'training.num_epochs=1')); capsys.readouterr()
-    name = 'latest.ckpt' if trainer == 'legacy' else 'last.ckpt'
+    name = 'last.ckpt'
     before = (rd/'checkpoints'/name).read_bytes()
     def full(obj, f, *a, **k): raise err
     monkeypatch.setattr(torch, 'save', full)
@@ -169,7 +169,7 @@ def test_disk_full_during_checkpoint(store, tmp_path, capsys, monkeypatch, train
 # --- 10. signals ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_legacy_signal_checkpoints_and_resumes_exactly(store, tmp_path, capsys, monkeypatch, sig):
-    "A signal at step 5 (sent from inside the loop): latest.ckpt at the exact position, one line, exit 128+sig; the resumed run matches an uninterrupted one bit for bit."
+    "A signal at step 5 (sent from inside the loop): last.ckpt at the exact position, one line, exit 128+sig; the resumed run matches an uninterrupted one bit for bit."
     ov = ('training.num_epochs=3', 'training.checkpoint_every=2')
     main(argv(store, tmp_path/'ref', 'legacy', *ov)); capsys.readouterr()
     real = TrainWorkspace.optimizer_step
@@ -180,14 +180,14 @@ def test_legacy_signal_checkpoints_and_resumes_exactly(store, tmp_path, capsys, 
     with pytest.raises(SystemExit) as e: main(argv(store, tmp_path/'run', 'legacy', *ov))
     err = capsys.readouterr().err
     assert e.value.code == 128 + sig and 'Traceback' not in err
-    loop = load_checkpoint(tmp_path/'run'/'checkpoints'/'latest.ckpt')['loop']
+    loop = load_checkpoint(tmp_path/'run'/'checkpoints'/'last.ckpt')['loop']
     assert loop['global_step'] == 6 and loop['batch_idx'] > 0                     # the exact position, mid-epoch
     assert [l for l in err.splitlines() if l.startswith('stopped')] == [f'stopped by {signal.Signals(sig).name} at step 6 '
-           f'(epoch {loop["epoch"]}, batch {loop["batch_idx"]}); resume from {tmp_path/"run"/"checkpoints"/"latest.ckpt"}'], err
+           f'(epoch {loop["epoch"]}, batch {loop["batch_idx"]}); resume from {tmp_path/"run"/"checkpoints"/"last.ckpt"}'], err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and RunLock(tmp_path/'run').holder() is None
     monkeypatch.setattr(TrainWorkspace, 'optimizer_step', real)
     main(argv(store, tmp_path/'run', 'legacy', *ov))
-    a, b = (load_checkpoint(tmp_path/d/'checkpoints'/'latest.ckpt') for d in ('ref', 'run'))
+    a, b = (load_checkpoint(tmp_path/d/'checkpoints'/'last.ckpt') for d in ('ref', 'run'))
     assert a['loop'] == b['loop']
     for k, v in a['model'].items(): assert torch.equal(v, b['model'][k]), k
     for k, v in a['ema']['model'].items(): assert torch.equal(v, b['ema']['model'][k]), k

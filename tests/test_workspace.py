@@ -53,11 +53,11 @@ def test_kill9_resume_is_exact(store, tmp_path):
     while n_rows(tmp_path/'run'/'metrics.csv') < kill_at and p.poll() is None: time.sleep(0.005)
     p.send_signal(signal.SIGKILL); p.wait()
     assert p.returncode == -signal.SIGKILL, f'run ended before the kill (row {kill_at} of {n_total})'
-    killed = load_checkpoint(tmp_path/'run'/'checkpoints'/'latest.ckpt')['loop']
+    killed = load_checkpoint(tmp_path/'run'/'checkpoints'/'last.ckpt')['loop']
     p = train_subprocess(tiny_cfg(store, tmp_path/'run', *ov), tmp_path/'run.yaml')
     assert p.wait(timeout=300) == 0, p.stderr.read()
     assert 'resumed from' in p.stderr.read()
-    a, b = (load_checkpoint(tmp_path/d/'checkpoints'/'latest.ckpt') for d in ('ref', 'run'))
+    a, b = (load_checkpoint(tmp_path/d/'checkpoints'/'last.ckpt') for d in ('ref', 'run'))
     assert 0 < killed['global_step'] < a['loop']['global_step']
     for part in ('model', ):
         for k, v in a[part].items(): assert torch.equal(v, b[part][k]), (k, killed)
@@ -129,7 +129,7 @@ def test_eval_cli_missing_checkpoint_subprocess(tmp_path):
 def test_eval_cli_rollout(store, tmp_path):
     "A trained checkpoint evaluates in MetaWorld; eval.json and one video per seed land in the run dir."
     TrainWorkspace(tiny_cfg(store, tmp_path/'run', 'training.num_epochs=1', 'task.env_runner.max_steps=10')).run()
-    r = eval_cli(tmp_path/'run'/'checkpoints'/'latest.ckpt', '--episodes', 1, '--seeds', '0,1', '--video', '--n-procs', 1)
+    r = eval_cli(tmp_path/'run'/'checkpoints'/'last.ckpt', '--episodes', 1, '--seeds', '0,1', '--video', '--n-procs', 1)
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path/'run'/'eval.json').read_text())
     assert rec['seeds'] == [0, 1] and rec['n_episodes'] == 1 and 0 <= rec['test_mean_score'] <= 1
@@ -144,7 +144,7 @@ def test_resume_from_lightning_format_is_exact(store, tmp_path):
         step()
         if ws.global_step == 7: ws.stop_requested = True
     ws.optimizer_step = stop_at_7; ws.run()
-    ck = load_checkpoint(tmp_path/'a'/'checkpoints'/'latest.ckpt'); assert ck['loop']['batch_idx'] > 0
+    ck = load_checkpoint(tmp_path/'a'/'checkpoints'/'last.ckpt'); assert ck['loop']['batch_idx'] > 0
     save_checkpoint(legacy_to_lightning(ck), tmp_path/'b'/'checkpoints'/'last.ckpt')
     ws2 = TrainWorkspace(tiny_cfg(store, tmp_path/'b')); ws2.run()
     for k, v in ref.model.state_dict().items(): assert torch.equal(v, ws2.model.state_dict()[k]), k
