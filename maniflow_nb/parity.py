@@ -9,7 +9,7 @@ __all__ = ['LIGHTNING_LOGGERS', 'PARITY_OVERRIDES', 'trainer_of', 'read_metrics'
            'check_cross_load', 'compare_runs', 'report_markdown', 'report_html', 'render_report', 'train_recorded',
            'parity_configs', 'train_child', 'run_parity', 'parity_summary', 'compare', 'compare_cli']
 
-# %% ../nbs/29_parity.ipynb #d43c0d33
+# %% ../nbs/29_parity.ipynb #adab77de
 import os, io, sys, json, time, shutil, logging, warnings, contextlib, resource, subprocess, tempfile, html
 from pathlib import Path
 import numpy as np, pandas as pd, torch, yaml
@@ -19,7 +19,7 @@ from .config import atomic_path, save_config, load_config, compose_config, UserE
 from .cli import parse_args, user_errors, one_line, fail
 from .checkpoint import read_checkpoint, load_checkpoint, load_policy_from_checkpoint
 
-# %% ../nbs/29_parity.ipynb #950df35f
+# %% ../nbs/29_parity.ipynb #066b30a7
 def trainer_of(cols) -> str:
     "Which trainer wrote a `metrics.csv` with these columns: 'legacy' or 'lightning'."
     return 'legacy' if 'global_step' in cols else 'lightning'
@@ -43,7 +43,7 @@ def read_metrics(run_dir) -> pd.DataFrame:
     if (t := Path(run_dir)/'timing.csv').is_file(): df = df.merge(pd.read_csv(t), on='step', how='left')
     return df.astype({'step': int})
 
-# %% ../nbs/29_parity.ipynb #d59e74ba
+# %% ../nbs/29_parity.ipynb #9a3e89f7
 def last_checkpoint(run_dir) -> Path|None:
     "The run's most recent full checkpoint: `last.ckpt` (Lightning) or `latest.ckpt` (legacy)."
     d = Path(run_dir)/'checkpoints'
@@ -68,7 +68,7 @@ def load_run(run_dir, name:str=None) -> dict:
             'checkpoints': sorted(p.name for p in (d/'checkpoints').glob('*.ckpt')) if (d/'checkpoints').is_dir() else [],
             'last_checkpoint': last_checkpoint(d), 'papermill': papermill_record(d), 'resources': _json(d/'resources.json')}
 
-# %% ../nbs/29_parity.ipynb #18b813dd
+# %% ../nbs/29_parity.ipynb #e19d8f9b
 def check(name:str, measured:str, passed, threshold:str='', note:str='') -> dict:
     "One line of a parity report; `passed` is True, False or None (not measurable)."
     return {'check': name, 'measured': measured, 'threshold': threshold, 'passed': passed, 'note': note}
@@ -127,7 +127,7 @@ def check_lr(a:dict, b:dict) -> dict:
     d = float((p.lr_a - p.lr_b).abs().max())
     return check('LR schedule', f'max abs diff {d:.3g} over {len(p)} steps ({na} vs {nb} logged)', d == 0 and na == nb == len(p), 'identical')
 
-# %% ../nbs/29_parity.ipynb #e29c554b
+# %% ../nbs/29_parity.ipynb #0bdcf065
 def _ratio_check(name:str, a:dict, b:dict, key:str, tol:float, unit:str) -> dict:
     "Compare `resources[key]` of both runs: B/A within `1 ± tol`."
     va, vb = ((r.get('resources') or {}).get(key) for r in (a, b))
@@ -157,7 +157,7 @@ def check_sample_mse(a:dict, b:dict) -> dict:
     return check('sampling MSE logged', f'last {fmt(va)} vs {fmt(vb)}', va is not None and vb is not None, 'logged by both',
                  'values differ by design: legacy samples on the last training batch of the epoch, Lightning on the first batch of the run' if differ else '')
 
-# %% ../nbs/29_parity.ipynb #d3216d78
+# %% ../nbs/29_parity.ipynb #ed42bd0a
 def _max_diff(x:dict, y:dict) -> float:
     "Max abs difference of two state dicts with the same keys (inf if the keys differ)."
     if x.keys() != y.keys(): return float('inf')
@@ -166,7 +166,7 @@ def _max_diff(x:dict, y:dict) -> float:
 def fixed_batch(cfg, n:int=8) -> dict:
     "The first `n` validation windows of `cfg`'s dataset (training windows without validation data)."
     from maniflow_nb.dataset import make_datasets, collate_batch
-    train, val = make_datasets(OmegaConf.create(cfg))
+    with contextlib.redirect_stderr(io.StringIO()): train, val = make_datasets(OmegaConf.create(cfg))   # no storage note: not a training
     ds = val if len(val) else train
     return collate_batch([ds[i] for i in range(min(n, len(ds)))])
 
@@ -196,7 +196,7 @@ def check_ema(a:dict, b:dict, atol:float=1e-5) -> list:
     dp = float((preds[0] - preds[1]).abs().max())
     return out + [check('EMA predictions', f'max abs diff {dp:.3g} on a fixed batch of {len(batch["action"])}', dp <= atol, f'<= {atol:g}', out[0]['note'])]
 
-# %% ../nbs/29_parity.ipynb #e107aced
+# %% ../nbs/29_parity.ipynb #2cf3989b
 def _other(trainer:str) -> str: return 'lightning' if trainer == 'legacy' else 'legacy'
 
 def _quiet_cfg(cfg:dict, run_dir, **updates):
@@ -252,7 +252,7 @@ def check_cross_load(run:dict, workdir) -> dict:
     ok = got['global_step'] == ck['loop']['global_step'] and dw == 0
     return check(name, f"step {got['global_step']} (checkpoint {ck['loop']['global_step']}), max weight diff {dw:.3g}", ok, 'same step and weights')
 
-# %% ../nbs/29_parity.ipynb #0d986fb2
+# %% ../nbs/29_parity.ipynb #8e99e649
 def compare_runs(run_a, run_b, workdir=None, loss_atol:float=1e-6, ema_atol:float=1e-5,
                  val_rtol:float=0.01, wall_tol:float=0.10, mem_tol:float=0.25) -> list:
     "Every parity check of run B against run A (run dirs or `load_run` dicts)."
@@ -291,7 +291,7 @@ def render_report(checks:list, out, title:str='Parity report', header:str='') ->
     with atomic_path(out) as t: Path(t).write_text(text)
     return out
 
-# %% ../nbs/29_parity.ipynb #f329eaef
+# %% ../nbs/29_parity.ipynb #3d32b74f
 class _StepTimes:
     "Seconds since the start at each optimizer step."
     def __init__(self): self.t0, self.rows = time.perf_counter(), []
@@ -328,7 +328,7 @@ def train_recorded(cfg_path) -> dict:
     with atomic_path(run_dir/'resources.json') as t: Path(t).write_text(json.dumps(rec, indent=1))
     return rec
 
-# %% ../nbs/29_parity.ipynb #4299b58a
+# %% ../nbs/29_parity.ipynb #9d3e7dde
 PARITY_OVERRIDES = ['trainer.deterministic=true', 'trainer.progress_bar=false', 'logger.tensorboard=false', 'logger.wandb.enabled=false']
 
 def parity_configs(config_name:str, overrides=(), workdir='parity') -> dict:
@@ -359,7 +359,7 @@ def run_parity(config_name:str, overrides=(), workdir='parity', out=None, timeou
     if out: render_report(checks, out, 'Parity: legacy vs Lightning', f"config {config_name} {' '.join(overrides)}")
     return checks
 
-# %% ../nbs/29_parity.ipynb #db555ab5
+# %% ../nbs/29_parity.ipynb #c9011a3a
 def _lead_identical(d:pd.Series) -> int:
     "Number of leading zeros in the absolute differences `d`."
     nz = (d.values != 0)
@@ -385,7 +385,7 @@ def _step_time(r:dict) -> float|None:
     t = r['metrics']['time'].dropna() if 'time' in r['metrics'] else pd.Series(dtype=float)
     return float(t.diff().median()) if len(t) > 2 else None
 
-# %% ../nbs/29_parity.ipynb #8d106af2
+# %% ../nbs/29_parity.ipynb #7cdddc14
 def compare(args:Param('RUN_A RUN_B (or, with --parity, Hydra overrides)', str, nargs='*', opt=False)=None,
             out:str=None,                   # report file: .md or .html (default: print Markdown only)
             parity:store_true=False,        # train --config_name with both trainers first, then compare

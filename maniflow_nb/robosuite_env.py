@@ -326,7 +326,8 @@ def robosuite_demos(task:str, episodes:int, out,        # Lift or PickPlaceCan; 
                     seed:int=0, overwrite:bool=False, progress:bool=True) -> ReplayBuffer:
     "Scripted-expert demonstrations of a robosuite task as a Zarr store (and optionally a robomimic HDF5 file)."
     check_robosuite_task(task)
-    image_size, camera, max_steps = image_size or 84, camera or 'agentview', max_steps or 400
+    image_size, max_steps = (84 if image_size is None else image_size), (400 if max_steps is None else max_steps)
+    camera = camera or 'agentview'
     for k, v in dict(episodes=episodes, n_points=n_points, image_size=image_size, max_steps=max_steps).items():
         if v < 1: raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
     for p in [out] + ([hdf5] if hdf5 else []):

@@ -138,3 +138,40 @@ def test_cli_report_accumulation_and_no_sampling_are_not_fails(tmp_path, capsys)
     row = lambda name: next(l for l in stdout.splitlines() if l.startswith(f'| {name} |'))
     assert '| n/a |' in row('train_loss curves') and 'gradient_accumulate_every=2' in row('train_loss curves'), stdout
     assert '| not measured |' in row('sampling MSE logged') and '| n/a |' in row('sampling MSE logged'), stdout
+
+def test_plot_cli_pngs(tmp_path):
+    "`maniflow-plot RUN`: curves.png in the run dir, 1000x400; a run without eval.json still plots its losses; several runs; bad input."
+    import shutil
+    from PIL import Image
+    exe = Path(sys.executable).parent/'maniflow-plot'
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', 'from maniflow_nb.dashboard import plot_cli; plot_cli()']
+    shutil.copytree(FIXTURES/'legacy', tmp_path/'a')
+    (tmp_path/'a'/'eval.json').unlink()                               # never evaluated
+    r = subprocess.run([*cmd, str(tmp_path/'a')], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"curves of 1 run(s): {tmp_path/'a'/'curves.png'}", (r.stdout, r.stderr)
+    assert Image.open(tmp_path/'a'/'curves.png').size == (1000, 400)
+    from maniflow_nb.dashboard import plot_summary, runs_table
+    fig = plot_summary(runs_table({'a': tmp_path/'a'}))
+    assert [l.get_label() for l in fig.axes[0].lines] == ['train_loss', 'val_loss'] and 'no eval.json' in fig.axes[1].texts[0].get_text()
+    r = subprocess.run([*cmd, str(FIXTURES/'legacy'), str(FIXTURES/'lightning'), '--out', str(tmp_path/'both.png')],
+                       env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and Image.open(tmp_path/'both.png').size == (1000, 400), r.stderr
+    r = subprocess.run([*cmd, str(tmp_path/'nope')], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == f"maniflow-plot: {tmp_path/'nope'} is not a run dir: no metrics.csv", r.stderr
+
+def test_dashboard_axes_and_messages(tmp_path):
+    "x offers only the axes every selected run has; an error replaces the figure with a message; success rates shown."
+    import shutil
+    from maniflow_nb.dashboard import dashboard
+    shutil.copytree(FIXTURES/'legacy', tmp_path/'timed'); shutil.copytree(FIXTURES/'lightning', tmp_path/'untimed')
+    (tmp_path/'untimed'/'timing.csv').unlink()
+    db = dashboard(tmp_path)
+    assert list(db.x.options) == ['step', 'epoch'] and db.figure is not None
+    assert 'success rate: 0.750' in db.evals.value and 'success rate: 0.500' in db.evals.value
+    db.runs.value = ('timed',)
+    assert list(db.x.options) == ['step', 'epoch', 'time']
+    db.x.value = 'time'; assert db.figure.axes[0].get_xlabel() == 'seconds'
+    db.runs.value = ('timed', 'untimed')
+    assert db.x.value == 'step' and db.figure.axes[0].get_xlabel() == 'step'
+    db.runs.value = ()
+    assert db.figure is None and len(db.out.outputs) == 1 and 'select at least one run' in db.out.outputs[0]['data']['text/html']

@@ -139,3 +139,19 @@ def test_launch_papermill_fresh_run_dir_explicit_dataset(store, tmp_path):
     assert yaml.safe_load((rd/'config.yaml').read_text())['task']['dataset_path'] == str(store)
     assert (rd/'train.ipynb').exists() and (rd/'checkpoints'/'last.ckpt').exists() and not (rd/'synthetic.zarr').exists()
     assert 'synthetic_data ignored' in (rd/'train.ipynb').read_text()
+
+def test_help_lists_configs_and_groups():
+    "`maniflow-train --help`: the flags, then the configs and every config group with its options (read from conf/)."
+    r = run([*entry_point(), '--help'])
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    out = r.stdout
+    assert '--config_name' in out and '--multirun' in out and '--dry-run' in out
+    assert 'configs (--config-name NAME):' in out and 'maniflow_state_metaworld' in out and 'dp3_metaworld' in out
+    for line in ('logger: csv, default, wandb', 'trainer: legacy, lightning, multi_gpu, single_gpu', 'training: default, dp3_calvin'):
+        assert line in out, out
+
+def test_unknown_group_option_is_one_line():
+    "`logger=tb`: one line naming the group and its options, not Hydra's search-path report."
+    r = run([*entry_point(), '--config-name', 'maniflow_state_metaworld', 'logger=tb'])
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.strip() == "maniflow-train: logger=tb: config group 'logger' has no option 'tb'; options: csv, default, wandb"
