@@ -7,7 +7,7 @@ __all__ = ['ALIASES', 'PRECISIONS', 'UserError', 'ConfigError', 'conf_dir', 'com
            'to_plain', 'atomic_path', 'remove_stale_temps', 'save_config', 'load_config', 'seed_everything',
            'set_deterministic', 'in_batch_job', 'on_cpu', 'resolve_precision']
 
-# %% ../nbs/00_config.ipynb #af81fb74
+# %% ../nbs/00_config.ipynb #c5b67d95
 import os, re, sys, glob, uuid, difflib, socket, random, shutil, contextlib, importlib.resources
 from pathlib import Path
 import numpy as np, torch, yaml
@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 
-# %% ../nbs/00_config.ipynb #5ac58bcd
+# %% ../nbs/00_config.ipynb #a9c272e6
 class UserError(ValueError):
     "Bad input from the user (a config, a file, a flag): every CLI prints it as one line and exits with code 2."
 
@@ -58,7 +58,7 @@ def list_configs() -> list:
     "Names of the top-level configs."
     return sorted(p.stem for p in conf_dir().glob('*.yaml'))
 
-# %% ../nbs/00_config.ipynb #dfab6cd6
+# %% ../nbs/00_config.ipynb #75b846ee
 ALIASES = {'train_mode': 'launch.train_mode', 'world_size': 'launch.world_size',
            'train.total_epochs': 'training.num_epochs',
            'training.gradient_accumulation_steps': 'training.gradient_accumulate_every',
@@ -81,7 +81,7 @@ def _hint(key:str, keys) -> str:
     close = last or difflib.get_close_matches(bare, sorted(keys), 1, 0.75)
     return f" (did you mean {sorted(close, key=len)[0]}?)" if close else ''
 
-# %% ../nbs/00_config.ipynb #6d984cd5
+# %% ../nbs/00_config.ipynb #c657bb7a
 _NOTED_ALIASES = set()
 
 def _checked_override(o:str, keys:set, name:str) -> str:
@@ -89,6 +89,9 @@ def _checked_override(o:str, keys:set, name:str) -> str:
     m = re.match(r'^(\+{0,2}|~)([^=~+][^=]*)(=.*)?$', o)
     if not m: return o
     plus, key, rest = m.group(1), m.group(2), m.group(3) or ''
+    if key.endswith('dataset_path') and ',' in rest and not re.match(r"^=\s*['\"\[]", rest):
+        rest = "='" + rest[1:] + "'"    # several stores in one value, not a sweep (sweeps are expanded before this)
+        o = plus + key + rest
     if key not in keys and key in ALIASES and ALIASES[key] in keys:
         if key not in _NOTED_ALIASES: print(f"note: '{key}' is read as '{ALIASES[key]}'"); _NOTED_ALIASES.add(key)
         return (plus if plus != '+' else '') + ALIASES[key] + rest
@@ -97,7 +100,7 @@ def _checked_override(o:str, keys:set, name:str) -> str:
                           f"{_hint(key, keys)}")
     return o
 
-# %% ../nbs/00_config.ipynb #113a97e0
+# %% ../nbs/00_config.ipynb #09542d27
 def to_plain(cfg) -> dict:
     "Resolve a config into plain Python containers (safe for `torch.load(weights_only=True)`)."
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
@@ -156,7 +159,7 @@ def load_config(path) -> DictConfig:
     "Read a YAML config written by `save_config`."
     return OmegaConf.create(yaml.safe_load(Path(path).read_text()))
 
-# %% ../nbs/00_config.ipynb #daed0e00
+# %% ../nbs/00_config.ipynb #50b64b8f
 def seed_everything(seed: int):
     "Seed Python, NumPy and torch (CPU and CUDA)."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
@@ -171,7 +174,7 @@ def in_batch_job() -> bool:
     "True under SLURM batch (or without a terminal): progress bars go off there."
     return 'SLURM_JOB_ID' in os.environ and os.environ.get('SLURM_JOB_NAME') not in ('bash', 'interactive') or not sys.stderr.isatty()
 
-# %% ../nbs/00_config.ipynb #65d29c3a
+# %% ../nbs/00_config.ipynb #dd6fd70c
 PRECISIONS = {'32': '32-true', '32-true': '32-true', '16': '16-mixed', '16-mixed': '16-mixed',
               'bf16': 'bf16-mixed', 'bf16-mixed': 'bf16-mixed', '64': '64-true', '64-true': '64-true'}
 _NOTED = set()

@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['camera_intrinsics', 'pose_matrix', 'look_at_pose', 'depth_to_points', 'points_to_pixels', 'crop_points',
-           'points_with_color', 'fps', 'rgbd_to_point_cloud']
+           'points_with_color', 'fps_indices', 'fps', 'rgbd_to_point_cloud', 'CloudMaker', 'nearest_distances',
+           'coverage', 'chamfer']
 
-# %% ../nbs/06_pointcloud.ipynb #fb77cc07
+# %% ../nbs/06_pointcloud.ipynb #7c3d3f44
 import numpy as np
 import fpsample
 
-# %% ../nbs/06_pointcloud.ipynb #d89cb3ff
+# %% ../nbs/06_pointcloud.ipynb #23016f9c
 def camera_intrinsics(fovy_deg:float, # vertical field of view in degrees (MuJoCo `fovy`, PyBullet `fov`)
                       width:int,      # image width W in pixels
                       height:int,     # image height H in pixels
@@ -19,7 +20,7 @@ def camera_intrinsics(fovy_deg:float, # vertical field of view in degrees (MuJoC
     f = (height / 2) / np.tan(np.deg2rad(fovy_deg) / 2)
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
 
-# %% ../nbs/06_pointcloud.ipynb #fc777394
+# %% ../nbs/06_pointcloud.ipynb #21299a8d
 def pose_matrix(rot,  # (3,3) rotation whose columns are the camera axes in the world frame
                 pos,  # (3,) camera position in the world frame
                ) -> np.ndarray: # (4,4) homogeneous cam2world
@@ -40,7 +41,7 @@ def look_at_pose(eye,    # (3,) camera position (PyBullet/CALVIN `look_from`)
     x = _unit(np.cross(up, z))
     return pose_matrix(np.stack([x, np.cross(z, x), z], axis=1), eye)
 
-# %% ../nbs/06_pointcloud.ipynb #688d896f
+# %% ../nbs/06_pointcloud.ipynb #068f67f9
 def depth_to_points(depth,     # (H,W) depth along the viewing axis, metres
                     K,         # (3,3) intrinsics from `camera_intrinsics`
                     cam2world, # (4,4) camera pose, OpenGL axes (looks along -z, y up)
@@ -55,7 +56,7 @@ def depth_to_points(depth,     # (H,W) depth along the viewing axis, metres
     T = np.asarray(cam2world, dtype=np.float64)
     with np.errstate(invalid='ignore'): return (cam @ T[:3, :3].T + T[:3, 3]).astype(np.float32)  # inf depth -> nan
 
-# %% ../nbs/06_pointcloud.ipynb #e984d26b
+# %% ../nbs/06_pointcloud.ipynb #39c887f1
 def points_to_pixels(points,    # (N,3) world-frame points
                      K,         # (3,3) intrinsics
                      cam2world, # (4,4) camera pose, OpenGL axes
@@ -66,7 +67,7 @@ def points_to_pixels(points,    # (N,3) world-frame points
     d = -cam[:, 2]
     return np.stack([K[0, 0] * cam[:, 0] / d + K[0, 2], -K[1, 1] * cam[:, 1] / d + K[1, 2], d], axis=1)
 
-# %% ../nbs/06_pointcloud.ipynb #16265cb6
+# %% ../nbs/06_pointcloud.ipynb #f5e3ba52
 def crop_points(points, # (N,C) points, xyz in the first three channels
                 lo,     # (3,) lower corner of the box
                 hi,     # (3,) upper corner of the box
@@ -76,7 +77,7 @@ def crop_points(points, # (N,C) points, xyz in the first three channels
     keep = np.all((xyz >= np.asarray(lo)) & (xyz <= np.asarray(hi)) & np.isfinite(xyz), axis=1)
     return points[keep]
 
-# %% ../nbs/06_pointcloud.ipynb #1bf29e66
+# %% ../nbs/06_pointcloud.ipynb #e85f2016
 def points_with_color(points,         # (N,3) xyz
                       rgb,            # (N,3) or (H,W,3) with H*W == N, uint8 colours
                       scale=1.0,      # colour scale: 1 keeps 0..255 (DP3 stores), 1/255 gives [0,1]
@@ -86,11 +87,17 @@ def points_with_color(points,         # (N,3) xyz
     if len(rgb) != len(points): raise ValueError(f"rgb has {len(rgb)} pixels but there are {len(points)} points")
     return np.concatenate([points[:, :3], rgb * scale], axis=1).astype(np.float32)
 
-# %% ../nbs/06_pointcloud.ipynb #af508db8
-def _fps_indices(xyz, n, start):
-    "Indices of `n` farthest points of `xyz` (N,3), N >= n."
-    if n == len(xyz): return np.arange(n)
-    h = 3 if len(xyz) < 2_000 else 5 if len(xyz) < 50_000 else 7
+# %% ../nbs/06_pointcloud.ipynb #fb6e61ec
+def fps_indices(xyz,       # (N,3) points
+                n:int,     # number of points to keep
+                seed=None, # None: start from point 0 (reproducible); int: random start point
+               ) -> np.ndarray: # (n,) int64 indices into `xyz`, sorted (repeated when N < n)
+    "Indices of the `n` farthest points of `xyz` (padded by repetition when there are fewer than `n`)."
+    N = len(xyz)
+    if N == 0: raise ValueError("fps got an empty point cloud (is the crop box too small?)")
+    if N <= n: return np.arange(n) % N
+    start = 0 if seed is None else int(np.random.default_rng(seed).integers(N))
+    h = 3 if N < 2_000 else 5 if N < 50_000 else 7     # KD-tree height: fastest for these sizes
     return np.sort(fpsample.bucket_fps_kdline_sampling(np.ascontiguousarray(xyz, dtype=np.float32), n, h=h,
                                                         start_idx=start).astype(np.int64))
 
@@ -99,13 +106,9 @@ def fps(points, # (N,C) points, xyz in the first three channels
         seed=None, # None: start from point 0 (reproducible); int: random start point
        ) -> np.ndarray: # (n,C)
     "Farthest point sampling of `n` points (padded by repetition when there are fewer than `n`)."
-    N = len(points)
-    if N == 0: raise ValueError("fps got an empty point cloud (is the crop box too small?)")
-    if N < n: return points[np.arange(n) % N]
-    start = 0 if seed is None else int(np.random.default_rng(seed).integers(N))
-    return points[_fps_indices(points[:, :3], n, start)]
+    return points[fps_indices(points[:, :3], n, seed)]
 
-# %% ../nbs/06_pointcloud.ipynb #8098bbea
+# %% ../nbs/06_pointcloud.ipynb #f7789ff5
 def rgbd_to_point_cloud(depth,          # (H,W) depth along the viewing axis, metres
                         K,              # (3,3) intrinsics
                         cam2world,      # (4,4) camera pose, OpenGL axes
@@ -120,3 +123,72 @@ def rgbd_to_point_cloud(depth,          # (H,W) depth along the viewing axis, me
     lo = np.full(3, -np.inf) if lo is None else lo
     hi = np.full(3, np.inf) if hi is None else hi
     return fps(crop_points(pts, lo, hi), n_points, seed=seed)
+
+# %% ../nbs/06_pointcloud.ipynb #7b5218c9
+def _ray_depth_bounds(rays, origin, lo, hi):
+    "(M,) depth interval per ray (M,3) in which `origin + depth * ray` lies inside the box `[lo, hi]`."
+    dlo, dhi = np.zeros(len(rays)), np.full(len(rays), np.inf)
+    for k in range(3):
+        r, a, b = rays[:, k], lo[k] - origin[k], hi[k] - origin[k]
+        with np.errstate(divide='ignore', invalid='ignore'):
+            t1 = np.where(r != 0, a / r, np.where(a <= 0, -np.inf, np.inf))   # r == 0: inside for all depths or none
+            t2 = np.where(r != 0, b / r, np.where(b >= 0, np.inf, -np.inf))
+        dlo, dhi = np.maximum(dlo, np.minimum(t1, t2)), np.minimum(dhi, np.maximum(t1, t2))
+    return dlo, dhi
+
+# %% ../nbs/06_pointcloud.ipynb #fca767ac
+class CloudMaker:
+    "`rgbd_to_point_cloud` for one fixed camera and image size, with the per-pixel geometry precomputed."
+    def __init__(self, K, cam2world, shape, # (3,3) intrinsics, (4,4) pose, (H, W) of the depth images
+                 n_points:int, lo=None, hi=None, seed=None, # as in `rgbd_to_point_cloud`
+                 stride:int=1):  # pre-pass: use every `stride`-th pixel row and column (1: every pixel)
+        v, u = np.indices(tuple(shape), dtype=np.float64)
+        sub = np.zeros(tuple(shape), bool); sub[::stride, ::stride] = True
+        self.pix = np.flatnonzero(sub)                                    # candidate pixels, row-major
+        cam = np.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -np.ones_like(u)], -1).reshape(-1, 3)[self.pix]
+        T = np.asarray(cam2world, dtype=np.float64)
+        self.rays, self.origin, self.shape, self.n_points, self.seed = cam @ T[:3, :3].T, T[:3, 3], tuple(shape), n_points, seed
+        self.box = None if lo is None and hi is None else (np.full(3, -np.inf) if lo is None else np.asarray(lo, np.float64),
+                                                           np.full(3, np.inf) if hi is None else np.asarray(hi, np.float64))
+        if self.box is not None: self.dlo, self.dhi = _ray_depth_bounds(self.rays, self.origin, *self.box)
+
+    def points(self, depth) -> tuple: # ((M,3) float32 cropped world points, (M,) their pixel indices)
+        "Back-project the pixels of `depth` (H,W) that are finite and inside the crop box."
+        d = np.asarray(depth).reshape(-1)[self.pix].astype(np.float64)
+        if self.box is None: idx = np.flatnonzero(np.isfinite(d))
+        else: idx = np.flatnonzero((d >= self.dlo * (1 - 1e-9)) & (d <= self.dhi * (1 + 1e-9)) & np.isfinite(d))
+        xyz = (d[idx, None] * self.rays[idx] + self.origin).astype(np.float32)
+        if self.box is not None:                                          # the exact box test, on the float32 points
+            ok = np.all((xyz >= self.box[0]) & (xyz <= self.box[1]), axis=1)
+            xyz, idx = xyz[ok], idx[ok]
+        return xyz, self.pix[idx]
+
+    def __call__(self, depth, rgb=None) -> np.ndarray: # (n_points,6) XYZRGB or (n_points,3) XYZ, float32
+        "The FPS point cloud of one frame: depth (H,W), rgb (H,W,3) uint8 or None."
+        if np.shape(depth) != self.shape: raise ValueError(f"depth has shape {np.shape(depth)}, expected {self.shape}")
+        xyz, pix = self.points(depth)
+        sel = fps_indices(xyz, self.n_points, self.seed)
+        if rgb is None: return xyz[sel]
+        return np.concatenate([xyz[sel], np.asarray(rgb).reshape(-1, 3)[pix[sel]]], axis=1).astype(np.float32)
+
+# %% ../nbs/06_pointcloud.ipynb #042f3beb
+def nearest_distances(a, # (N,3+) query points
+                      b, # (M,3+) points
+                      block:int=4096, # query points per block
+                     ) -> np.ndarray: # (N,) distance of each point of `a` to its nearest point of `b`
+    "Distance from each point of `a` to the nearest point of `b` (xyz, brute force in float64)."
+    b = np.asarray(b, np.float64)[:, :3]; bb = (b ** 2).sum(1)
+    out = np.empty(len(a))
+    for i in range(0, len(a), block):
+        x = np.asarray(a[i:i + block], np.float64)[:, :3]
+        out[i:i + block] = np.sqrt(np.maximum(((x ** 2).sum(1)[:, None] + bb - 2 * x @ b.T).min(1), 0))
+    return out
+
+def coverage(cloud, sample) -> dict: # max, mean and p99 distance (m) from the cloud's points to the sample
+    "How well `sample` (M,3+) covers `cloud` (N,3+)."
+    d = nearest_distances(cloud, sample)
+    return dict(max=float(d.max()), mean=float(d.mean()), p99=float(np.percentile(d, 99)))
+
+def chamfer(a, b) -> float: # symmetric mean nearest-neighbour distance (m)
+    "Chamfer distance between two point sets (M,3+) and (N,3+)."
+    return float((nearest_distances(a, b).mean() + nearest_distances(b, a).mean()) / 2)

@@ -31,3 +31,17 @@ def test_convert_then_train_dp3_calvin(tmp_path):
     assert cfg['task']['dataset_path'] == str(store)                          # the environment variable was used
     assert cfg['task']['shape_meta']['obs']['point_cloud']['shape'] == [2048, 3]
     assert (rd/'checkpoints'/'last.ckpt').exists()
+
+def test_two_stores_from_the_shell(tmp_path):
+    "`maniflow-train ... task.dataset_path='a.zarr,b.zarr' task.dataset.sampling=uniform` as a shell passes it (quotes gone)."
+    from maniflow_nb.data import make_synthetic_store
+    a = make_synthetic_store(tmp_path/'a.zarr', n_episodes=4, episode_len=20, seed=0)
+    b = make_synthetic_store(tmp_path/'b.zarr', n_episodes=4, episode_len=20, seed=1)
+    rd = tmp_path/'run'
+    r = run(('train', 'main', 'main'), '--config-name', 'maniflow_state_metaworld', 'trainer=legacy', 'policy=mlp',
+            'policy.hidden=16', f'task.dataset_path={a},{b}', 'task.dataset.sampling=uniform', f'run_dir={rd}',
+            'training.num_epochs=1', 'training.batch_size=8', 'logger.tensorboard=false', 'trainer.progress_bar=false',
+            'trainer.accelerator=cpu')
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = yaml.safe_load((rd/'config.yaml').read_text())
+    assert cfg['task']['dataset_path'] == f'{a},{b}' and cfg['task']['dataset']['sampling'] == 'uniform'

@@ -127,14 +127,16 @@ def test_eval_cli_missing_checkpoint_subprocess(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == f'maniflow-eval: checkpoint {tmp_path}/nope.ckpt does not exist', r.stderr
 
 def test_eval_cli_rollout(store, tmp_path):
-    "A trained checkpoint evaluates in MetaWorld; eval.json and one video per seed land in the run dir."
+    "A trained checkpoint evaluates in MetaWorld; eval.json, a grid video per seed and each recorded episode's video land in the run dir."
     TrainWorkspace(tiny_cfg(store, tmp_path/'run', 'training.num_epochs=1', 'task.env_runner.max_steps=10')).run()
     r = eval_cli(tmp_path/'run'/'checkpoints'/'last.ckpt', '--episodes', 1, '--seeds', '0,1', '--video', '--n-procs', 1)
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path/'run'/'eval.json').read_text())
     assert rec['seeds'] == [0, 1] and rec['n_episodes'] == 1 and 0 <= rec['test_mean_score'] <= 1
     assert len(rec['episodes']) == 2 and all(e['length'] == 10 for e in rec['episodes'])
-    assert len(rec['video_paths']) == 2 and all(Path(v).stat().st_size > 0 for v in rec['video_paths'])
+    names = sorted(Path(v).name for v in rec['video_paths'])      # per seed: the grid, then the episodes
+    assert names == ['reach-v3_seed0.mp4', 'reach-v3_seed0_ep0.mp4', 'reach-v3_seed1.mp4', 'reach-v3_seed1_ep0.mp4'], names
+    assert all(Path(v).stat().st_size > 0 for v in rec['video_paths'])
 
 def test_resume_from_lightning_format_is_exact(store, tmp_path):
     "A mid-epoch legacy checkpoint converted to Lightning's layout (last.ckpt) resumes the legacy loop exactly."
