@@ -5,13 +5,12 @@
 # %% auto #0
 __all__ = ['CALVIN_STATIC_CAMERA', 'CALVIN_KEYS', 'FORMAT_FLAGS', 'ConvertError', 'StoreWriter', 'calvin_camera_matrices',
            'load_calvin_camera', 'calvin_split_camera', 'make_calvin_fixture', 'calvin_split_dir',
-           'calvin_episode_ranges', 'read_calvin_frame', 'calvin_step', 'convert_calvin', 'make_robomimic_fixture',
-           'robomimic_demos', 'convert_robomimic', 'convert_dp3', 'store_info', 'format_info', 'check_format_flags',
-           'convert', 'convert_cli', 'info', 'info_cli']
+           'calvin_episode_ranges', 'read_calvin_frame', 'calvin_step', 'calvin_layout', 'group_chunks',
+           'convert_calvin', 'make_robomimic_fixture', 'robomimic_demos', 'convert_robomimic', 'convert_dp3',
+           'store_info', 'format_info', 'check_format_flags', 'convert', 'convert_cli', 'info', 'info_cli']
 
-# %% ../nbs/07_convert.ipynb #7846d719
-import json, re, argparse, multiprocessing, zipfile, zlib
-from functools import partial
+# %% ../nbs/07_convert.ipynb #c2715762
+import json, os, re, sys, shutil, argparse, multiprocessing, zipfile, zlib
 from pathlib import Path
 from collections import defaultdict
 import numpy as np, zarr, yaml, h5py
@@ -21,13 +20,13 @@ from .config import UserError, atomic_path, in_batch_job
 from .cli import run_cli
 from .data import (ReplayBuffer, DataError, read_store, time_chunk, compressor, check_replaceable, all_chunks,
                               ALL_CHUNKS_ATTR)
-from .pointcloud import camera_intrinsics, look_at_pose, rgbd_to_point_cloud
+from .pointcloud import camera_intrinsics, look_at_pose, CloudMaker
 
-# %% ../nbs/07_convert.ipynb #78046cb8
+# %% ../nbs/07_convert.ipynb #16544b61
 class ConvertError(DataError):
     "A source dataset that is missing, malformed, or not in the expected format."
 
-# %% ../nbs/07_convert.ipynb #1b267061
+# %% ../nbs/07_convert.ipynb #0fdb6ce7
 class StoreWriter:
     "Append episodes frame by frame to a new Zarr v3 store (`data/<key>`, `meta/episode_ends`)."
     def __init__(self, path, attrs=None, chunk_len:int=None): # chunk_len: steps per chunk (default: as `ReplayBuffer.save`)
@@ -69,7 +68,7 @@ class StoreWriter:
         with all_chunks(): self.group.create_array('meta/episode_ends', data=np.asarray(self.ends, dtype=np.int64), chunks=(4096,), compressors=compressor(3))
         return len(self.ends)
 
-# %% ../nbs/07_convert.ipynb #4f55323c
+# %% ../nbs/07_convert.ipynb #7612e3fd
 CALVIN_STATIC_CAMERA = dict(  # calvin_env conf/cameras/cameras/static.yaml; override with `camera=` / --camera-config
     fov=10.0, width=200, height=200,
     look_from=[2.871459009488717, -2.166602199425597, 2.555159848480571],
@@ -83,7 +82,7 @@ def calvin_camera_matrices(camera:dict=None) -> tuple: # (K (3,3), cam2world (4,
     c = {**CALVIN_STATIC_CAMERA, **(camera or {})}
     return camera_intrinsics(c['fov'], c['width'], c['height']), look_at_pose(c['look_from'], c['look_at'], c['up_vector'])
 
-# %% ../nbs/07_convert.ipynb #8482cba8
+# %% ../nbs/07_convert.ipynb #5c2b8f09
 def load_calvin_camera(path) -> dict:
     "The static-camera fields (`fov, width, height, look_from, look_at, up_vector`) of a YAML camera config."
     try: cfg = yaml.safe_load(Path(path).read_text())
@@ -99,12 +98,26 @@ def calvin_split_camera(split_dir, camera_config=None) -> dict:
     path = camera_config or (merged if merged.exists() else None)
     return {**CALVIN_STATIC_CAMERA, **(load_calvin_camera(path) if path else {})}
 
-# %% ../nbs/07_convert.ipynb #a11e9a93
+# %% ../nbs/07_convert.ipynb #0cc4cbe5
 def _plane_depth(K, T, h, w, z):
     "(h,w) depth of the plane `world z = z` seen by a camera (`K`, OpenGL `cam2world` `T`)."
     v, u = np.indices((h, w), dtype=np.float64)
     rays = np.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -np.ones_like(u)], -1) @ T[:3, :3].T
     return ((z - T[2, 3]) / rays[..., 2]).astype(np.float32)
+
+def _boxes_depth(K, T, depth, rng, n:int, table_z:float):
+    "`depth` (h,w) of a table plane with `n` random boxes standing on it (ray-box slabs) and 2 mm noise."
+    h, w = depth.shape
+    v, u = np.indices((h, w), dtype=np.float64)
+    rays = (np.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -np.ones_like(u)], -1) @ T[:3, :3].T).reshape(-1, 3)
+    d = depth.reshape(-1).astype(np.float64)
+    for _ in range(n):
+        c, half, top = rng.uniform(-0.4, 0.4, 2), rng.uniform(0.03, 0.15, 2), rng.uniform(0.02, 0.3)
+        with np.errstate(divide='ignore', invalid='ignore'):
+            t1, t2 = (np.r_[c - half, table_z] - T[:3, 3]) / rays, (np.r_[c + half, table_z + top] - T[:3, 3]) / rays
+        near, far = np.nanmax(np.minimum(t1, t2), 1), np.nanmin(np.maximum(t1, t2), 1)
+        d = np.where((near <= far) & (near > 0) & (near < d), near, d)     # rays have camera z = -1: t is the depth
+    return (d + rng.normal(0, 0.002, d.shape)).reshape(h, w).astype(np.float32)
 
 def _calvin_frame(rng, depth, t):
     "One CALVIN frame with every key, float64 vectors."
@@ -124,19 +137,22 @@ def make_calvin_fixture(root,                # dataset root; the split folder is
                         first_index:int=358656, # global index of the first frame (CALVIN's are not 0-based)
                         gap:int=7,           # unused frame indices between episodes
                         seed:int=0,
+                        boxes:int=0,         # > 0: every frame shows this many random boxes on the table (+ 2 mm noise)
                        ) -> Path:            # the split folder
     "Write a tiny CALVIN split in the real format (`episode_XXXXXXX.npz` + inclusive `ep_start_end_ids.npy`)."
     out, rng = Path(root)/split, np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
-    depth = _plane_depth(*calvin_camera_matrices(), 200, 200, table_z)
+    K, T = calvin_camera_matrices()
+    depth = _plane_depth(K, T, 200, 200, table_z)
     starts = first_index + np.arange(n_episodes) * (episode_len + gap)
     for s in starts:
         for t, idx in enumerate(range(s, s + episode_len)):
-            np.savez_compressed(out/f'episode_{idx:07d}.npz', **_calvin_frame(rng, depth, idx))
+            d = _boxes_depth(K, T, depth, np.random.default_rng([seed, idx]), boxes, table_z) if boxes else depth
+            np.savez_compressed(out/f'episode_{idx:07d}.npz', **_calvin_frame(rng, d, idx))
     np.save(out/'ep_start_end_ids.npy', np.stack([starts, starts + episode_len - 1], 1))
     return out
 
-# %% ../nbs/07_convert.ipynb #85284ff6
+# %% ../nbs/07_convert.ipynb #ddfa2558
 def calvin_split_dir(src, split:str='training') -> Path:
     "The split folder: `src/split` if it exists, else `src` itself if it holds `ep_start_end_ids.npy`."
     src = Path(src)
@@ -184,33 +200,101 @@ def _check_array(a, shape, what):
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool): raise ConvertError(f"{what} has dtype {a.dtype}, expected numbers")
     if len(shape) == 1 and not np.isfinite(a).all(): raise ConvertError(f"{what} contains NaN or inf")
 
-# %% ../nbs/07_convert.ipynb #9624993b
-def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=None, path='') -> dict:
+# %% ../nbs/07_convert.ipynb #777b316a
+def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=None, path='',
+                cloud:CloudMaker=None, # the camera's `CloudMaker` (made here if None; pass one for many frames)
+               ) -> dict:
     "Our time step from a CALVIN frame: img, depth, point_cloud (XYZRGB, world frame), state, action."
     rgb, depth = frame['rgb_static'], frame['depth_static']
     hw = (round(2 * K[1, 2]) + 1, round(2 * K[0, 2]) + 1)   # (H, W) of the camera: cx = (W-1)/2, cy = (H-1)/2
     if rgb.shape[:2] != hw or depth.shape != hw:
         raise ConvertError(f"{path}: rgb_static {rgb.shape} / depth_static {depth.shape} do not match the camera's {hw[0]}x{hw[1]} (--camera-config)")
     lo, hi = (None, None) if crop is None else crop
-    try: pc = rgbd_to_point_cloud(depth, K, cam2world, n_points, rgb=rgb, lo=lo, hi=hi, seed=seed)
+    cloud = cloud or CloudMaker(K, cam2world, hw, n_points, lo, hi, seed=seed)
+    try: pc = cloud(depth, rgb)
     except ValueError as e: raise ConvertError(f"{path}: {e}") from None
     return dict(img=rgb, depth=depth.astype(np.float32), point_cloud=pc,
                 state=frame['robot_obs'].astype(np.float32), action=frame['rel_actions'].astype(np.float32))
 
-# %% ../nbs/07_convert.ipynb #10b1b0dc
-def _progress(total, desc, progress): return tqdm(total=total, desc=desc, unit='frame', disable=not progress or in_batch_job())
+# %% ../nbs/07_convert.ipynb #982d0acf
+def _progress(total, desc, progress, initial=0):
+    return tqdm(total=total, initial=initial, desc=desc, unit='frame', disable=not progress or in_batch_job())
 
-def _calvin_job(job, K, cam2world, n_points, crop):
-    "Worker: (frame path, is-last-of-episode) -> (time step, is-last)."
-    path, last = job
-    return calvin_step(read_calvin_frame(path), K, cam2world, n_points, crop, path=path), last
+def calvin_layout(camera:dict, n_points:int) -> dict: # key -> (per-step shape, dtype)
+    "Shapes and dtypes of the time steps `calvin_step` makes for a camera config."
+    h, w = int(camera['height']), int(camera['width'])
+    return {'img': ((h, w, 3), np.dtype('uint8')), 'depth': ((h, w), np.dtype('float32')),
+            'point_cloud': ((n_points, 6), np.dtype('float32')), 'state': ((15,), np.dtype('float32')),
+            'action': ((7,), np.dtype('float32'))}
 
-def _calvin_steps(split_dir, ids, work, workers:int):
-    "Time steps of the episodes `ids`, in order, each with a flag marking an episode's last frame."
-    jobs = ((split_dir/f'episode_{i:07d}.npz', i == e) for s, e in ids for i in range(s, e + 1))
-    if workers <= 1: yield from map(work, jobs); return
-    with multiprocessing.get_context('spawn').Pool(workers) as pool: yield from pool.imap(work, jobs, chunksize=4)
+def group_chunks(layout:dict, group:int) -> dict: # key -> steps per chunk (a power of two dividing `group`)
+    "Time chunks that tile a conversion group: the largest power of two <= `time_chunk` and <= `group`."
+    if group < 1 or group & (group - 1): raise ConvertError(f"group={group} must be a power of two")
+    return {k: 1 << (min(time_chunk(int(np.prod(s)) * dt.itemsize), group).bit_length() - 1) for k, (s, dt) in layout.items()}
 
+# %% ../nbs/07_convert.ipynb #b64bfa18
+_W = {}   # per-process state of a conversion worker (set by `_calvin_init`)
+_group_hook = None   # test hook: called in the main process with the number of groups done so far
+
+def _calvin_init(path, split_dir, frames, K, T, n_points, crop, stride, group):
+    "Set up a worker: open the partial store's arrays, precompute the camera's pixel geometry."
+    lo, hi = (None, None) if crop is None else crop
+    hw = (round(2 * K[1, 2]) + 1, round(2 * K[0, 2]) + 1)
+    g = zarr.open_group(str(path), mode='r+')
+    _W.update(path=Path(path), split_dir=Path(split_dir), frames=frames, K=K, T=T, n_points=n_points, crop=crop, group=group,
+              arrays={k: g[f'data/{k}'] for k in g['data'].array_keys()}, cloud=CloudMaker(K, T, hw, n_points, lo, hi, stride=stride))
+
+def _calvin_group(i:int) -> tuple: # (group index, frames converted)
+    "Convert group `i`: its frames, in order, written as whole chunks; then mark it done."
+    s, e = i * _W['group'], min((i + 1) * _W['group'], len(_W['frames']))
+    steps = []
+    for f in _W['frames'][s:e]:
+        p = _W['split_dir']/f'episode_{f:07d}.npz'
+        steps.append(calvin_step(read_calvin_frame(p), _W['K'], _W['T'], _W['n_points'], _W['crop'], path=p, cloud=_W['cloud']))
+    with all_chunks():
+        for k, a in _W['arrays'].items(): a[s:e] = np.stack([st[k] for st in steps])
+    (_W['path']/'.convert'/'done'/f'{i:09d}').touch()
+    return i, e - s
+
+# %% ../nbs/07_convert.ipynb #f4058124
+def _note(msg): print(f"maniflow-convert: note: {msg}", file=sys.stderr)
+
+def _partial_store(out, settings:dict, layout:dict, chunks:dict, ends) -> tuple: # (path, set of done groups)
+    "The partial store of `out`: resumed if it was made with the same `settings`, else (re)created empty."
+    path = Path(out).with_name(f'.{Path(out).name}.partial')
+    meta = path/'.convert'/'settings.json'
+    if path.exists():
+        old = json.loads(meta.read_text()) if meta.exists() else None
+        if old == settings:
+            done = {int(p.name) for p in (path/'.convert'/'done').iterdir() if p.name.isdigit()}
+            _note(f"resuming the interrupted conversion in {path} ({len(done)} groups of {settings['group']} frames done)")
+            return path, done
+        _note(f"discarding {path}: an interrupted conversion with other settings; starting over")
+        shutil.rmtree(path)
+    g = zarr.open_group(str(path), mode='w', zarr_format=3, attributes={**settings['attrs'], ALL_CHUNKS_ATTR: True})
+    with all_chunks():
+        for k, (shape, dt) in layout.items():
+            g.create_array(f'data/{k}', shape=(int(ends[-1]), *shape), chunks=(chunks[k], *shape), dtype=dt, compressors=compressor(3))
+        g.create_array('meta/episode_ends', data=np.asarray(ends, dtype=np.int64), chunks=(4096,), compressors=compressor(3))
+    (path/'.convert'/'done').mkdir(parents=True)
+    with atomic_path(meta) as tmp: Path(tmp).write_text(json.dumps(settings))   # last: a half-made store is never resumed
+    return path, set()
+
+def _run_groups(todo, n_done, init_args, workers:int, bar):
+    "Convert the groups `todo`, in this process or in `workers` spawned processes; call `_group_hook` after each."
+    if workers <= 1:
+        _calvin_init(*init_args); results = map(_calvin_group, todo)
+    else:
+        pool = multiprocessing.get_context('spawn').Pool(workers, initializer=_calvin_init, initargs=init_args)
+        results = pool.imap_unordered(_calvin_group, todo)
+    try:
+        for _, n in results:
+            n_done += 1; bar.update(n)
+            if _group_hook: _group_hook(n_done)
+    finally:
+        if workers > 1: pool.terminate(); pool.join()
+
+# %% ../nbs/07_convert.ipynb #fd68424c
 def convert_calvin(src,                   # CALVIN dataset root (or a split folder)
                    out,                   # output store (.zarr directory)
                    split:str='training',  # split folder: training / validation
@@ -220,24 +304,34 @@ def convert_calvin(src,                   # CALVIN dataset root (or a split fold
                    crop=None,             # ((3,), (3,)) world-frame box to crop clouds to; None keeps all points
                    overwrite:bool=False,  # replace an existing `out`
                    progress:bool=True,    # show a progress bar (off in batch jobs)
-                   workers:int=0,         # processes making point clouds; 0 or 1 works in this process
+                   workers:int=0,         # processes converting groups of frames; 0 or 1 works in this process
+                   fps_stride:int=1,      # FPS pre-pass: every `fps_stride`-th pixel row/column (1: exact FPS on all pixels)
+                   group:int=128,         # frames per unit of work and of resumption (a power of two)
                   ) -> dict:              # summary: episodes, steps, out
-    "Convert a CALVIN split into a Zarr v3 store (img, depth, point_cloud, state, action), streaming frame by frame."
+    "Convert a CALVIN split into a Zarr v3 store (img, depth, point_cloud, state, action); parallel and resumable."
+    if Path(out).exists() and not overwrite: raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
     if overwrite: check_replaceable(out)
     split_dir = calvin_split_dir(src, split)
     ids = calvin_episode_ranges(split_dir)[:max_episodes]
     cam = calvin_split_camera(split_dir, camera_config)
     K, T = calvin_camera_matrices(cam)
     crop = None if crop is None else tuple(np.asarray(c, dtype=np.float64).tolist() for c in crop)
-    attrs = dict(source='calvin', source_path=str(split_dir), camera=cam, n_points=n_points, crop=crop)
-    work = partial(_calvin_job, K=K, cam2world=T, n_points=n_points, crop=crop)
-    with atomic_path(out, overwrite=overwrite) as tmp, _progress(int((ids[:, 1] - ids[:, 0] + 1).sum()), 'calvin', progress) as bar:
-        w = StoreWriter(tmp, attrs=attrs)
-        for step, last in _calvin_steps(split_dir, ids, work, workers):
-            w.add_frame(step); bar.update()
-            if last: w.end_episode()
-        w.close()
-        return _validated(tmp, out, keys=['state', 'action'])
+    attrs = dict(source='calvin', source_path=str(split_dir), camera=cam, n_points=n_points, crop=crop, fps_stride=fps_stride)
+    layout = calvin_layout(cam, n_points)
+    chunks, ends = group_chunks(layout, group), np.cumsum(ids[:, 1] - ids[:, 0] + 1)
+    settings = json.loads(json.dumps(dict(attrs=attrs, episodes=ids.tolist(), group=group)))
+    path, done = _partial_store(out, settings, layout, chunks, ends)
+    frames = np.concatenate([np.arange(s, e + 1) for s, e in ids])
+    n_groups = -(-len(frames) // group)
+    todo = [i for i in range(n_groups) if i not in done]
+    try:
+        with _progress(len(frames), 'calvin', progress, initial=int(min(len(done) * group, len(frames)))) as bar:
+            _run_groups(todo, len(done), (path, split_dir, frames, K, T, n_points, crop, fps_stride, group), workers, bar)
+        shutil.rmtree(path/'.convert')
+        res = _validated(path, out, keys=['state', 'action'])
+        with atomic_path(out, overwrite=overwrite) as tmp: os.replace(path, tmp)
+        return res
+    except Exception: shutil.rmtree(path, ignore_errors=True); raise     # an error leaves nothing; a kill leaves `path`
 
 def _validated(tmp, out, keys=None) -> dict:
     "Read the written store back with `ReplayBuffer` (which validates it) and summarise it."
@@ -245,7 +339,7 @@ def _validated(tmp, out, keys=None) -> dict:
     except DataError as e: raise ConvertError(f"the converted store failed validation: {e}") from None
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #7a70d405
+# %% ../nbs/07_convert.ipynb #b382670f
 def make_robomimic_fixture(path,              # .hdf5 file to write
                            n_demos:int=3,     # demos (numbered 0, 1, ..., so demo_10 sorts after demo_9 if n_demos > 10)
                            lengths=None,      # frames per demo; default 5, 6, 7, ...
@@ -273,7 +367,7 @@ def make_robomimic_fixture(path,              # .hdf5 file to write
         f.create_dataset('mask/valid', data=np.array(names[-1:], dtype='S'))
     return Path(path)
 
-# %% ../nbs/07_convert.ipynb #7999d87a
+# %% ../nbs/07_convert.ipynb #ed4e54b6
 def _demo_number(name):
     m = re.fullmatch(r'demo_(\d+)', name)
     return int(m.group(1)) if m else None
@@ -289,7 +383,7 @@ def robomimic_demos(f, filter_key:str=None) -> list:
     if not names: raise ConvertError(f"{f.filename} has no demos (data/demo_N)" + (f" in mask/{filter_key}" if filter_key else ''))
     return sorted(names, key=_demo_number)
 
-# %% ../nbs/07_convert.ipynb #5749199a
+# %% ../nbs/07_convert.ipynb #4ecc0123
 def _obs_kinds(obs) -> tuple:
     "Sorted names of the low-dim (rank-2) and image (uint8 (T,H,W,3)) observations of a demo's `obs` group."
     low = sorted(k for k, v in obs.items() if v.ndim == 2)
@@ -316,7 +410,7 @@ def _robomimic_episode(demo, where, obs_keys, image_key, keep_obs) -> dict:
     if keep_obs: ep.update({k: v.astype(np.float32) for k, v in obs.items()})
     return ep
 
-# %% ../nbs/07_convert.ipynb #c6458903
+# %% ../nbs/07_convert.ipynb #763e353d
 def convert_robomimic(src,                  # robomimic .hdf5 file
                       out,                  # output store (.zarr directory)
                       obs_keys=None,        # low-dim obs keys concatenated into `state`, in this order; default all, sorted
@@ -353,7 +447,7 @@ def _open_hdf5(path):
     try: return h5py.File(path, 'r')
     except OSError as e: raise ConvertError(f"{path} is not an HDF5 file ({e})") from None
 
-# %% ../nbs/07_convert.ipynb #bd109f99
+# %% ../nbs/07_convert.ipynb #3020b6b6
 def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr store (v2 or v3)
                 out,                  # output store (.zarr directory)
                 keys=None,            # keys to keep (default all)
@@ -368,7 +462,7 @@ def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr s
     rb.save(out, overwrite=overwrite)
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #89f0426f
+# %% ../nbs/07_convert.ipynb #7fc24cea
 def _codec_names(a) -> str:
     "Compressor(s) of a zarr v2 or v3 array, as text."
     return ', '.join(repr(c) for c in (getattr(a, 'compressors', None) or ())) or 'none'
@@ -392,8 +486,8 @@ def format_info(info:dict) -> str:
               for k, v in info['keys'].items()]
     return '\n'.join(lines)
 
-# %% ../nbs/07_convert.ipynb #0e4a610d
-FORMAT_FLAGS = {'calvin': ('split', 'n_points', 'camera_config', 'workers', 'crop', 'max_episodes'),
+# %% ../nbs/07_convert.ipynb #0ad50c7e
+FORMAT_FLAGS = {'calvin': ('split', 'n_points', 'camera_config', 'workers', 'crop', 'max_episodes', 'fps_stride'),
                 'robomimic': ('obs_keys', 'image_key', 'filter_key', 'keep_obs', 'max_episodes'),
                 'dp3': ('keys',)}
 
@@ -411,14 +505,15 @@ def check_format_flags(fmt:str, given:dict):
         flags = ' '.join('--' + k.replace('_', '-') for k in FORMAT_FLAGS[fmt])
         raise UserError(f"--{other[0].replace('_', '-')} is not an option of format '{fmt}' (its options: {flags} --overwrite)")
 
-# %% ../nbs/07_convert.ipynb #77e3422d
+# %% ../nbs/07_convert.ipynb #272ed0a0
 def convert(format:Param("source format: calvin, robomimic or dp3", str, choices=list(FORMAT_FLAGS)),
             src:str,                 # source dataset: CALVIN root or split folder, robomimic .hdf5, DP3 .zarr
             out:str,                 # output .zarr store
             split:str=None,          # calvin: split folder, training / validation (default training)
             n_points:_count(1)=None, # calvin: points per cloud, farthest point sampling (default 2048)
             camera_config:str=None,  # calvin: YAML with the static camera (CALVIN's merged_config.yaml or fov/look_from/...)
-            workers:_count(0)=None,  # calvin: processes making point clouds (default: this process)
+            workers:_count(0)=None,  # calvin: processes converting groups of frames (default: this process)
+            fps_stride:_count(1)=None, # calvin: FPS pre-pass on every N-th pixel row/column (default 1: exact FPS)
             crop:Param("calvin: world-frame box X0 Y0 Z0 X1 Y1 Z1 for the clouds", float, nargs=6)=None,
             obs_keys:Param("robomimic: low-dim obs keys concatenated into state (default: all, sorted)", str, nargs='+')=None,
             image_key:str=None,      # robomimic: image obs stored as img (default: the first image key; '' for none)
@@ -433,7 +528,7 @@ def convert(format:Param("source format: calvin, robomimic or dp3", str, choices
     if format == 'calvin':
         crop = None if crop is None else (crop[:3], crop[3:])
         return convert_calvin(src, out, split or 'training', max_episodes, n_points or 2048, camera_config, crop, overwrite,
-                              workers=workers or 0)
+                              workers=workers or 0, fps_stride=fps_stride or 1)
     if format == 'robomimic': return convert_robomimic(src, out, obs_keys, image_key, filter_key, keep_obs, max_episodes, overwrite)
     return convert_dp3(src, out, keys, overwrite)
 
