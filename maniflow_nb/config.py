@@ -7,7 +7,7 @@ __all__ = ['ALIASES', 'PRECISIONS', 'UserError', 'ConfigError', 'conf_dir', 'com
            'to_plain', 'atomic_path', 'remove_stale_temps', 'save_config', 'load_config', 'seed_everything',
            'set_deterministic', 'in_batch_job', 'on_cpu', 'resolve_precision']
 
-# %% ../nbs/00_config.ipynb #c5b67d95
+# %% ../nbs/00_config.ipynb #1ca15b37
 import os, re, sys, glob, uuid, difflib, socket, random, shutil, contextlib, importlib.resources
 from pathlib import Path
 import numpy as np, torch, yaml
@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 
-# %% ../nbs/00_config.ipynb #a9c272e6
+# %% ../nbs/00_config.ipynb #3f1fe9c1
 class UserError(ValueError):
     "Bad input from the user (a config, a file, a flag): every CLI prints it as one line and exits with code 2."
 
@@ -34,6 +34,9 @@ def _explain(e: Exception, name: str, keys=()) -> str:
         return f"unknown config key '{m.group(1)}' in overrides of config '{name}'{_hint(m.group(1), keys)}"
     if m := re.search(r"Could not append to config. An item is already at '([^']+)'", msg):
         return f"'+{m.group(1)}': the key exists in config '{name}'; override it as {m.group(1)}=VALUE"
+    if m := re.search(r"Could not find '([^'/]+)/([^']+)'", msg):
+        g, o = m.groups()
+        return f"{g}={o}: config group '{g}' has no option '{o}'; options: {', '.join(sorted(p.stem for p in (conf_dir()/g).glob('*.yaml')))}"
     if m := re.search(r"Cannot find primary config '([^']+)'", msg):
         return f"no config named '{m.group(1)}' in {conf_dir()} (available: {', '.join(list_configs())})"
     return f"config '{name}': {msg.splitlines()[0]}"
@@ -58,7 +61,7 @@ def list_configs() -> list:
     "Names of the top-level configs."
     return sorted(p.stem for p in conf_dir().glob('*.yaml'))
 
-# %% ../nbs/00_config.ipynb #75b846ee
+# %% ../nbs/00_config.ipynb #9cdf43ba
 ALIASES = {'train_mode': 'launch.train_mode', 'world_size': 'launch.world_size',
            'train.total_epochs': 'training.num_epochs',
            'training.gradient_accumulation_steps': 'training.gradient_accumulate_every',
@@ -81,7 +84,7 @@ def _hint(key:str, keys) -> str:
     close = last or difflib.get_close_matches(bare, sorted(keys), 1, 0.75)
     return f" (did you mean {sorted(close, key=len)[0]}?)" if close else ''
 
-# %% ../nbs/00_config.ipynb #c657bb7a
+# %% ../nbs/00_config.ipynb #892855a5
 _NOTED_ALIASES = set()
 
 def _checked_override(o:str, keys:set, name:str) -> str:
@@ -100,7 +103,7 @@ def _checked_override(o:str, keys:set, name:str) -> str:
                           f"{_hint(key, keys)}")
     return o
 
-# %% ../nbs/00_config.ipynb #09542d27
+# %% ../nbs/00_config.ipynb #6ed14da1
 def to_plain(cfg) -> dict:
     "Resolve a config into plain Python containers (safe for `torch.load(weights_only=True)`)."
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
@@ -159,7 +162,7 @@ def load_config(path) -> DictConfig:
     "Read a YAML config written by `save_config`."
     return OmegaConf.create(yaml.safe_load(Path(path).read_text()))
 
-# %% ../nbs/00_config.ipynb #50b64b8f
+# %% ../nbs/00_config.ipynb #d37dc2ef
 def seed_everything(seed: int):
     "Seed Python, NumPy and torch (CPU and CUDA)."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
@@ -174,7 +177,7 @@ def in_batch_job() -> bool:
     "True under SLURM batch (or without a terminal): progress bars go off there."
     return 'SLURM_JOB_ID' in os.environ and os.environ.get('SLURM_JOB_NAME') not in ('bash', 'interactive') or not sys.stderr.isatty()
 
-# %% ../nbs/00_config.ipynb #dd6fd70c
+# %% ../nbs/00_config.ipynb #2c339ecb
 PRECISIONS = {'32': '32-true', '32-true': '32-true', '16': '16-mixed', '16-mixed': '16-mixed',
               'bf16': 'bf16-mixed', 'bf16-mixed': 'bf16-mixed', '64': '64-true', '64-true': '64-true'}
 _NOTED = set()

@@ -4,21 +4,21 @@
 
 # %% auto #0
 __all__ = ['HEADS', 'make_optimizer', 'optimizer_steps', 'lr_factor', 'make_scheduler', 'fast_dev_batches', 'batch_limit',
-           'n_batches', 'head_prefixes', 'freeze_trunk']
+           'n_batches', 'head_prefixes', 'freeze_trunk', 'param_parts', 'model_summary']
 
-# %% ../nbs/22_optim.ipynb #810bc16c
+# %% ../nbs/22_optim.ipynb #9e65aa26
 import math
 import torch, torch.nn as nn
 from .config import ConfigError
 
-# %% ../nbs/22_optim.ipynb #85968e3c
+# %% ../nbs/22_optim.ipynb #216d9e03
 def make_optimizer(cfg, policy:nn.Module) -> torch.optim.AdamW:
     "AdamW over the policy's trainable parameters (normalizer excluded), settings from `cfg.training`."
     tr = cfg.training
     params = [p for n, p in policy.named_parameters() if p.requires_grad and not n.startswith('normalizer.')]
     return torch.optim.AdamW(params, lr=tr.learning_rate, betas=tuple(tr.betas), weight_decay=tr.weight_decay)
 
-# %% ../nbs/22_optim.ipynb #d0755227
+# %% ../nbs/22_optim.ipynb #71bfcfd1
 def optimizer_steps(n_batches:int, # training batches per epoch
                     accumulate:int, # gradient_accumulate_every
                     epochs:int) -> int:
@@ -33,7 +33,7 @@ def lr_factor(step:int, warmup:int, total:int, kind:str='cosine') -> float:
     progress = (step - warmup) / max(1, total - warmup)
     return max(0.0, 0.5 * (1 + math.cos(math.pi * progress)))
 
-# %% ../nbs/22_optim.ipynb #4ca5e56d
+# %% ../nbs/22_optim.ipynb #771e7769
 def make_scheduler(cfg, optimizer, total_steps:int) -> torch.optim.lr_scheduler.LambdaLR:
     "Cosine (or constant) LR with warm-up from `cfg.training`; call `.step()` once per optimizer step."
     tr = cfg.training
@@ -41,7 +41,7 @@ def make_scheduler(cfg, optimizer, total_steps:int) -> torch.optim.lr_scheduler.
     fn = lambda s: lr_factor(s, tr.lr_warmup_steps, total_steps, tr.lr_scheduler)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
-# %% ../nbs/22_optim.ipynb #01e49f15
+# %% ../nbs/22_optim.ipynb #70134d50
 def fast_dev_batches(cfg) -> int:
     "Batches of a `trainer.fast_dev_run` (`true` is 1; 0 when off)."
     f = cfg.trainer.get('fast_dev_run') or 0
@@ -62,7 +62,7 @@ def n_batches(cfg, n:int, split:str='train') -> int:
         raise ConfigError(f"trainer.limit_{split}_batches={lim} of {n} batches is 0 batches; use at least {1 / n:.4g}")
     return k
 
-# %% ../nbs/22_optim.ipynb #43d05e16
+# %% ../nbs/22_optim.ipynb #60caddc8
 HEADS = {'ManiFlowPolicy': ('model.out_norm.', 'model.out.'), 'DP3Policy': ('model.up.', 'model.upsample.', 'model.final.')}
 
 def head_prefixes(policy:nn.Module) -> tuple:
@@ -79,3 +79,22 @@ def freeze_trunk(policy:nn.Module) -> list:
     for n, p in policy.named_parameters():
         if not n.startswith(head) and not n.startswith('normalizer.'): p.requires_grad_(False); frozen.append(n)
     return frozen
+
+# %% ../nbs/22_optim.ipynb #017dc856
+def param_parts(policy:nn.Module) -> dict:
+    "`{part: [trainable, frozen]}` parameter counts: top-level modules, the head (`head_prefixes`) apart."
+    try: head = head_prefixes(policy)
+    except ConfigError: head = ()
+    parts = {}
+    for n, p in policy.named_parameters():
+        c = parts.setdefault('head' if head and n.startswith(head) else n.split('.')[0], [0, 0])
+        c[0 if p.requires_grad else 1] += p.numel()
+    return parts
+
+def model_summary(policy:nn.Module) -> str:
+    "Lines naming the policy class and each part's trainable and frozen parameter counts."
+    parts = param_parts(policy); tr, fr = (sum(c[i] for c in parts.values()) for i in (0, 1))
+    lines = [f'policy {type(policy).__name__}: {tr + fr:,} parameters ({tr:,} trainable, {fr:,} frozen)']
+    w = max(map(len, parts), default=4)
+    lines += [f'  {k:<{w}}  {t + f:>12,}' + (f'  ({f:,} frozen)' if f else '') for k, (t, f) in parts.items()]
+    return '\n'.join(lines)
