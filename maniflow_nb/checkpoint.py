@@ -167,12 +167,12 @@ def read_checkpoint(path) -> dict:
 def load_policy_from_checkpoint(path,                 # legacy or Lightning checkpoint
                                 use_ema:bool=True,     # the EMA weights when the checkpoint has them
                                 map_location='cpu') -> nn.Module:
-    "The policy of a checkpoint, in eval mode, with its normalizer; its config is `policy.cfg`."
+    "The policy of a checkpoint, in eval mode, with its normalizer; its config is `policy.cfg`, its position `policy.loop`."
     ck = read_checkpoint(path)
     cfg = OmegaConf.create(ck['config'])
     policy = make_policy(cfg)
     policy.load_state_dict(ck['ema']['model'] if use_ema and ck.get('ema') else ck['model'])
-    policy.cfg = cfg
+    policy.cfg, policy.loop = cfg, dict(ck.get('loop') or {})    # loop: epoch, global_step (maniflow-eval logs at that step)
     return policy.to(map_location).eval()
 
 # %% ../nbs/20_checkpoint.ipynb #516ce6a7

@@ -4,17 +4,18 @@
 
 # %% auto #0
 __all__ = ['RUNNERS', 'batch_size_of', 'PolicyModule', 'EMA', 'ResumableSampler', 'make_loader', 'ResumeState', 'SampleMSE',
-           'FiniteMetrics', 'EnvEval', 'RunCSVLogger', 'AtomicCheckpointIO', 'run_loggers', 'make_loggers',
-           'topk_checkpoint', 'last_checkpoints', 'recent_checkpoints', 'make_checkpoint_callbacks', 'topk_state',
-           'make_trainer', 'make_loaders', 'runner_class', 'make_runner', 'make_callbacks', 'resume_path',
-           'lightning_loops', 'topk_callback_state', 'as_lightning_checkpoint', 'build', 'best_checkpoint', 'fit']
+           'media_sinks', 'FiniteMetrics', 'EnvEval', 'RunCSVLogger', 'AtomicCheckpointIO', 'run_loggers',
+           'make_loggers', 'topk_checkpoint', 'last_checkpoints', 'recent_checkpoints', 'make_checkpoint_callbacks',
+           'topk_state', 'StepProgressBar', 'progress_bars', 'make_trainer', 'make_loaders', 'runner_class',
+           'make_runner', 'make_callbacks', 'resume_path', 'lightning_loops', 'topk_callback_state',
+           'as_lightning_checkpoint', 'build', 'best_checkpoint', 'fit']
 
 # %% ../nbs/24_lightning.ipynb #97562747
 import os, sys, csv, math, contextlib, importlib
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, LearningRateMonitor
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, LearningRateMonitor, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -26,8 +27,10 @@ from .ema import EMAModel
 from .checkpoint import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, read_checkpoint, legacy_to_lightning,
                                     LEGACY_FORMAT, to_device, diverged, check_weights, newest_checkpoint, pretrained_weights)
 from .schema import validate_config, check_resume, no_train_data, no_val_note
-from .runlog import wandb_run_id, progress_bar_on, RunLock, is_rank_zero, step_loss
-from .optim import make_optimizer, make_scheduler, batch_limit, fast_dev_batches, freeze_trunk
+from .runlog import (wandb_run_id, progress_bar_on, RunLock, is_rank_zero, step_loss, MediaSinks, TB_TRAIN, quiet_third_party,
+                                run_summary, log_image, log_video, action_figure, figure_image)
+from .optim import make_optimizer, make_scheduler, batch_limit, fast_dev_batches, freeze_trunk, model_summary
+from .timeline import Timeline
 
 # %% ../nbs/24_lightning.ipynb #e0245d1f
 def batch_size_of(batch:dict) -> int: return batch['action'].shape[0]
@@ -176,6 +179,16 @@ class SampleMSE(Callback):
         with torch.no_grad(): pred = pl_module.eval_policy.predict_action(batch['obs'])['action_pred']
         mse = F.mse_loss(pred.float(), batch['action'].float())
         pl_module.log('train_action_mse_error', mse, sync_dist=True, batch_size=batch_size_of(batch))
+        if trainer.is_global_zero and (media := media_sinks(trainer)):
+            tl = Timeline.of(pl_module.cfg)
+            fig = action_figure(pred[0].float().cpu().numpy(), batch['action'][0].float().cpu().numpy(), tl.start, tl.stop)
+            log_image(media, 'train/action_chunk', figure_image(fig), trainer.global_step)
+
+def media_sinks(trainer) -> MediaSinks:
+    "The TensorBoard writer and wandb run among `trainer.loggers` (wandb keyed by `trainer/global_step`, as `WandbLogger`)."
+    tb = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    wb = next((lg.experiment for lg in trainer.loggers if type(lg).__name__ == 'WandbLogger'), None)
+    return MediaSinks(tb, wb, step_key='trainer/global_step')
 
 # %% ../nbs/24_lightning.ipynb #ec68df66
 class FiniteMetrics(Callback):
@@ -201,6 +214,8 @@ class EnvEval(Callback):
             pl_module.eval_policy.eval()
             result = self.runner.run(pl_module.eval_policy)
             score.fill_(float(result['test_mean_score']))
+            if (videos := result.get('video_paths')) and (media := media_sinks(trainer)):
+                log_video(media, 'rollout/video', videos[0], trainer.global_step)     # the grid of the first seed
         score = trainer.strategy.broadcast(score, src=0)
         pl_module.log('test_mean_score', score, batch_size=1)
 
@@ -228,13 +243,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_checkpoint(checkpoint, path)
 
 def run_loggers(run_dir,                # every log file goes here
-                tensorboard:bool=False, # also `run_dir/tensorboard`
+                tensorboard:bool=False, # also `run_dir/tensorboard/<tb_version>`
                 wandb=None,             # None, or {project, mode, group}: also wandb, with the run dir's id
                 name:str=None,          # wandb display name
-                config=None) -> list:   # the run's config, given to wandb
+                config=None,            # the run's config, given to wandb
+                tb_version:str='') -> list: # TensorBoard run name under `run_dir/tensorboard` ('': that folder itself)
     "`metrics.csv` always, TensorBoard and wandb on request, all at paths fixed by `run_dir`."
     run_dir = Path(run_dir); out = [RunCSVLogger(run_dir)]
-    if tensorboard: out.append(TensorBoardLogger(str(run_dir), name='tensorboard', version='', default_hp_metric=False))
+    if tensorboard: out.append(TensorBoardLogger(str(run_dir), name='tensorboard', version=tb_version, default_hp_metric=False))
     if wandb:
         from pytorch_lightning.loggers import WandbLogger
         out.append(WandbLogger(save_dir=str(run_dir), project=wandb['project'], group=wandb.get('group'), name=name,
@@ -245,7 +261,7 @@ def run_loggers(run_dir,                # every log file goes here
 def make_loggers(cfg, run_dir) -> list:
     "`run_loggers` as `cfg.logger` says (wandb offline unless told otherwise)."
     lg = cfg.logger
-    return run_loggers(run_dir, lg.tensorboard, lg.wandb if lg.wandb.enabled else None, cfg.name, cfg)
+    return run_loggers(run_dir, lg.tensorboard, lg.wandb if lg.wandb.enabled else None, cfg.name, cfg, TB_TRAIN)
 
 # %% ../nbs/24_lightning.ipynb #3915a3a3
 def topk_checkpoint(ckpt_dir, monitor:str='val_loss', mode:str='min', k:int=1,
@@ -292,17 +308,32 @@ def topk_state(trainer) -> dict|None:
             'best': {Path(p).name: float(v) for p, v in cb.best_k_models.items()}}
 
 # %% ../nbs/24_lightning.ipynb #43bcd5c3
+class StepProgressBar(TQDMProgressBar):
+    "Lightning's TQDM bar (it/s, ETA of the epoch) with the optimizer step, the loss and the learning rate in its postfix."
+    def get_metrics(self, trainer, pl_module):
+        m = {k: v for k, v in super().get_metrics(trainer, pl_module).items() if k != 'v_num'}
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        return {'step': trainer.global_step, **m, **({'lr': f"{opt.param_groups[0]['lr']:.2e}"} if opt else {})}
+
+def progress_bars(cfg) -> list:
+    "`[StepProgressBar()]` when `trainer.progress_bar` is on (`auto`: in a terminal, not in batch/SLURM jobs), else `[]`."
+    return [StepProgressBar()] if progress_bar_on(cfg.trainer.get('progress_bar', 'auto')) else []
+
+def _all_is_none(v): return None if isinstance(v, float) and v == 1.0 else v   # Lightning prints a line for 1.0 (all); int 1 is one batch
+
 def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
     "A Lightning `Trainer` for `cfg.trainer` / `cfg.training`."
     t, tr = cfg.trainer, cfg.training
-    return pl.Trainer(
+    bars = progress_bars(cfg)
+    with quiet_third_party():                      # the `srun` hint and the info lines come from here
+      return pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get('num_nodes', 1),
         precision=resolve_precision(t.precision, t.accelerator), max_epochs=tr.num_epochs,
         gradient_clip_val=tr.max_grad_norm, gradient_clip_algorithm='norm', accumulate_grad_batches=tr.gradient_accumulate_every,
-        check_val_every_n_epoch=tr.val_every, limit_train_batches=batch_limit(cfg, 'train'),
-        limit_val_batches=batch_limit(cfg, 'val'), fast_dev_run=t.fast_dev_run,
-        enable_progress_bar=progress_bar_on(t.progress_bar), logger=loggers if loggers is not None else False,
-        callbacks=list(callbacks), default_root_dir=str(run_dir or cfg.run_dir), num_sanity_val_steps=0,
+        check_val_every_n_epoch=tr.val_every, limit_train_batches=_all_is_none(batch_limit(cfg, 'train')),
+        limit_val_batches=_all_is_none(batch_limit(cfg, 'val')), fast_dev_run=t.fast_dev_run,
+        enable_progress_bar=bool(bars), logger=loggers if loggers is not None else False,
+        callbacks=[*callbacks, *bars], default_root_dir=str(run_dir or cfg.run_dir), num_sanity_val_steps=0,
         use_distributed_sampler=False, deterministic='warn' if t.deterministic else None,
         log_every_n_steps=t.get('log_every_n_steps', 1), enable_model_summary=False, plugins=[AtomicCheckpointIO()])
 
@@ -399,7 +430,9 @@ def build(cfg):
     "Module, trainer, loaders and resume path for `cfg` (everything `fit` needs, nothing run yet)."
     run_dir = Path(validate_config(cfg).run_dir); ckpt_dir = run_dir/'checkpoints'
     ckpt = resume_path(cfg, ckpt_dir)
-    if ckpt: check_resume(read_checkpoint(ckpt)['config'], cfg, ckpt)     # not a checkpoint, or changed settings: refused
+    if ckpt:
+        ck = read_checkpoint(ckpt); check_resume(ck['config'], cfg, ckpt)    # not a checkpoint, or changed settings: refused
+        if is_rank_zero(): print(f"resumed from {ckpt} at epoch {ck['loop']['epoch']}, step {ck['loop']['global_step']}", file=sys.stderr)
     seed_everything(cfg.training.seed)
     if cfg.trainer.deterministic: set_deterministic(True)
     train_ds, val_ds = make_datasets(cfg)
@@ -422,15 +455,19 @@ def best_checkpoint(trainer) -> dict:
 
 def fit(cfg, callbacks=()) -> dict:
     "Train `cfg` with Lightning (the run dir locked meanwhile); returns the best checkpoint path and score and the last checkpoint."
-    with RunLock(validate_config(cfg).run_dir) if is_rank_zero() else contextlib.nullcontext():
+    with RunLock(validate_config(cfg).run_dir) if is_rank_zero() else contextlib.nullcontext(), quiet_third_party():
         module, trainer, train_dl, val_dl, ckpt = build(cfg)
         for cb in callbacks: trainer.callbacks.insert(len(trainer.callbacks) - 1, cb)
         if (n := fast_dev_batches(cfg)) and trainer.is_global_zero:
             print(f'fast_dev_run: {n} training and validation batch(es), nothing written', file=sys.stderr)
         elif trainer.is_global_zero: save_config(cfg, Path(cfg.run_dir)/'config.yaml')
+        if trainer.is_global_zero: print(model_summary(module.policy), flush=True)
         try: trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
         finally:
             if ckpt and Path(ckpt).name == 'from_legacy.ckpt' and trainer.is_global_zero: Path(ckpt).unlink(missing_ok=True)
     last = Path(cfg.run_dir)/'checkpoints'/'last.ckpt'
-    return {**best_checkpoint(trainer), 'last_path': str(last) if last.exists() else None,
-            'global_step': trainer.global_step, 'trainer': trainer, 'module': module}
+    res = {**best_checkpoint(trainer), 'last_path': str(last) if last.exists() else None,
+           'global_step': trainer.global_step, 'trainer': trainer, 'module': module}
+    if trainer.is_global_zero and not fast_dev_batches(cfg):
+        print(run_summary(cfg.run_dir, res['best_path'], res['monitor'], res['best_score'], res['last_path']))
+    return res

@@ -62,7 +62,7 @@ def wandb_init(run_dir,                # the run dir: wandb files go to run_dir/
     "A wandb run with the run dir's id, resumed when it exists."
     import wandb
     return wandb.init(project=project, group=group, mode=mode, dir=str(run_dir), id=wandb_run_id(run_dir),
-                      resume='allow', name=name, config=to_plain(config))
+                      resume='allow', name=name, config=to_plain(config), reinit='finish_previous')   # a run still open in this process ends first
 
 # %% ../nbs/21_runlog.ipynb #8583ad0a
 def progress_bar_on(setting) -> bool:

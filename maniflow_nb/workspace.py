@@ -20,8 +20,10 @@ from .schema import validate_config, check_resume, no_train_data, no_val_note
 from .checkpoint import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, read_checkpoint, TopK, LEGACY_FORMAT,
                                     lightning_to_legacy, to_device, pick_device, diverged, check_weights, LAST, newest_checkpoint,
                                     link_old_name, recent_name, pretrained_weights)
-from .runlog import Loggers, progress_bar_on, RunLock, is_rank_zero, step_loss
-from .optim import make_optimizer, make_scheduler, optimizer_steps, n_batches, fast_dev_batches, freeze_trunk
+from .runlog import (Loggers, progress_bar_on, RunLock, is_rank_zero, step_loss, MediaSinks, quiet_third_party,
+                                run_summary, log_image, log_video, action_figure, figure_image)
+from .optim import make_optimizer, make_scheduler, optimizer_steps, n_batches, fast_dev_batches, freeze_trunk, model_summary
+from .timeline import Timeline
 
 # %% ../nbs/23_workspace.ipynb #d2d28b65
 LEGACY_PRECISIONS = ('32-true', 'bf16-mixed')
@@ -77,7 +79,8 @@ class TrainWorkspace:
         self.epoch = self.global_step = self.batch_idx = 0
         self.loss_sum, self.loss_count, self.stop_requested, self.train_sampling_batch = 0.0, 0, False, None
         self.stop_signal = None                      # the signal that asked to stop (set by `run`'s handler)
-        self.progress, self.loggers = False, None     # set by `run`
+        self.progress, self.loggers, self.bar, self.bar_val = False, None, None, {}   # set by `run`
+        self.sampled, self.videos = None, []          # the epoch's sampled chunk and rollout videos (`log_media`)
 
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
@@ -171,14 +174,13 @@ def train_epoch(self:TrainWorkspace):
     "Train on the rest of the current epoch."
     acc, group = self.cfg.training.gradient_accumulate_every, []
     self.model.train()
-    bar = tqdm(self.train_loader(), total=self.n_batches, initial=self.batch_idx, leave=False,
-               desc=f'Training epoch {self.epoch}', disable=not self.progress)
-    for batch in bar:
+    bar = self.bar or self.open_bar()
+    for batch in self.train_loader():
         if self.batch_idx >= self.n_batches: break
         self.train_sampling_batch = batch = to_device(batch, self.device)
         loss, metrics = self.train_step(batch)
         if not math.isfinite(loss): raise diverged(f'loss is {loss}', self.global_step, self.epoch, self.batch_idx)
-        self.batch_idx += 1; group.append(loss); self.loss_sum += loss; self.loss_count += 1
+        self.batch_idx += 1; group.append(loss); self.loss_sum += loss; self.loss_count += 1; bar.update(1)
         if self.batch_idx % acc and self.batch_idx < self.n_batches: continue
         lr = self.optimizer.param_groups[0]['lr']
         self.optimizer_step()
@@ -186,8 +188,16 @@ def train_epoch(self:TrainWorkspace):
         if self.global_step % self.cfg.trainer.get('log_every_n_steps', 1) == 0:
             self.loggers.log({**row, **{k: float(v) for k, v in metrics.items()}})
         group = []
-        bar.set_postfix(loss=row['train_loss'], refresh=False)
+        bar.set_postfix({'epoch': self.epoch, 'step': self.global_step, 'train_loss': f"{row['train_loss']:.3f}",
+                         **self.bar_val, 'lr': f'{lr:.2e}'}, refresh=False)
         self.maybe_save_mid_epoch()
+
+@patch
+def open_bar(self:TrainWorkspace):
+    "The run's one progress bar (batches of all epochs, from the current position; off unless `self.progress`)."
+    self.bar = tqdm(total=self.num_epochs * self.n_batches, initial=self.epoch * self.n_batches + self.batch_idx,
+                    desc='train', unit='batch', dynamic_ncols=True, disable=not self.progress)
+    return self.bar
 
 @patch
 def maybe_save_mid_epoch(self:TrainWorkspace):
@@ -225,7 +235,9 @@ def sample_mse(self:TrainWorkspace) -> float:
     "MSE between predicted action chunks and the actions of the saved training batch."
     policy = self.eval_policy(); policy.eval()
     b = self.train_sampling_batch
-    mse = F.mse_loss(policy.predict_action(b['obs'])['action_pred'], b['action']).item()
+    pred = policy.predict_action(b['obs'])['action_pred']
+    mse = F.mse_loss(pred, b['action']).item()
+    self.sampled = (pred[0].float().cpu().numpy(), b['action'][0].float().cpu().numpy())   # drawn by `log_media`
     self.model.train()
     return mse
 
@@ -234,7 +246,7 @@ def rollout(self:TrainWorkspace) -> dict:
     "Success rate in simulation (`cfg.task.env_runner`) of the evaluation policy: `test_mean_score`, ..."
     from maniflow_nb.envs import MetaWorldRunner
     res = MetaWorldRunner.from_config(self.cfg, output_dir=self.run_dir/'videos').run(self.eval_policy())
-    self.model.train()
+    self.model.train(); self.videos = res.get('video_paths') or []   # logged by `log_media` (the grid first)
     return {k: v for k, v in res.items() if isinstance(v, float)}
 
 @patch
@@ -242,14 +254,22 @@ def end_epoch(self:TrainWorkspace):
     "Validate, sample, log and checkpoint after the epoch's training batches."
     tr, e = self.cfg.training, self.epoch
     row = {'global_step': self.global_step, 'epoch': e, 'train_loss_epoch': self.loss_sum / max(1, self.loss_count)}
-    if _every(e, tr.val_every) and (v := self.validate()) is not None: row['val_loss'] = v
+    if _every(e, tr.val_every) and (v := self.validate()) is not None: row['val_loss'] = v; self.bar_val = {'val_loss': f'{v:.3f}'}
     if _every(e, tr.sample_every) and self.train_sampling_batch is not None: row['train_action_mse_error'] = self.sample_mse()
     if _every(e, tr.get('eval_every', 0)): row.update(self.rollout())
     if bad := next((k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)), None):
         raise diverged(f'{bad} is {row[bad]}', self.global_step, e)
-    self.loggers.log(row)
+    self.loggers.log(row); self.log_media()
     self.epoch, self.batch_idx, self.loss_sum, self.loss_count = e + 1, 0, 0.0, 0
     if not self.fast_dev_run: self.checkpoint(e, row)
+
+@patch
+def log_media(self:TrainWorkspace):
+    "The epoch's predicted-vs-demonstrated chunk figure and rollout grid video, to TensorBoard and wandb."
+    media, tl, step = self.loggers.media, Timeline.of(self.cfg), self.global_step
+    if media and self.sampled is not None: log_image(media, 'train/action_chunk', figure_image(action_figure(*self.sampled, tl.start, tl.stop)), step)
+    if media and self.videos: log_video(media, 'rollout/video', self.videos[0], step)
+    self.sampled, self.videos = None, []
 
 @patch
 def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
@@ -278,12 +298,15 @@ def run(self:TrainWorkspace) -> dict:
         else: save_config(self.cfg, self.run_dir/'config.yaml')
         self.progress = progress_bar_on(self.cfg.trainer.get('progress_bar', 'auto'))
         self.loggers = _Unlogged() if self.fast_dev_run else Loggers(self.cfg, self.run_dir, self.global_step)
+        print(model_summary(self.model), flush=True)
         old = _on_stop_signals(self._on_signal)
         try:
-            while self.epoch < self.num_epochs:
-                self.train_epoch(); self.end_epoch()
-        except Preempted: self.stopped()
-        finally: self.loggers.close(); _restore_signals(old)
+            with quiet_third_party():
+                self.open_bar()
+                while self.epoch < self.num_epochs:
+                    self.train_epoch(); self.end_epoch()
+        except Preempted: self.bar.close(); self.stopped()
+        finally: self.bar.close(); self.loggers.close(); _restore_signals(old)
     return self.summary()
 
 @patch
@@ -303,14 +326,16 @@ def stopped(self:TrainWorkspace):
 @patch
 def summary(self:TrainWorkspace) -> dict:
     "Best checkpoint and where the run stands; printed at the end of `run`."
-    best = self.ckpt_dir/self.topk.best_path if self.topk.best_path else None
-    if best: print(f'best checkpoint: {best} ({self.topk.monitor}={self.topk.best_score:.4f})')
+    best, last = self.ckpt_dir/self.topk.best_path if self.topk.best_path else None, self.ckpt_dir/LAST
+    if not self.fast_dev_run:
+        print(run_summary(self.run_dir, best, self.topk.monitor, self.topk.best_score, last if last.exists() else None))
     return {'best_path': str(best) if best else None, 'best_score': self.topk.best_score, 'monitor': self.topk.monitor,
             'epoch': self.epoch, 'global_step': self.global_step, 'run_dir': str(self.run_dir),
             'finished': self.epoch >= self.num_epochs}
 
 class _Unlogged:
     "The loggers of a `fast_dev_run`: nothing is written."
+    media = MediaSinks()
     def log(self, row): pass
     def close(self): pass
 

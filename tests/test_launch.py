@@ -1,5 +1,6 @@
 """maniflow_nb.launch end to end: a 2-process gloo DDP step through the real Lightning path compared with one process
-on the global batch, the rendered sbatch templates, and `maniflow-slurm` on bad input."""
+on the global batch, the launch paths, trainer keys the launch refuses or honours, sweeps and preemption (sbatch jobs and
+`maniflow-slurm`: tests/test_slurm.py)."""
 import os, sys, math, signal, socket, subprocess
 from pathlib import Path
 import pytest, torch
@@ -7,7 +8,7 @@ import pytorch_lightning as pl
 
 from maniflow_nb.config import compose_config
 from maniflow_nb.data import make_synthetic_store
-from maniflow_nb.launch import configure_launch, finish_launch, launch_callbacks, render_sbatch, DEFAULT_SETUP
+from maniflow_nb.launch import configure_launch, finish_launch, launch_callbacks
 from maniflow_nb.lightning import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,51 +94,6 @@ def test_only_rank0_writes(ddp_runs):
     assert (root/'run_rank0'/'config.yaml').exists() and (root/'run_rank0'/'checkpoints'/'last.ckpt').exists()
     assert not [p for p in (root/'run_rank1').rglob('*') if p.is_file()]
 
-# --- sbatch templates and the CLI ---
-TEMPLATES = {'single_gpu.sbatch': dict(gpus=1, run_dir='runs/single'),
-             'ddp.sbatch': dict(gpus=4, run_dir='runs/ddp'),
-             'array.sbatch': dict(gpus=1, array='0-3', run_dir='runs/sweep')}
-
-@pytest.mark.parametrize('name', sorted(TEMPLATES))
-def test_slurm_templates_in_sync(name):
-    "slurm/*.sbatch are the rendered templates (regenerate: python -c 'from tests.test_launch import write_templates; write_templates()')."
-    assert (ROOT/'slurm'/name).read_text() == render_sbatch('maniflow_pointcloud_metaworld', ['training.num_epochs=100'], **TEMPLATES[name])
-
-def write_templates():
-    for name, kw in TEMPLATES.items():
-        (ROOT/'slurm'/name).write_text(render_sbatch('maniflow_pointcloud_metaworld', ['training.num_epochs=100'], **kw))
-
-def _cli(*args, cwd):
-    return subprocess.run([sys.executable, '-m', 'maniflow_nb.launch', *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=120)
-
-def test_cli_renders_job(tmp_path):
-    r = _cli('--config-name', 'maniflow_state_metaworld', '--nodes', '1', '--gpus', '4', '--array', '0-3',
-             '--run_dir', str(tmp_path/'sweep'), 'training.num_epochs=2', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    script = (tmp_path/'sweep'/'job.sbatch').read_text()
-    assert r.stdout.strip() == str(tmp_path/'sweep'/'job.sbatch')
-    assert '#SBATCH --array=0-3' in script and '#SBATCH --ntasks-per-node=4' in script and f'cd {tmp_path}' in script
-    assert sorted(p.name for p in (tmp_path/'sweep'/'params').iterdir()) == [f'task_{i}.yaml' for i in range(4)]
-
-def test_cli_bad_config_subprocess(tmp_path):
-    r = _cli('--config-name', 'maniflow_state_metaworld', 'training.batchsize=3', '--run_dir', str(tmp_path/'job'), cwd=tmp_path)
-    assert r.returncode == 2 and 'batchsize' in r.stderr and 'Traceback' not in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/'job').exists()
-
-@pytest.mark.parametrize('args,expect', [
-    (['--config-name', 'no_such_config'], 'no_such_config'),
-    (['--config-name', 'maniflow_state_metaworld', '--array', '0-x'], "--array '0-x'"),
-    (['--config-name', 'maniflow_state_metaworld', '--array', '0-1', '--sweep', 'missing.yaml'], 'missing.yaml')])
-def test_cli_bad_input(tmp_path, capsys, monkeypatch, args, expect):
-    "The same entry point in-process (a subprocess per case would cost ~10 s of imports each)."
-    from maniflow_nb.launch import slurm_cli
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as e: slurm_cli([*args, '--run_dir', str(tmp_path/'job')])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path/'job').exists()
-
 # --- the launch paths agree: python -m, the console script, torchrun with one process ---
 def _tiny_overrides(store, run_dir):
     "A tiny training (the override set of tests/test_slurm.py) on CPU."
@@ -185,17 +141,29 @@ def test_train_multirun(tmp_path, capsys):
     table = out[out.index('run dir'):].splitlines()[1:]
     assert len(table) == 2 and {l.split()[0] for l in table} == {'0', '1'}, out
 
-def test_slurm_cli_multirun(tmp_path, monkeypatch):
-    "`maniflow-slurm -m a=1,2 b=x,y`: a 4-task array, one params file per combination."
-    import yaml
-    from maniflow_nb.launch import slurm_cli
-    monkeypatch.chdir(tmp_path)
-    slurm_cli(['--config-name', 'maniflow_state_metaworld', '--gpus', '1', '--run_dir', str(tmp_path/'mr'), '-m',
-               'training.seed=0,1', 'training.batch_size=8,16', 'training.num_epochs=2'])
-    assert '#SBATCH --array=0-3' in (tmp_path/'mr'/'job.sbatch').read_text()
-    ov = [yaml.safe_load((tmp_path/'mr'/'params'/f'task_{i}.yaml').read_text())['overrides'] for i in range(4)]
-    assert ov == [['training.num_epochs=2', f'training.seed={s}', f'training.batch_size={b}'] for s in (0, 1) for b in (8, 16)]
+# --- trainer.devices / num_nodes / strategy given by the user: honoured or refused, in both trainers ---
+@pytest.mark.parametrize('trainer', ['lightning', 'legacy'])
+@pytest.mark.parametrize('ov,expect', [
+    ('trainer.devices=2', 'trainer.devices=2 but '),
+    ('trainer.num_nodes=2', 'trainer.num_nodes=2 but '),
+    ('trainer.strategy=ddp', 'trainer.strategy=ddp but ')])
+def test_trainer_keys_not_replaced(tmp_path, capsys, trainer, ov, expect):
+    "`maniflow-train ... trainer.devices=2` on one CPU process is refused in one line naming the key (it used to train on one device)."
+    from maniflow_nb.train import main
+    with pytest.raises(SystemExit) as e:
+        main(['--config-name', 'maniflow_state_metaworld', f'trainer={trainer}', ov, *_tiny_overrides(tmp_path/'s.zarr', tmp_path/'r')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and expect in err[0], err
+    assert ('trainer=legacy runs on one device' if trainer == 'legacy' else 'launch resolved single mode with 1 process') in err[0], err
+    assert not (tmp_path/'r').exists()
 
+def test_trainer_devices_honoured(tmp_path, capsys):
+    "A request that agrees with the launch is kept: 2 CPU processes asked both ways (dry run: nothing is spawned)."
+    from maniflow_nb.train import main
+    main(['--config-name', 'maniflow_state_metaworld', '--dry-run', 'trainer.devices=2', 'trainer.strategy=ddp', 'launch.train_mode=distributed',
+          'launch.world_size=2', *_tiny_overrides(tmp_path/'s.zarr', tmp_path/'r')])
+    out = capsys.readouterr().out
+    assert 'launch: distributed via spawn, world_size=2 (1 node(s) x 2)' in out and 'strategy=ddp' in out, out
 
 # --- preemption: SIGUSR1 in every window of a step resumes to exactly the uninterrupted run ---
 class _RaiseAt(pl.Callback):

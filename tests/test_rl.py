@@ -1,6 +1,6 @@
 """`maniflow-rl` (PPO fine-tuning with flow_sde): CLI errors, TwoRoutes and MetaWorld runs end to end, resume,
 checkpoints readable by the evaluator, the papermill job notebook, and (slow) PPO improving a BC policy on TwoRoutes.
-The golden checks 6-15 (nbs/design.ipynb#rl) run in nbs/51_rl.ipynb (checks 1-5 in nbs/12_flow.ipynb)."""
+The golden checks 6-15 (nbs/design.ipynb#rl) run in nbs/51_ppo.ipynb (checks 1-5 in nbs/12_flow.ipynb)."""
 import os, sys, json, subprocess
 from pathlib import Path
 import pytest, torch
@@ -146,7 +146,7 @@ def test_multirun_runs_each_combination(tmp_path, capsys):
 def test_slurm_renders_a_valid_rl_job(tmp_path, monkeypatch):
     "`maniflow-slurm --notebook nbs/train_rl.ipynb --gpus 0`: the rendered papermill parameters pass the notebook's check and compose."
     import shlex
-    from maniflow_nb.launch import slurm_cli, notebook_parameters
+    from maniflow_nb.slurm import slurm_cli, notebook_parameters
     from maniflow_nb.train import check_job_parameters, override_list
     from maniflow_nb.config import compose_config
     monkeypatch.chdir(ROOT)

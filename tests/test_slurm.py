@@ -1,11 +1,13 @@
-"""A real single-node SLURM cluster (slurm/cluster_up.sh) running the rendered sbatch jobs with papermill:
-a 2-rank CPU DDP job, a 2-task array, and a preemption (SIGUSR1 -> checkpoint -> requeue -> resume -> COMPLETED).
+"""maniflow_nb.slurm: the rendered sbatch templates, the environment and partition a job carries, `maniflow-slurm` on
+good and bad input; then a real single-node SLURM cluster (slurm/cluster_up.sh) running the rendered sbatch jobs with
+papermill: a 2-rank CPU DDP job, a 2-task array, and a preemption (SIGUSR1 -> checkpoint -> requeue -> resume -> COMPLETED).
 
-Needs root and the Debian packages `slurmctld slurmd slurm-client munge`; skipped otherwise. Part of the default
+The cluster tests need root and the Debian packages `slurmctld slurmd slurm-client munge`; skipped otherwise. Part of the default
 suite (the CI machine installs the packages through `make sysdeps`); ~3 min, mostly process start-up."""
-import os, re, json, time, shutil, subprocess
+import os, re, sys, json, time, shutil, subprocess
 from pathlib import Path
 import pytest, yaml
+from maniflow_nb.slurm import render_sbatch
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT/'.venv'/'bin'/'python') if (ROOT/'.venv'/'bin'/'python').exists() else 'python'
@@ -19,6 +21,78 @@ def _missing() -> str:
     return (f"SLURM not installed ({', '.join(miss)} missing): apt-get install -y --no-install-recommends "
             'slurmctld slurmd slurm-client munge') if miss else ''
 
+# --- sbatch templates and the CLI (no cluster needed) ---
+TEMPLATES = {'single_gpu.sbatch': dict(gpus=1, run_dir='runs/single'),
+             'ddp.sbatch': dict(gpus=4, run_dir='runs/ddp'),
+             'array.sbatch': dict(gpus=1, array='0-3', run_dir='runs/sweep')}
+
+@pytest.mark.parametrize('name', sorted(TEMPLATES))
+def test_slurm_templates_in_sync(name):
+    "slurm/*.sbatch are the rendered templates (regenerate: cd tests; python -c 'from test_slurm import write_templates; write_templates()')."
+    assert (ROOT/'slurm'/name).read_text() == render_sbatch('maniflow_pointcloud_metaworld', ['training.num_epochs=100'], **TEMPLATES[name])
+
+def write_templates():
+    for name, kw in TEMPLATES.items():
+        (ROOT/'slurm'/name).write_text(render_sbatch('maniflow_pointcloud_metaworld', ['training.num_epochs=100'], **kw))
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, '-m', 'maniflow_nb.slurm', *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=120)
+
+def test_cli_renders_job(tmp_path):
+    r = _cli('--config-name', 'maniflow_state_metaworld', '--nodes', '1', '--gpus', '4', '--array', '0-3',
+             '--run_dir', str(tmp_path/'sweep'), 'training.num_epochs=2', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    script = (tmp_path/'sweep'/'job.sbatch').read_text()
+    assert r.stdout.strip() == str(tmp_path/'sweep'/'job.sbatch')
+    assert '#SBATCH --array=0-3' in script and '#SBATCH --ntasks-per-node=4' in script and f'cd {tmp_path}' in script
+    assert sorted(p.name for p in (tmp_path/'sweep'/'params').iterdir()) == [f'task_{i}.yaml' for i in range(4)]
+
+def test_cli_bad_config_subprocess(tmp_path):
+    r = _cli('--config-name', 'maniflow_state_metaworld', 'training.batchsize=3', '--run_dir', str(tmp_path/'job'), cwd=tmp_path)
+    assert r.returncode == 2 and 'batchsize' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/'job').exists()
+
+@pytest.mark.parametrize('args,expect', [
+    (['--config-name', 'no_such_config'], 'no_such_config'),
+    (['--config-name', 'maniflow_state_metaworld', '--array', '0-x'], "--array '0-x'"),
+    (['--config-name', 'maniflow_state_metaworld', '--array', '0-1', '--sweep', 'missing.yaml'], 'missing.yaml')])
+def test_cli_bad_input(tmp_path, capsys, monkeypatch, args, expect):
+    "The same entry point in-process (a subprocess per case would cost ~10 s of imports each)."
+    from maniflow_nb.slurm import slurm_cli
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e: slurm_cli([*args, '--run_dir', str(tmp_path/'job')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and expect in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path/'job').exists()
+
+
+def test_slurm_cli_multirun(tmp_path, monkeypatch):
+    "`maniflow-slurm -m a=1,2 b=x,y`: a 4-task array, one params file per combination."
+    import yaml
+    from maniflow_nb.slurm import slurm_cli
+    monkeypatch.chdir(tmp_path)
+    slurm_cli(['--config-name', 'maniflow_state_metaworld', '--gpus', '1', '--run_dir', str(tmp_path/'mr'), '-m',
+               'training.seed=0,1', 'training.batch_size=8,16', 'training.num_epochs=2'])
+    assert '#SBATCH --array=0-3' in (tmp_path/'mr'/'job.sbatch').read_text()
+    ov = [yaml.safe_load((tmp_path/'mr'/'params'/f'task_{i}.yaml').read_text())['overrides'] for i in range(4)]
+    assert ov == [['training.num_epochs=2', f'training.seed={s}', f'training.batch_size={b}'] for s in (0, 1) for b in (8, 16)]
+
+
+
+def test_job_carries_config_env_and_no_placeholder_partition(tmp_path, monkeypatch):
+    "A dp3_calvin job rendered with CALVIN_ZARR_PATH set exports it; without --partition there is no partition line (no CHANGE_ME)."
+    from maniflow_nb.slurm import write_job
+    monkeypatch.setenv('CALVIN_ZARR_PATH', str(tmp_path/'calvin_D.zarr'))
+    monkeypatch.delenv('ROBOTWIN_ZARR_PATH', raising=False)
+    script = write_job('dp3_calvin', ['training.num_epochs=1'], run_dir=str(tmp_path/'job'), gpus=1).read_text()
+    assert f'export CALVIN_ZARR_PATH={tmp_path}/calvin_D.zarr' in script.splitlines()[script.splitlines().index('export PYTHONUNBUFFERED=1') + 1]
+    assert 'CHANGE_ME' not in script and not [l for l in script.splitlines() if l.startswith('#SBATCH --partition')]
+    assert '#SBATCH --export=ALL' in script and 'ROBOTWIN' not in script
+    given = write_job('dp3_calvin', run_dir=str(tmp_path/'job2'), gpus=1, partition='gpu').read_text()
+    assert '#SBATCH --partition=gpu' in given.splitlines()
+
+# --- a real cluster ---
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
     if why := _missing(): pytest.skip(why)
@@ -38,7 +112,7 @@ def _overrides(c, epochs=1):
             'training.max_train_steps=2', 'training.max_val_steps=1', 'logger.tensorboard=false']
 
 def _write(c, name, overrides, **kw) -> Path:
-    from maniflow_nb.launch import write_job
+    from maniflow_nb.slurm import write_job
     return write_job('maniflow_state_metaworld', overrides, run_dir=str(c['tmp']/name), gpus=0, cpus_per_task=1, time='00:10:00',
                      partition='debug', setup='', workdir=str(ROOT), python=PY, notebook=c['notebook'], **kw)
 

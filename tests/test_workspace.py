@@ -154,7 +154,7 @@ def test_resume_from_lightning_format_is_exact(store, tmp_path):
 
 def test_tensorboard_logging(store, tmp_path):
     TrainWorkspace(tiny_cfg(store, tmp_path/'run', 'training.num_epochs=1', 'logger.tensorboard=true')).run()
-    assert list((tmp_path/'run'/'tensorboard').glob('events.out.tfevents.*'))
+    assert list((tmp_path/'run'/'tensorboard'/'train').glob('events.out.tfevents.*'))   # a named TensorBoard run, not '.'
 
 def test_bf16_mixed_runs(store, tmp_path):
     out = TrainWorkspace(tiny_cfg(store, tmp_path/'run', 'training.num_epochs=1', 'trainer.precision=bf16-mixed')).run()
