@@ -9,7 +9,7 @@ __all__ = ['CALVIN_STATIC_CAMERA', 'CALVIN_KEYS', 'FORMAT_FLAGS', 'ConvertError'
            'convert_calvin', 'make_robomimic_fixture', 'robomimic_demos', 'convert_robomimic', 'convert_dp3',
            'store_info', 'format_info', 'check_format_flags', 'convert', 'convert_cli', 'info', 'info_cli']
 
-# %% ../nbs/07_convert.ipynb #c2715762
+# %% ../nbs/07_convert.ipynb #4c1d6073
 import json, os, re, sys, shutil, argparse, multiprocessing, zipfile, zlib
 from pathlib import Path
 from collections import defaultdict
@@ -22,11 +22,11 @@ from .data import (ReplayBuffer, DataError, read_store, time_chunk, compressor, 
                               ALL_CHUNKS_ATTR)
 from .pointcloud import camera_intrinsics, look_at_pose, CloudMaker
 
-# %% ../nbs/07_convert.ipynb #16544b61
+# %% ../nbs/07_convert.ipynb #8880d1f6
 class ConvertError(DataError):
     "A source dataset that is missing, malformed, or not in the expected format."
 
-# %% ../nbs/07_convert.ipynb #0fdb6ce7
+# %% ../nbs/07_convert.ipynb #fe821c50
 class StoreWriter:
     "Append episodes frame by frame to a new Zarr v3 store (`data/<key>`, `meta/episode_ends`)."
     def __init__(self, path, attrs=None, chunk_len:int=None): # chunk_len: steps per chunk (default: as `ReplayBuffer.save`)
@@ -68,7 +68,7 @@ class StoreWriter:
         with all_chunks(): self.group.create_array('meta/episode_ends', data=np.asarray(self.ends, dtype=np.int64), chunks=(4096,), compressors=compressor(3))
         return len(self.ends)
 
-# %% ../nbs/07_convert.ipynb #7612e3fd
+# %% ../nbs/07_convert.ipynb #4e213650
 CALVIN_STATIC_CAMERA = dict(  # calvin_env conf/cameras/cameras/static.yaml; override with `camera=` / --camera-config
     fov=10.0, width=200, height=200,
     look_from=[2.871459009488717, -2.166602199425597, 2.555159848480571],
@@ -82,7 +82,7 @@ def calvin_camera_matrices(camera:dict=None) -> tuple: # (K (3,3), cam2world (4,
     c = {**CALVIN_STATIC_CAMERA, **(camera or {})}
     return camera_intrinsics(c['fov'], c['width'], c['height']), look_at_pose(c['look_from'], c['look_at'], c['up_vector'])
 
-# %% ../nbs/07_convert.ipynb #5c2b8f09
+# %% ../nbs/07_convert.ipynb #8b7ed4e3
 def load_calvin_camera(path) -> dict:
     "The static-camera fields (`fov, width, height, look_from, look_at, up_vector`) of a YAML camera config."
     try: cfg = yaml.safe_load(Path(path).read_text())
@@ -98,7 +98,7 @@ def calvin_split_camera(split_dir, camera_config=None) -> dict:
     path = camera_config or (merged if merged.exists() else None)
     return {**CALVIN_STATIC_CAMERA, **(load_calvin_camera(path) if path else {})}
 
-# %% ../nbs/07_convert.ipynb #0cc4cbe5
+# %% ../nbs/07_convert.ipynb #d46a5a57
 def _plane_depth(K, T, h, w, z):
     "(h,w) depth of the plane `world z = z` seen by a camera (`K`, OpenGL `cam2world` `T`)."
     v, u = np.indices((h, w), dtype=np.float64)
@@ -152,7 +152,7 @@ def make_calvin_fixture(root,                # dataset root; the split folder is
     np.save(out/'ep_start_end_ids.npy', np.stack([starts, starts + episode_len - 1], 1))
     return out
 
-# %% ../nbs/07_convert.ipynb #ddfa2558
+# %% ../nbs/07_convert.ipynb #d9a7e411
 def calvin_split_dir(src, split:str='training') -> Path:
     "The split folder: `src/split` if it exists, else `src` itself if it holds `ep_start_end_ids.npy`."
     src = Path(src)
@@ -200,7 +200,7 @@ def _check_array(a, shape, what):
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool): raise ConvertError(f"{what} has dtype {a.dtype}, expected numbers")
     if len(shape) == 1 and not np.isfinite(a).all(): raise ConvertError(f"{what} contains NaN or inf")
 
-# %% ../nbs/07_convert.ipynb #777b316a
+# %% ../nbs/07_convert.ipynb #189444ed
 def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=None, path='',
                 cloud:CloudMaker=None, # the camera's `CloudMaker` (made here if None; pass one for many frames)
                ) -> dict:
@@ -216,7 +216,7 @@ def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=Non
     return dict(img=rgb, depth=depth.astype(np.float32), point_cloud=pc,
                 state=frame['robot_obs'].astype(np.float32), action=frame['rel_actions'].astype(np.float32))
 
-# %% ../nbs/07_convert.ipynb #982d0acf
+# %% ../nbs/07_convert.ipynb #b114e71d
 def _progress(total, desc, progress, initial=0):
     return tqdm(total=total, initial=initial, desc=desc, unit='frame', disable=not progress or in_batch_job())
 
@@ -232,7 +232,7 @@ def group_chunks(layout:dict, group:int) -> dict: # key -> steps per chunk (a po
     if group < 1 or group & (group - 1): raise ConvertError(f"group={group} must be a power of two")
     return {k: 1 << (min(time_chunk(int(np.prod(s)) * dt.itemsize), group).bit_length() - 1) for k, (s, dt) in layout.items()}
 
-# %% ../nbs/07_convert.ipynb #b64bfa18
+# %% ../nbs/07_convert.ipynb #faa4322c
 _W = {}   # per-process state of a conversion worker (set by `_calvin_init`)
 _group_hook = None   # test hook: called in the main process with the number of groups done so far
 
@@ -241,7 +241,7 @@ def _calvin_init(path, split_dir, frames, K, T, n_points, crop, stride, group):
     lo, hi = (None, None) if crop is None else crop
     hw = (round(2 * K[1, 2]) + 1, round(2 * K[0, 2]) + 1)
     g = zarr.open_group(str(path), mode='r+')
-    _W.update(path=Path(path), split_dir=Path(split_dir), frames=frames, K=K, T=T, n_points=n_points, crop=crop, group=group,
+    _W.update(ppid=os.getppid(), path=Path(path), split_dir=Path(split_dir), frames=frames, K=K, T=T, n_points=n_points, crop=crop, group=group,
               arrays={k: g[f'data/{k}'] for k in g['data'].array_keys()}, cloud=CloudMaker(K, T, hw, n_points, lo, hi, stride=stride))
 
 def _calvin_group(i:int) -> tuple: # (group index, frames converted)
@@ -251,12 +251,13 @@ def _calvin_group(i:int) -> tuple: # (group index, frames converted)
     for f in _W['frames'][s:e]:
         p = _W['split_dir']/f'episode_{f:07d}.npz'
         steps.append(calvin_step(read_calvin_frame(p), _W['K'], _W['T'], _W['n_points'], _W['crop'], path=p, cloud=_W['cloud']))
+    if _W['ppid'] and os.getppid() != _W['ppid']: os._exit(1)                        # orphaned by a killed conversion: write nothing
     with all_chunks():
         for k, a in _W['arrays'].items(): a[s:e] = np.stack([st[k] for st in steps])
     (_W['path']/'.convert'/'done'/f'{i:09d}').touch()
     return i, e - s
 
-# %% ../nbs/07_convert.ipynb #f4058124
+# %% ../nbs/07_convert.ipynb #6de545f2
 def _note(msg): print(f"maniflow-convert: note: {msg}", file=sys.stderr)
 
 def _partial_store(out, settings:dict, layout:dict, chunks:dict, ends) -> tuple: # (path, set of done groups)
@@ -283,7 +284,7 @@ def _partial_store(out, settings:dict, layout:dict, chunks:dict, ends) -> tuple:
 def _run_groups(todo, n_done, init_args, workers:int, bar):
     "Convert the groups `todo`, in this process or in `workers` spawned processes; call `_group_hook` after each."
     if workers <= 1:
-        _calvin_init(*init_args); results = map(_calvin_group, todo)
+        _calvin_init(*init_args); _W['ppid'] = None; results = map(_calvin_group, todo)     # no orphan check here
     else:
         pool = multiprocessing.get_context('spawn').Pool(workers, initializer=_calvin_init, initargs=init_args)
         results = pool.imap_unordered(_calvin_group, todo)
@@ -294,7 +295,7 @@ def _run_groups(todo, n_done, init_args, workers:int, bar):
     finally:
         if workers > 1: pool.terminate(); pool.join()
 
-# %% ../nbs/07_convert.ipynb #fd68424c
+# %% ../nbs/07_convert.ipynb #24e88398
 def convert_calvin(src,                   # CALVIN dataset root (or a split folder)
                    out,                   # output store (.zarr directory)
                    split:str='training',  # split folder: training / validation
@@ -339,7 +340,7 @@ def _validated(tmp, out, keys=None) -> dict:
     except DataError as e: raise ConvertError(f"the converted store failed validation: {e}") from None
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #b382670f
+# %% ../nbs/07_convert.ipynb #a11c035b
 def make_robomimic_fixture(path,              # .hdf5 file to write
                            n_demos:int=3,     # demos (numbered 0, 1, ..., so demo_10 sorts after demo_9 if n_demos > 10)
                            lengths=None,      # frames per demo; default 5, 6, 7, ...
@@ -367,7 +368,7 @@ def make_robomimic_fixture(path,              # .hdf5 file to write
         f.create_dataset('mask/valid', data=np.array(names[-1:], dtype='S'))
     return Path(path)
 
-# %% ../nbs/07_convert.ipynb #ed4e54b6
+# %% ../nbs/07_convert.ipynb #e6e26ac5
 def _demo_number(name):
     m = re.fullmatch(r'demo_(\d+)', name)
     return int(m.group(1)) if m else None
@@ -383,7 +384,7 @@ def robomimic_demos(f, filter_key:str=None) -> list:
     if not names: raise ConvertError(f"{f.filename} has no demos (data/demo_N)" + (f" in mask/{filter_key}" if filter_key else ''))
     return sorted(names, key=_demo_number)
 
-# %% ../nbs/07_convert.ipynb #4ecc0123
+# %% ../nbs/07_convert.ipynb #36ceb473
 def _obs_kinds(obs) -> tuple:
     "Sorted names of the low-dim (rank-2) and image (uint8 (T,H,W,3)) observations of a demo's `obs` group."
     low = sorted(k for k, v in obs.items() if v.ndim == 2)
@@ -410,7 +411,7 @@ def _robomimic_episode(demo, where, obs_keys, image_key, keep_obs) -> dict:
     if keep_obs: ep.update({k: v.astype(np.float32) for k, v in obs.items()})
     return ep
 
-# %% ../nbs/07_convert.ipynb #763e353d
+# %% ../nbs/07_convert.ipynb #11807466
 def convert_robomimic(src,                  # robomimic .hdf5 file
                       out,                  # output store (.zarr directory)
                       obs_keys=None,        # low-dim obs keys concatenated into `state`, in this order; default all, sorted
@@ -447,7 +448,7 @@ def _open_hdf5(path):
     try: return h5py.File(path, 'r')
     except OSError as e: raise ConvertError(f"{path} is not an HDF5 file ({e})") from None
 
-# %% ../nbs/07_convert.ipynb #3020b6b6
+# %% ../nbs/07_convert.ipynb #6ee5094e
 def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr store (v2 or v3)
                 out,                  # output store (.zarr directory)
                 keys=None,            # keys to keep (default all)
@@ -462,7 +463,7 @@ def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr s
     rb.save(out, overwrite=overwrite)
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #7fc24cea
+# %% ../nbs/07_convert.ipynb #77bd2ede
 def _codec_names(a) -> str:
     "Compressor(s) of a zarr v2 or v3 array, as text."
     return ', '.join(repr(c) for c in (getattr(a, 'compressors', None) or ())) or 'none'
@@ -486,7 +487,7 @@ def format_info(info:dict) -> str:
               for k, v in info['keys'].items()]
     return '\n'.join(lines)
 
-# %% ../nbs/07_convert.ipynb #0ad50c7e
+# %% ../nbs/07_convert.ipynb #2842622e
 FORMAT_FLAGS = {'calvin': ('split', 'n_points', 'camera_config', 'workers', 'crop', 'max_episodes', 'fps_stride'),
                 'robomimic': ('obs_keys', 'image_key', 'filter_key', 'keep_obs', 'max_episodes'),
                 'dp3': ('keys',)}
@@ -505,7 +506,7 @@ def check_format_flags(fmt:str, given:dict):
         flags = ' '.join('--' + k.replace('_', '-') for k in FORMAT_FLAGS[fmt])
         raise UserError(f"--{other[0].replace('_', '-')} is not an option of format '{fmt}' (its options: {flags} --overwrite)")
 
-# %% ../nbs/07_convert.ipynb #272ed0a0
+# %% ../nbs/07_convert.ipynb #e065f2e5
 def convert(format:Param("source format: calvin, robomimic or dp3", str, choices=list(FORMAT_FLAGS)),
             src:str,                 # source dataset: CALVIN root or split folder, robomimic .hdf5, DP3 .zarr
             out:str,                 # output .zarr store

@@ -7,11 +7,11 @@ __all__ = ['camera_intrinsics', 'pose_matrix', 'look_at_pose', 'depth_to_points'
            'points_with_color', 'fps_indices', 'fps', 'rgbd_to_point_cloud', 'CloudMaker', 'nearest_distances',
            'coverage', 'chamfer']
 
-# %% ../nbs/06_pointcloud.ipynb #7c3d3f44
+# %% ../nbs/06_pointcloud.ipynb #39eaa7bc
 import numpy as np
 import fpsample
 
-# %% ../nbs/06_pointcloud.ipynb #23016f9c
+# %% ../nbs/06_pointcloud.ipynb #18bf2bf4
 def camera_intrinsics(fovy_deg:float, # vertical field of view in degrees (MuJoCo `fovy`, PyBullet `fov`)
                       width:int,      # image width W in pixels
                       height:int,     # image height H in pixels
@@ -20,7 +20,7 @@ def camera_intrinsics(fovy_deg:float, # vertical field of view in degrees (MuJoC
     f = (height / 2) / np.tan(np.deg2rad(fovy_deg) / 2)
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
 
-# %% ../nbs/06_pointcloud.ipynb #21299a8d
+# %% ../nbs/06_pointcloud.ipynb #97897fa2
 def pose_matrix(rot,  # (3,3) rotation whose columns are the camera axes in the world frame
                 pos,  # (3,) camera position in the world frame
                ) -> np.ndarray: # (4,4) homogeneous cam2world
@@ -41,7 +41,7 @@ def look_at_pose(eye,    # (3,) camera position (PyBullet/CALVIN `look_from`)
     x = _unit(np.cross(up, z))
     return pose_matrix(np.stack([x, np.cross(z, x), z], axis=1), eye)
 
-# %% ../nbs/06_pointcloud.ipynb #068f67f9
+# %% ../nbs/06_pointcloud.ipynb #e9fac289
 def depth_to_points(depth,     # (H,W) depth along the viewing axis, metres
                     K,         # (3,3) intrinsics from `camera_intrinsics`
                     cam2world, # (4,4) camera pose, OpenGL axes (looks along -z, y up)
@@ -56,7 +56,7 @@ def depth_to_points(depth,     # (H,W) depth along the viewing axis, metres
     T = np.asarray(cam2world, dtype=np.float64)
     with np.errstate(invalid='ignore'): return (cam @ T[:3, :3].T + T[:3, 3]).astype(np.float32)  # inf depth -> nan
 
-# %% ../nbs/06_pointcloud.ipynb #39c887f1
+# %% ../nbs/06_pointcloud.ipynb #b7478a86
 def points_to_pixels(points,    # (N,3) world-frame points
                      K,         # (3,3) intrinsics
                      cam2world, # (4,4) camera pose, OpenGL axes
@@ -67,7 +67,7 @@ def points_to_pixels(points,    # (N,3) world-frame points
     d = -cam[:, 2]
     return np.stack([K[0, 0] * cam[:, 0] / d + K[0, 2], -K[1, 1] * cam[:, 1] / d + K[1, 2], d], axis=1)
 
-# %% ../nbs/06_pointcloud.ipynb #f5e3ba52
+# %% ../nbs/06_pointcloud.ipynb #e631546e
 def crop_points(points, # (N,C) points, xyz in the first three channels
                 lo,     # (3,) lower corner of the box
                 hi,     # (3,) upper corner of the box
@@ -77,7 +77,7 @@ def crop_points(points, # (N,C) points, xyz in the first three channels
     keep = np.all((xyz >= np.asarray(lo)) & (xyz <= np.asarray(hi)) & np.isfinite(xyz), axis=1)
     return points[keep]
 
-# %% ../nbs/06_pointcloud.ipynb #e85f2016
+# %% ../nbs/06_pointcloud.ipynb #ed7d7243
 def points_with_color(points,         # (N,3) xyz
                       rgb,            # (N,3) or (H,W,3) with H*W == N, uint8 colours
                       scale=1.0,      # colour scale: 1 keeps 0..255 (DP3 stores), 1/255 gives [0,1]
@@ -87,7 +87,7 @@ def points_with_color(points,         # (N,3) xyz
     if len(rgb) != len(points): raise ValueError(f"rgb has {len(rgb)} pixels but there are {len(points)} points")
     return np.concatenate([points[:, :3], rgb * scale], axis=1).astype(np.float32)
 
-# %% ../nbs/06_pointcloud.ipynb #fb6e61ec
+# %% ../nbs/06_pointcloud.ipynb #0a439375
 def fps_indices(xyz,       # (N,3) points
                 n:int,     # number of points to keep
                 seed=None, # None: start from point 0 (reproducible); int: random start point
@@ -108,7 +108,7 @@ def fps(points, # (N,C) points, xyz in the first three channels
     "Farthest point sampling of `n` points (padded by repetition when there are fewer than `n`)."
     return points[fps_indices(points[:, :3], n, seed)]
 
-# %% ../nbs/06_pointcloud.ipynb #f7789ff5
+# %% ../nbs/06_pointcloud.ipynb #41225c71
 def rgbd_to_point_cloud(depth,          # (H,W) depth along the viewing axis, metres
                         K,              # (3,3) intrinsics
                         cam2world,      # (4,4) camera pose, OpenGL axes
@@ -124,7 +124,7 @@ def rgbd_to_point_cloud(depth,          # (H,W) depth along the viewing axis, me
     hi = np.full(3, np.inf) if hi is None else hi
     return fps(crop_points(pts, lo, hi), n_points, seed=seed)
 
-# %% ../nbs/06_pointcloud.ipynb #7b5218c9
+# %% ../nbs/06_pointcloud.ipynb #2177f657
 def _ray_depth_bounds(rays, origin, lo, hi):
     "(M,) depth interval per ray (M,3) in which `origin + depth * ray` lies inside the box `[lo, hi]`."
     dlo, dhi = np.zeros(len(rays)), np.full(len(rays), np.inf)
@@ -136,7 +136,7 @@ def _ray_depth_bounds(rays, origin, lo, hi):
         dlo, dhi = np.maximum(dlo, np.minimum(t1, t2)), np.minimum(dhi, np.maximum(t1, t2))
     return dlo, dhi
 
-# %% ../nbs/06_pointcloud.ipynb #fca767ac
+# %% ../nbs/06_pointcloud.ipynb #a7117ea9
 class CloudMaker:
     "`rgbd_to_point_cloud` for one fixed camera and image size, with the per-pixel geometry precomputed."
     def __init__(self, K, cam2world, shape, # (3,3) intrinsics, (4,4) pose, (H, W) of the depth images
@@ -171,7 +171,7 @@ class CloudMaker:
         if rgb is None: return xyz[sel]
         return np.concatenate([xyz[sel], np.asarray(rgb).reshape(-1, 3)[pix[sel]]], axis=1).astype(np.float32)
 
-# %% ../nbs/06_pointcloud.ipynb #042f3beb
+# %% ../nbs/06_pointcloud.ipynb #10eec0ee
 def nearest_distances(a, # (N,3+) query points
                       b, # (M,3+) points
                       block:int=4096, # query points per block

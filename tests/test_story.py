@@ -118,7 +118,7 @@ def test_real_rollout_video_in_legacy_training(store, tmp_path):
     "A MetaWorld rollout every epoch with videos on: the grid's key frames reach TensorBoard."
     r = subprocess.run(train_args(store, tmp_path/'run', 'legacy', 'logger.tensorboard=true', 'trainer.progress_bar=false',
                                   'training.num_epochs=1', 'training.eval_every=1', 'task.env_runner.n_episodes=1',
-                                  'task.env_runner.max_steps=10', '+task.env_runner.video=true'),
+                                  'task.env_runner.max_steps=10', 'task.env_runner.video=true'),
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert events(tmp_path/'run'/'tensorboard'/'train').Images('rollout/video_frames')
