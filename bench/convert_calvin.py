@@ -5,6 +5,8 @@
 Writes a CALVIN split in the real on-disk format (compressed .npz per frame; a table with random boxes and 2 mm depth
 noise, a new scene every frame), converts it with each number of workers and FPS pre-pass stride, and appends rows
 to bench/results/convert_calvin.json:
+- kind 'baseline': the frame-by-frame pipeline of earlier versions (`rgbd_to_point_cloud` + `StoreWriter`, one process)
+  on the same frames just before, so the rates below can be compared at the same machine load;
 - kind 'rate': end-to-end frames/s (wall clock), frames per CPU-second (this process and its workers: the rate an
   unshared core would give), a per-frame breakdown (read .npz, back-project + crop, FPS, whole step), the load average;
 - kind 'quality': coverage of every cropped point by the sample (max / p99 / mean nearest distance, m) and Chamfer
@@ -16,8 +18,9 @@ import argparse, datetime, json, os, resource, tempfile, time
 from pathlib import Path
 import numpy as np, torch, fpsample
 from maniflow_nb.config import atomic_path
-from maniflow_nb.convert import make_calvin_fixture, convert_calvin, read_calvin_frame, calvin_camera_matrices, calvin_step
-from maniflow_nb.pointcloud import CloudMaker, fps_indices, coverage, chamfer
+from maniflow_nb.convert import (make_calvin_fixture, convert_calvin, read_calvin_frame, calvin_camera_matrices, calvin_step,
+                                 StoreWriter)
+from maniflow_nb.pointcloud import CloudMaker, fps_indices, coverage, chamfer, rgbd_to_point_cloud
 from _common import cpu_name
 
 RESULTS = Path(__file__).parent / 'results' / 'convert_calvin.json'
@@ -48,6 +51,19 @@ def breakdown(frames, n_points, stride) -> dict:
             'cloud_points_ms': ms(lambda: cm.points(next(d)['depth_static']), len(frames)),
             'fps_ms': ms(lambda: fps_indices(next(x), n_points), len(frames)),
             'step_ms': ms(lambda: calvin_step(next(f), K, T, n_points, cloud=cm), len(frames))}
+
+
+def baseline(frames, out, n_points) -> float: # frames per second
+    "The earlier frame-by-frame conversion: `rgbd_to_point_cloud` on every frame, appended by `StoreWriter`."
+    K, T = calvin_camera_matrices()
+    t, w = time.perf_counter(), StoreWriter(out)
+    for p in frames:
+        fr = read_calvin_frame(p)
+        w.add_frame(dict(img=fr['rgb_static'], depth=fr['depth_static'],
+                         point_cloud=rgbd_to_point_cloud(fr['depth_static'], K, T, n_points, rgb=fr['rgb_static']),
+                         state=fr['robot_obs'].astype(np.float32), action=fr['rel_actions'].astype(np.float32)))
+    w.close()
+    return round(len(frames) / (time.perf_counter() - t), 1)
 
 
 def quality(frames, n_points, strides) -> dict:
@@ -92,6 +108,9 @@ def main():
         split = make_calvin_fixture(d, n_episodes=max(1, a.frames // 64), episode_len=min(64, a.frames), boxes=5)
         print(f'fixture: {time.perf_counter() - t:.1f} s')
         frames = sorted(split.glob('episode_*.npz'))
+        rows.append({**base, 'kind': 'baseline', 'frames': min(256, len(frames)), 'workers': 1,
+                     'frames_per_s': baseline(frames[:256], Path(d) / 'baseline.zarr', a.n_points), 'load_avg_1m': round(os.getloadavg()[0], 2)})
+        print(json.dumps(rows[-1]))
         for stride in a.strides:
             bd = breakdown(frames[:8], a.n_points, stride)
             for w in a.workers:

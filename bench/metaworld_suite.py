@@ -34,11 +34,27 @@ Sizes
 3010 epochs); DP3 = UNet down_dims [512,1024,2048], step embedding 128, DP3's training (batch 128, lr 1e-4, weight decay
 1e-6, 500 warm-up steps, 3000 epochs).
 
-CPU size (the default; training seed 0): the configs' CPU-sized networks (ManiFlow DiT-X 2 x 64 with ManiFlow's MetaWorld
-tokens, 64 FPS points of width 128 + state 64; DP3 UNet [64,128,256]), batch 64, lr 1e-3 with 50 warm-up steps then
-cosine, EMA on, and a fixed number of optimizer steps per run: `CPU_SIZE` (whole epochs: steps / ceil(windows / 64)).
-Sizing measurement (2-core AMD EPYC shared with other agents, OMP_NUM_THREADS=1, load average ~3-4; rows in
-bench/results/metaworld_suite.json, size 'cpu'): button-press-v3, 10 demos -> MEASURED (see `SIZING` below).
+CPU size (the default; training seed 0), `CPU_SIZE`: batch 64, lr 1e-3 with 50 warm-up steps then cosine, EMA on,
+a fixed number of optimizer steps (whole epochs: steps / ceil(windows / 64); 10 demos give ~575 windows, 9 steps/epoch).
+  ManiFlow: the config's CPU DiT-X (2 x 64, ManiFlow's MetaWorld tokens: 64 FPS points x width 128 + state 64;
+            0.52 M parameters), 600 steps.
+  DP3:      the config's CPU UNet (down_dims [64,128,256], step embedding 64) with a half-width PointNet
+            (pointnet_hidden [32,64,128], DP3: [64,128,256]; output 64 as DP3), 400 steps.
+Sizing, measured end to end on button-press-v3 (AMD EPYC, 2 cores shared with 3 other agents, OMP_NUM_THREADS=1,
+load average 3-4; the rows are in bench/results/metaworld_suite.json):
+  ManiFlow 600 steps: demos 9 s, training 117 s (~5.1 steps/s), evaluation 64 s for 60 episodes of mean length 60
+           (17.6 ms per env step: render + point cloud + a policy call every 3 steps); success 1.00 (1.00/1.00/1.00).
+  DP3 at the config's CPU size (PointNet [64,128,256], 5.07 M parameters), 600 steps: training 536 s (~1.1 steps/s:
+           the PointNet over 512 points x To=2 x 64 dominates; a step in isolation: 0.59 s, with PointNet [32,64,128]
+           0.25 s, with UNet [32,64,128] instead 0.74 s, i.e. the UNet width hardly matters), evaluation 164 s for mean
+           length 116 (23 ms per step); success 0.60 (0.60/0.55/0.65). Too slow for the suite, hence the half-width
+           PointNet and 400 steps (the same ~2-2.5 min of training per task as ManiFlow): see its row (params_id).
+  Extrapolation to the default suite (10 tasks x 2 policies, one training seed), assuming a mean episode length of
+  ~110 steps over the suite (failures run the full 200): demos 10 x ~15 s; ManiFlow 10 x (117 s + ~116 s eval);
+  DP3 10 x (~150 s + ~155 s eval) -> ~5500 s = ~92 min. Evaluation is ~40 % of it and grows with failures (a task at
+  0 % costs ~3.5 s per episode, ~210 s per evaluation); `--budget-minutes 90` starts no run that would end past 90 min
+  (estimated from the runs so far) and a rerun resumes where it stopped. Run it in the background, e.g.
+  `OMP_NUM_THREADS=1 nohup python bench/metaworld_suite.py --budget-minutes 90 > metaworld_suite.log 2>&1 &`.
 """
 import argparse, datetime, hashlib, json, math, os, sys, time
 from pathlib import Path
@@ -69,7 +85,7 @@ NAMES = {'maniflow': 'ManiFlow', 'dp3': 'DP3'}
 
 CPU_SIZE = {   # per policy: optimizer steps per run, batch, lr, warm-up, extra overrides (the configs' CPU networks)
     'maniflow': dict(steps=600, batch=64, lr=1e-3, warmup=50, overrides=[]),
-    'dp3': dict(steps=600, batch=64, lr=1e-3, warmup=50, overrides=[])}
+    'dp3': dict(steps=400, batch=64, lr=1e-3, warmup=50, overrides=['policy.encoder.pointnet_hidden=[32,64,128]'])}
 PAPER_SIZE = {   # the papers' networks and training (epochs, not steps); lr/batch None: the config's
     'maniflow': dict(epochs=3010, batch=None, lr=None, warmup=None, overrides=['policy=maniflow_pointcloud_paper']),
     'dp3': dict(epochs=3000, batch=128, lr=1e-4, warmup=500,
@@ -108,7 +124,7 @@ def make_store(task:str, data_dir:Path) -> Path:
     "10 point-cloud expert demos of `task` (cached; written to a temp dir first, so a killed run leaves no half store)."
     store = data_dir/f'pc_{task}_{DEMOS}x{N_POINTS}.zarr'
     if not store.exists():
-        from maniflow_nb.envs import demos_cli
+        from maniflow_nb.demos import demos_cli
         tmp = store.with_name(store.name + '.tmp'); data_dir.mkdir(parents=True, exist_ok=True)
         demos_cli(['--task', task, '--episodes', str(DEMOS), '--point-cloud', '--n-points', str(N_POINTS),
                    '--out', str(tmp), '--overwrite', '--quiet'])

@@ -9,7 +9,7 @@ __all__ = ['CALVIN_STATIC_CAMERA', 'CALVIN_KEYS', 'FORMAT_FLAGS', 'ConvertError'
            'convert_calvin', 'make_robomimic_fixture', 'robomimic_demos', 'convert_robomimic', 'convert_dp3',
            'store_info', 'format_info', 'check_format_flags', 'convert', 'convert_cli', 'info', 'info_cli']
 
-# %% ../nbs/07_convert.ipynb #4c1d6073
+# %% ../nbs/07_convert.ipynb #da3fb0a2
 import json, os, re, sys, shutil, argparse, multiprocessing, zipfile, zlib
 from pathlib import Path
 from collections import defaultdict
@@ -20,13 +20,13 @@ from .config import UserError, atomic_path, in_batch_job
 from .cli import run_cli
 from .data import (ReplayBuffer, DataError, read_store, time_chunk, compressor, check_replaceable, all_chunks,
                               ALL_CHUNKS_ATTR)
-from .pointcloud import camera_intrinsics, look_at_pose, CloudMaker
+from .pointcloud import camera_intrinsics, look_at_pose, pixel_rays, CloudMaker
 
-# %% ../nbs/07_convert.ipynb #8880d1f6
+# %% ../nbs/07_convert.ipynb #dc6aa36b
 class ConvertError(DataError):
     "A source dataset that is missing, malformed, or not in the expected format."
 
-# %% ../nbs/07_convert.ipynb #fe821c50
+# %% ../nbs/07_convert.ipynb #a9d1388c
 class StoreWriter:
     "Append episodes frame by frame to a new Zarr v3 store (`data/<key>`, `meta/episode_ends`)."
     def __init__(self, path, attrs=None, chunk_len:int=None): # chunk_len: steps per chunk (default: as `ReplayBuffer.save`)
@@ -68,7 +68,7 @@ class StoreWriter:
         with all_chunks(): self.group.create_array('meta/episode_ends', data=np.asarray(self.ends, dtype=np.int64), chunks=(4096,), compressors=compressor(3))
         return len(self.ends)
 
-# %% ../nbs/07_convert.ipynb #4e213650
+# %% ../nbs/07_convert.ipynb #db17eede
 CALVIN_STATIC_CAMERA = dict(  # calvin_env conf/cameras/cameras/static.yaml; override with `camera=` / --camera-config
     fov=10.0, width=200, height=200,
     look_from=[2.871459009488717, -2.166602199425597, 2.555159848480571],
@@ -82,7 +82,7 @@ def calvin_camera_matrices(camera:dict=None) -> tuple: # (K (3,3), cam2world (4,
     c = {**CALVIN_STATIC_CAMERA, **(camera or {})}
     return camera_intrinsics(c['fov'], c['width'], c['height']), look_at_pose(c['look_from'], c['look_at'], c['up_vector'])
 
-# %% ../nbs/07_convert.ipynb #8b7ed4e3
+# %% ../nbs/07_convert.ipynb #d1b6a139
 def load_calvin_camera(path) -> dict:
     "The static-camera fields (`fov, width, height, look_from, look_at, up_vector`) of a YAML camera config."
     try: cfg = yaml.safe_load(Path(path).read_text())
@@ -98,18 +98,15 @@ def calvin_split_camera(split_dir, camera_config=None) -> dict:
     path = camera_config or (merged if merged.exists() else None)
     return {**CALVIN_STATIC_CAMERA, **(load_calvin_camera(path) if path else {})}
 
-# %% ../nbs/07_convert.ipynb #d46a5a57
+# %% ../nbs/07_convert.ipynb #bb599950
 def _plane_depth(K, T, h, w, z):
     "(h,w) depth of the plane `world z = z` seen by a camera (`K`, OpenGL `cam2world` `T`)."
-    v, u = np.indices((h, w), dtype=np.float64)
-    rays = np.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -np.ones_like(u)], -1) @ T[:3, :3].T
-    return ((z - T[2, 3]) / rays[..., 2]).astype(np.float32)
+    return ((z - T[2, 3]) / pixel_rays(K, T, (h, w))[:, 2]).reshape(h, w).astype(np.float32)
 
 def _boxes_depth(K, T, depth, rng, n:int, table_z:float):
     "`depth` (h,w) of a table plane with `n` random boxes standing on it (ray-box slabs) and 2 mm noise."
     h, w = depth.shape
-    v, u = np.indices((h, w), dtype=np.float64)
-    rays = (np.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -np.ones_like(u)], -1) @ T[:3, :3].T).reshape(-1, 3)
+    rays = pixel_rays(K, T, (h, w))
     d = depth.reshape(-1).astype(np.float64)
     for _ in range(n):
         c, half, top = rng.uniform(-0.4, 0.4, 2), rng.uniform(0.03, 0.15, 2), rng.uniform(0.02, 0.3)
@@ -152,7 +149,7 @@ def make_calvin_fixture(root,                # dataset root; the split folder is
     np.save(out/'ep_start_end_ids.npy', np.stack([starts, starts + episode_len - 1], 1))
     return out
 
-# %% ../nbs/07_convert.ipynb #d9a7e411
+# %% ../nbs/07_convert.ipynb #abc2bab8
 def calvin_split_dir(src, split:str='training') -> Path:
     "The split folder: `src/split` if it exists, else `src` itself if it holds `ep_start_end_ids.npy`."
     src = Path(src)
@@ -200,7 +197,7 @@ def _check_array(a, shape, what):
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool): raise ConvertError(f"{what} has dtype {a.dtype}, expected numbers")
     if len(shape) == 1 and not np.isfinite(a).all(): raise ConvertError(f"{what} contains NaN or inf")
 
-# %% ../nbs/07_convert.ipynb #189444ed
+# %% ../nbs/07_convert.ipynb #ef65caf3
 def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=None, path='',
                 cloud:CloudMaker=None, # the camera's `CloudMaker` (made here if None; pass one for many frames)
                ) -> dict:
@@ -216,7 +213,7 @@ def calvin_step(frame:dict, K, cam2world, n_points:int=2048, crop=None, seed=Non
     return dict(img=rgb, depth=depth.astype(np.float32), point_cloud=pc,
                 state=frame['robot_obs'].astype(np.float32), action=frame['rel_actions'].astype(np.float32))
 
-# %% ../nbs/07_convert.ipynb #b114e71d
+# %% ../nbs/07_convert.ipynb #d2ee59af
 def _progress(total, desc, progress, initial=0):
     return tqdm(total=total, initial=initial, desc=desc, unit='frame', disable=not progress or in_batch_job())
 
@@ -232,7 +229,7 @@ def group_chunks(layout:dict, group:int) -> dict: # key -> steps per chunk (a po
     if group < 1 or group & (group - 1): raise ConvertError(f"group={group} must be a power of two")
     return {k: 1 << (min(time_chunk(int(np.prod(s)) * dt.itemsize), group).bit_length() - 1) for k, (s, dt) in layout.items()}
 
-# %% ../nbs/07_convert.ipynb #faa4322c
+# %% ../nbs/07_convert.ipynb #2a7a6b7d
 _W = {}   # per-process state of a conversion worker (set by `_calvin_init`)
 _group_hook = None   # test hook: called in the main process with the number of groups done so far
 
@@ -257,7 +254,7 @@ def _calvin_group(i:int) -> tuple: # (group index, frames converted)
     (_W['path']/'.convert'/'done'/f'{i:09d}').touch()
     return i, e - s
 
-# %% ../nbs/07_convert.ipynb #6de545f2
+# %% ../nbs/07_convert.ipynb #69def778
 def _note(msg): print(f"maniflow-convert: note: {msg}", file=sys.stderr)
 
 def _partial_store(out, settings:dict, layout:dict, chunks:dict, ends) -> tuple: # (path, set of done groups)
@@ -295,7 +292,7 @@ def _run_groups(todo, n_done, init_args, workers:int, bar):
     finally:
         if workers > 1: pool.terminate(); pool.join()
 
-# %% ../nbs/07_convert.ipynb #24e88398
+# %% ../nbs/07_convert.ipynb #92f56d81
 def convert_calvin(src,                   # CALVIN dataset root (or a split folder)
                    out,                   # output store (.zarr directory)
                    split:str='training',  # split folder: training / validation
@@ -340,7 +337,7 @@ def _validated(tmp, out, keys=None) -> dict:
     except DataError as e: raise ConvertError(f"the converted store failed validation: {e}") from None
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #a11c035b
+# %% ../nbs/07_convert.ipynb #8ac64c9b
 def make_robomimic_fixture(path,              # .hdf5 file to write
                            n_demos:int=3,     # demos (numbered 0, 1, ..., so demo_10 sorts after demo_9 if n_demos > 10)
                            lengths=None,      # frames per demo; default 5, 6, 7, ...
@@ -368,7 +365,7 @@ def make_robomimic_fixture(path,              # .hdf5 file to write
         f.create_dataset('mask/valid', data=np.array(names[-1:], dtype='S'))
     return Path(path)
 
-# %% ../nbs/07_convert.ipynb #e6e26ac5
+# %% ../nbs/07_convert.ipynb #a94fcfe7
 def _demo_number(name):
     m = re.fullmatch(r'demo_(\d+)', name)
     return int(m.group(1)) if m else None
@@ -384,7 +381,7 @@ def robomimic_demos(f, filter_key:str=None) -> list:
     if not names: raise ConvertError(f"{f.filename} has no demos (data/demo_N)" + (f" in mask/{filter_key}" if filter_key else ''))
     return sorted(names, key=_demo_number)
 
-# %% ../nbs/07_convert.ipynb #36ceb473
+# %% ../nbs/07_convert.ipynb #8e47d40e
 def _obs_kinds(obs) -> tuple:
     "Sorted names of the low-dim (rank-2) and image (uint8 (T,H,W,3)) observations of a demo's `obs` group."
     low = sorted(k for k, v in obs.items() if v.ndim == 2)
@@ -411,7 +408,7 @@ def _robomimic_episode(demo, where, obs_keys, image_key, keep_obs) -> dict:
     if keep_obs: ep.update({k: v.astype(np.float32) for k, v in obs.items()})
     return ep
 
-# %% ../nbs/07_convert.ipynb #11807466
+# %% ../nbs/07_convert.ipynb #18282715
 def convert_robomimic(src,                  # robomimic .hdf5 file
                       out,                  # output store (.zarr directory)
                       obs_keys=None,        # low-dim obs keys concatenated into `state`, in this order; default all, sorted
@@ -448,7 +445,7 @@ def _open_hdf5(path):
     try: return h5py.File(path, 'r')
     except OSError as e: raise ConvertError(f"{path} is not an HDF5 file ({e})") from None
 
-# %% ../nbs/07_convert.ipynb #6ee5094e
+# %% ../nbs/07_convert.ipynb #4dfecd77
 def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr store (v2 or v3)
                 out,                  # output store (.zarr directory)
                 keys=None,            # keys to keep (default all)
@@ -463,7 +460,7 @@ def convert_dp3(src,                  # DP3 / ManiFlow / diffusion_policy zarr s
     rb.save(out, overwrite=overwrite)
     return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
 
-# %% ../nbs/07_convert.ipynb #77bd2ede
+# %% ../nbs/07_convert.ipynb #03cd15f9
 def _codec_names(a) -> str:
     "Compressor(s) of a zarr v2 or v3 array, as text."
     return ', '.join(repr(c) for c in (getattr(a, 'compressors', None) or ())) or 'none'
@@ -487,7 +484,7 @@ def format_info(info:dict) -> str:
               for k, v in info['keys'].items()]
     return '\n'.join(lines)
 
-# %% ../nbs/07_convert.ipynb #2842622e
+# %% ../nbs/07_convert.ipynb #deb15115
 FORMAT_FLAGS = {'calvin': ('split', 'n_points', 'camera_config', 'workers', 'crop', 'max_episodes', 'fps_stride'),
                 'robomimic': ('obs_keys', 'image_key', 'filter_key', 'keep_obs', 'max_episodes'),
                 'dp3': ('keys',)}
@@ -506,7 +503,7 @@ def check_format_flags(fmt:str, given:dict):
         flags = ' '.join('--' + k.replace('_', '-') for k in FORMAT_FLAGS[fmt])
         raise UserError(f"--{other[0].replace('_', '-')} is not an option of format '{fmt}' (its options: {flags} --overwrite)")
 
-# %% ../nbs/07_convert.ipynb #e065f2e5
+# %% ../nbs/07_convert.ipynb #1b242642
 def convert(format:Param("source format: calvin, robomimic or dp3", str, choices=list(FORMAT_FLAGS)),
             src:str,                 # source dataset: CALVIN root or split folder, robomimic .hdf5, DP3 .zarr
             out:str,                 # output .zarr store

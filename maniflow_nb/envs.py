@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['WORKSPACE', 'OBS_KEYS', 'VISUAL_KEYS', 'STORE_KEYS', 'VIDEO_EPISODES', 'metaworld_tasks', 'check_task',
-           'linearize_depth', 'Camera', 'MetaWorldEnv', 'episode_seed', 'expert_episode', 'collect_demos', 'demos',
-           'demos_cli', 'ObsWindow', 'to_policy', 'rollout', 'ExpertPolicy', 'RandomPolicy', 'MetaWorldRunner',
-           'label_frames', 'video_grid', 'write_video']
+           'linearize_depth', 'Camera', 'MetaWorldEnv', 'episode_seed', 'expert_episode', 'collect_demos', 'ObsWindow',
+           'to_policy', 'rollout', 'ExpertPolicy', 'RandomPolicy', 'MetaWorldRunner', 'label_frames', 'video_grid',
+           'write_video']
 
-# %% ../nbs/08_envs.ipynb #9967f13c
+# %% ../nbs/08_envs.ipynb #ebf8d119
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco is imported: headless rendering
 import atexit, hashlib, warnings, weakref, multiprocessing as mp
@@ -18,16 +18,14 @@ from gymnasium import spaces
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from fastcore.script import Param, store_true
 from .config import ConfigError, UserError, in_batch_job
-from .cli import run_cli
 from .timeline import Timeline
-from .data import ReplayBuffer, check_replaceable, store_attrs
+from .data import ReplayBuffer
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.policies import ENV_POLICY_MAP
 from .pointcloud import camera_intrinsics, pose_matrix, rgbd_to_point_cloud
 
-# %% ../nbs/08_envs.ipynb #7769eee2
+# %% ../nbs/08_envs.ipynb #9cb31e20
 def metaworld_tasks() -> list:
     "Names of the MetaWorld v3 tasks that have a scripted expert."
     return sorted(set(ALL_V3_ENVIRONMENTS) & set(ENV_POLICY_MAP))
@@ -38,7 +36,7 @@ def check_task(task:str) -> str:
         raise ConfigError(f"unknown MetaWorld task '{task}'; valid tasks: {', '.join(metaworld_tasks())}")
     return task
 
-# %% ../nbs/08_envs.ipynb #7952ebcd
+# %% ../nbs/08_envs.ipynb #18bfa7bb
 def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
                     model,  # mujoco.MjModel (clip planes from `vis.map` and `stat.extent`)
                    ) -> np.ndarray: # (H,W) float32 depth along the viewing axis, metres
@@ -47,7 +45,7 @@ def linearize_depth(zbuf,   # (H,W) OpenGL depth buffer values in [0,1]
     near, far = model.vis.map.znear * ext, model.vis.map.zfar * ext
     return (near / (1 - zbuf * (1 - near / far))).astype(np.float32)
 
-# %% ../nbs/08_envs.ipynb #05ac5e9d
+# %% ../nbs/08_envs.ipynb #85d249d5
 _OPEN_CAMERAS = weakref.WeakSet()
 
 def _close_cameras():
@@ -102,7 +100,7 @@ class Camera:
         "Free the OpenGL context (do this explicitly: EGL teardown at interpreter exit is noisy)."
         if self._gl is not None: self._con.free(); self._gl.free(); self._gl = None; _OPEN_CAMERAS.discard(self)
 
-# %% ../nbs/08_envs.ipynb #092fba03
+# %% ../nbs/08_envs.ipynb #3f4d0e6d
 WORKSPACE = ((-0.5, 0.25, 0.005), (0.5, 0.95, 0.7))  # (lo, hi) xyz box in metres, MetaWorld world frame
 OBS_KEYS = ('full_state', 'agent_pos', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -133,7 +131,7 @@ class MetaWorldEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._mw.model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/08_envs.ipynb #1db8a1ed
+# %% ../nbs/08_envs.ipynb #aa211a79
 def _make_metaworld(task, max_steps, seed):
     "A MetaWorld env with the goal observable and a fresh, seeded scene at each reset."
     mw = ALL_V3_ENVIRONMENTS[task]()
@@ -150,7 +148,7 @@ def _obs_space(key, size, n_points, pc_color):
     shape = {'full_state': (39,), 'agent_pos': (9,), 'depth': (size, size), 'point_cloud': (n_points, 6 if pc_color else 3)}[key]
     return spaces.Box(-np.inf, np.inf, shape, np.float32)
 
-# %% ../nbs/08_envs.ipynb #cf2daedc
+# %% ../nbs/08_envs.ipynb #c0bfce41
 @patch
 def _observe(self:MetaWorldEnv, state):
     "Observation dict from MetaWorld's 39-d state (and a render when needed)."
@@ -202,7 +200,7 @@ def close(self:MetaWorldEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._mw.close()
 
-# %% ../nbs/08_envs.ipynb #d3637693
+# %% ../nbs/08_envs.ipynb #e78574ec
 STORE_KEYS = {'agent_pos': 'state'}   # observation key -> store key where they differ
 
 def episode_seed(seed:int, i:int, purpose:str='train') -> int:
@@ -223,7 +221,7 @@ def expert_episode(env:MetaWorldEnv, seed:int, # environment; scene seed
         if truncated or (first is not None and t - first >= post_success_steps): break
     return {k: np.stack([s[k] for s in steps]) for k in steps[0]}, first is not None
 
-# %% ../nbs/08_envs.ipynb #41f81afe
+# %% ../nbs/08_envs.ipynb #881df3ff
 def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful episodes to collect
                   obs_keys=('full_state', 'agent_pos'), # observations to record (`agent_pos` is stored as `state`)
                   seed:int=0, progress:bool=True, # run seed; show a progress bar
@@ -244,54 +242,7 @@ def collect_demos(task:str, n_episodes:int,     # MetaWorld task; successful epi
     finally: env.close()
     return rb, failed
 
-# %% ../nbs/08_envs.ipynb #8c83fd9f
-def _check_demo_args(task, out, overwrite, **sizes):
-    "Validate the arguments before any simulation."
-    check_task(task)
-    for k, v in sizes.items():
-        if v < 1: raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
-    if Path(out).exists() and not overwrite: raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
-    if overwrite: check_replaceable(out)        # before minutes of simulation, not after
-
-def demos(out:Param('output Zarr store (directory)', str, required=True)=None,
-          env:Param('simulator', str, choices=['metaworld', 'robosuite'])='metaworld',
-          task:str='reach-v3',          # MetaWorld v3 task name (robosuite: Lift or PickPlaceCan)
-          episodes:int=10,              # successful episodes to record
-          point_cloud:store_true=False, # record point_cloud (P,3)
-          pc_color:store_true=False,    # record XYZRGB point clouds (P,6)
-          img:store_true=False,         # record img (H,W,3) uint8
-          depth:store_true=False,       # record depth (H,W) float32, metres
-          n_points:int=512,             # points per cloud
-          image_size:int=None,          # camera image size, square (default: MetaWorld 128, robosuite 84)
-          camera:str=None,              # MuJoCo camera name (default: MetaWorld corner4, robosuite agentview)
-          max_steps:int=None,           # episode step limit (default: MetaWorld 200, robosuite 400)
-          seed:int=0,                   # run seed
-          hdf5:str=None,                # robosuite: also write the demos as a robomimic HDF5 file here
-          overwrite:store_true=False,   # replace an existing output store
-          quiet:store_true=False):      # no progress bar
-    "Scripted-expert demonstrations of a MetaWorld or robosuite task as a Zarr store."
-    if env == 'robosuite':
-        from maniflow_nb.robosuite_env import robosuite_demos   # here: 08a_robosuite imports this module
-        return robosuite_demos(task, episodes, out, hdf5, point_cloud, pc_color, img, depth, n_points, image_size, camera,
-                               max_steps, seed, overwrite, not quiet)
-    if hdf5: raise UserError("--hdf5 writes robomimic's layout and is only for --env robosuite")
-    image_size = 128 if image_size is None else image_size
-    camera, max_steps = camera or 'corner4', 200 if max_steps is None else max_steps
-    _check_demo_args(task, out, overwrite, episodes=episodes, n_points=n_points, image_size=image_size, max_steps=max_steps)
-    keys = ('full_state', 'agent_pos') + (('img',) if img else ()) + (('depth',) if depth else ())
-    keys += ('point_cloud',) if point_cloud or pc_color else ()
-    rb, failed = collect_demos(task, episodes, keys, seed=seed, progress=not quiet, n_points=n_points, pc_color=pc_color,
-                               image_size=image_size, camera=camera, max_steps=max_steps)
-    rb.save(out, overwrite=overwrite, attrs=dict(producer='maniflow-demos', env=env, task=task, obs_keys=list(keys),
-                                                 camera=camera, n_points=n_points, pc_color=pc_color, image_size=image_size,
-                                                 max_steps=max_steps, seed=seed))
-    print(f"wrote {rb.n_episodes} episodes ({rb.n_steps} steps, {failed} failed episodes skipped) with keys {sorted(rb.keys())} to {out}")
-
-def demos_cli(argv=None): # command-line arguments (default: sys.argv[1:]); `--n-points` and `--n_points` both work
-    "`maniflow-demos --out STORE [--task T] [--episodes N] [--point-cloud] [--img] [--depth] ...`."
-    run_cli(demos, 'maniflow-demos', argv)
-
-# %% ../nbs/08_envs.ipynb #28a10d16
+# %% ../nbs/08_envs.ipynb #4a24c43f
 def _where(mask, new, old):
     "`new` where the `(N,)` bool `mask` is set, else `old` (both `(N,...)`)."
     return torch.where(torch.as_tensor(mask, device=new.device).reshape(-1, *([1] * (new.dim() - 1))), new, old)
@@ -315,7 +266,7 @@ class ObsWindow:
         "Restart the windows of `envs` `(N,)` bool from their first observations `{key: (N,...)}`."
         for k, v in obs.items(): self.obs[k] = _where(envs, self._fill(torch.as_tensor(v).to(self.obs[k])), self.obs[k])
 
-# %% ../nbs/08_envs.ipynb #59168fb4
+# %% ../nbs/08_envs.ipynb #73d9f87a
 def _env_key(spec) -> str:
     "Environment observation key that feeds a policy observation with this shape_meta entry."
     store_key = spec.get('store_key', None)
@@ -344,7 +295,7 @@ def _policy_obs(window:dict, obs_meta, device) -> dict:
     "Policy inputs `{key: (N,To,...)}` from an `ObsWindow`'s env observations `{env key: (N,To,...)}`."
     return {k: to_policy(window[e], typ, shape).to(device) for k, (e, typ, shape) in obs_meta.items()}
 
-# %% ../nbs/08_envs.ipynb #a91905df
+# %% ../nbs/08_envs.ipynb #390b9a3c
 def _device(policy):
     "Device of a torch policy's parameters (CPU for anything else)."
     try: return next(policy.parameters()).device
@@ -368,7 +319,7 @@ def rollout(env:MetaWorldEnv, policy, obs_meta:dict, # environment; policy; poli
             if done := success or truncated: break
     return {'success': float(success), 'reward': reward, 'length': t, 'frames': frames}
 
-# %% ../nbs/08_envs.ipynb #9df2f7ba
+# %% ../nbs/08_envs.ipynb #8f3d3425
 class ExpertPolicy:
     "MetaWorld's scripted expert as a policy: the current expert action repeated for `Ta` steps."
     def __init__(self, task:str, n_action_steps:int=1, state_key:str='full_state'):
@@ -394,7 +345,7 @@ class RandomPolicy:
         a = np.stack([np.random.default_rng(s).uniform(-1, 1, (self.n_action_steps, self.action_dim)) for s in seeds])
         return {'action': torch.from_numpy(a).float(), 'action_pred': torch.from_numpy(a).float()}
 
-# %% ../nbs/08_envs.ipynb #299cf3c2
+# %% ../nbs/08_envs.ipynb #1a4afe0a
 class MetaWorldRunner:
     "Evaluate a policy on a MetaWorld task: success rate per seed and overall (`test_mean_score`)."
     def __init__(self, task:str, shape_meta:dict,         # MetaWorld task; the policy's shape_meta (obs keys, store_keys)
@@ -420,7 +371,7 @@ class MetaWorldRunner:
                   n_procs=r.get('n_procs', 1), output_dir=output_dir)
         return cls(cfg.task.name, OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
 
-# %% ../nbs/08_envs.ipynb #ed55d502
+# %% ../nbs/08_envs.ipynb #c0d4effe
 VIDEO_EPISODES = 4   # episodes per seed recorded when the runner's `video` is on
 
 @patch
@@ -442,7 +393,7 @@ def _run_episodes(task, env_kwargs, policy, obs_meta, n_obs_steps, n_action_step
     finally: env.close()
     return out
 
-# %% ../nbs/08_envs.ipynb #1956356c
+# %% ../nbs/08_envs.ipynb #2eabd114
 def label_frames(frames,           # RGB frames (H,W,3) uint8 of one episode
                  title:str,        # top line, e.g. 'seed 0 ep 1'
                  success:bool,     # outcome: colours the border and the bottom line
@@ -479,7 +430,7 @@ def write_video(frames, path, fps:int=10) -> Path:
         imageio.mimsave(path.with_suffix('.gif'), frames, duration=1 / fps)
         return path.with_suffix('.gif')
 
-# %% ../nbs/08_envs.ipynb #436b9535
+# %% ../nbs/08_envs.ipynb #e291a040
 @patch
 def _write_videos(self:MetaWorldRunner, res:list) -> list:
     "Labelled videos of the recorded episodes and one grid per seed; the episodes keep their paths."

@@ -6,7 +6,7 @@
 __all__ = ['EVAL_SCALARS', 'SIMULATORS', 'run_dir_of', 'has_simulator', 'write_record', 'evaluate_checkpoint', 'log_eval',
            'simulator_note', 'action_errors', 'offline_record', 'summary', 'eval_cli']
 
-# %% ../nbs/28_evaluate.ipynb #a307fa77
+# %% ../nbs/28_evaluate.ipynb #66475396
 import json
 from pathlib import Path
 from fastcore.script import store_true
@@ -17,10 +17,10 @@ from .cli import run_cli
 from .timeline import Timeline, executed
 from .dataset import make_datasets
 from .checkpoint import load_policy_from_checkpoint, pick_device, to_device
-from .lightning import runner_class
+from .policies import runner_class
 from .runlog import MediaSinks, tb_dir, TB_EVAL, wandb_init, log_video
 
-# %% ../nbs/28_evaluate.ipynb #5c01abe3
+# %% ../nbs/28_evaluate.ipynb #0f52ee16
 def run_dir_of(ckpt) -> Path:
     "The run dir of a checkpoint: the parent of its `checkpoints/` folder (else its own folder)."
     p = Path(ckpt).absolute().parent
@@ -79,7 +79,7 @@ def log_eval(rec:dict, cfg, run_dir, # an evaluation record; the checkpoint's co
         if wb: wb.finish()
     return media
 
-# %% ../nbs/28_evaluate.ipynb #f34d9f2e
+# %% ../nbs/28_evaluate.ipynb #ca569d9e
 SIMULATORS = {'calvin': 'calvin_env', 'robotwin': "RoboTwin's simulator"}
 
 def simulator_note(task:str, forced:bool=False) -> str:
@@ -100,7 +100,7 @@ def action_errors(policy, ds,              # policy with predict_action; a Seque
         se, ae, n = se + err.pow(2).sum((0, 1)), ae + err.abs().sum((0, 1)), n + err.shape[0] * err.shape[1]
     return {'mse': (se / n).tolist(), 'mae': (ae / n).tolist(), 'n_windows': len(ds), 'n_actions': n}
 
-# %% ../nbs/28_evaluate.ipynb #0536fc0b
+# %% ../nbs/28_evaluate.ipynb #8c8bd2bd
 def offline_record(policy,              # a checkpoint's policy (`policy.cfg` is its config)
                    seed:int=0,          # seed of the policy's sampling noise
                    dataset_path=None,   # the store (None: the config's task.dataset_path)
@@ -118,7 +118,7 @@ def offline_record(policy,              # a checkpoint's policy (`policy.cfg` is
             'split': 'val', 'seed': seed, 'action_mse': e['mse'], 'action_mae': e['mae'],
             'mse': sum(e['mse']) / len(e['mse']), 'mae': sum(e['mae']) / len(e['mae']), 'n_windows': e['n_windows'], 'n_actions': e['n_actions']}
 
-# %% ../nbs/28_evaluate.ipynb #a7c9cf1b
+# %% ../nbs/28_evaluate.ipynb #4820d307
 def _parse_seeds(s:str) -> list:
     "`'0,1,2'` -> `[0, 1, 2]`."
     try: return [int(x) for x in s.split(',') if x.strip()]

@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['camera_intrinsics', 'pose_matrix', 'look_at_pose', 'depth_to_points', 'points_to_pixels', 'crop_points',
-           'points_with_color', 'fps_indices', 'fps', 'rgbd_to_point_cloud', 'CloudMaker', 'nearest_distances',
-           'coverage', 'chamfer']
+           'points_with_color', 'fps_indices', 'fps', 'rgbd_to_point_cloud', 'pixel_rays', 'CloudMaker',
+           'nearest_distances', 'coverage', 'chamfer']
 
-# %% ../nbs/06_pointcloud.ipynb #39eaa7bc
+# %% ../nbs/06_pointcloud.ipynb #f3fe5e5a
 import numpy as np
 import fpsample
 
-# %% ../nbs/06_pointcloud.ipynb #18bf2bf4
+# %% ../nbs/06_pointcloud.ipynb #9ed33447
 def camera_intrinsics(fovy_deg:float, # vertical field of view in degrees (MuJoCo `fovy`, PyBullet `fov`)
                       width:int,      # image width W in pixels
                       height:int,     # image height H in pixels
@@ -20,7 +20,7 @@ def camera_intrinsics(fovy_deg:float, # vertical field of view in degrees (MuJoC
     f = (height / 2) / np.tan(np.deg2rad(fovy_deg) / 2)
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
 
-# %% ../nbs/06_pointcloud.ipynb #97897fa2
+# %% ../nbs/06_pointcloud.ipynb #6b0ab424
 def pose_matrix(rot,  # (3,3) rotation whose columns are the camera axes in the world frame
                 pos,  # (3,) camera position in the world frame
                ) -> np.ndarray: # (4,4) homogeneous cam2world
@@ -41,7 +41,7 @@ def look_at_pose(eye,    # (3,) camera position (PyBullet/CALVIN `look_from`)
     x = _unit(np.cross(up, z))
     return pose_matrix(np.stack([x, np.cross(z, x), z], axis=1), eye)
 
-# %% ../nbs/06_pointcloud.ipynb #e9fac289
+# %% ../nbs/06_pointcloud.ipynb #d6f87b77
 def depth_to_points(depth,     # (H,W) depth along the viewing axis, metres
                     K,         # (3,3) intrinsics from `camera_intrinsics`
                     cam2world, # (4,4) camera pose, OpenGL axes (looks along -z, y up)
@@ -56,7 +56,7 @@ def depth_to_points(depth,     # (H,W) depth along the viewing axis, metres
     T = np.asarray(cam2world, dtype=np.float64)
     with np.errstate(invalid='ignore'): return (cam @ T[:3, :3].T + T[:3, 3]).astype(np.float32)  # inf depth -> nan
 
-# %% ../nbs/06_pointcloud.ipynb #b7478a86
+# %% ../nbs/06_pointcloud.ipynb #0585f64f
 def points_to_pixels(points,    # (N,3) world-frame points
                      K,         # (3,3) intrinsics
                      cam2world, # (4,4) camera pose, OpenGL axes
@@ -67,7 +67,7 @@ def points_to_pixels(points,    # (N,3) world-frame points
     d = -cam[:, 2]
     return np.stack([K[0, 0] * cam[:, 0] / d + K[0, 2], -K[1, 1] * cam[:, 1] / d + K[1, 2], d], axis=1)
 
-# %% ../nbs/06_pointcloud.ipynb #e631546e
+# %% ../nbs/06_pointcloud.ipynb #787b734f
 def crop_points(points, # (N,C) points, xyz in the first three channels
                 lo,     # (3,) lower corner of the box
                 hi,     # (3,) upper corner of the box
@@ -77,7 +77,7 @@ def crop_points(points, # (N,C) points, xyz in the first three channels
     keep = np.all((xyz >= np.asarray(lo)) & (xyz <= np.asarray(hi)) & np.isfinite(xyz), axis=1)
     return points[keep]
 
-# %% ../nbs/06_pointcloud.ipynb #ed7d7243
+# %% ../nbs/06_pointcloud.ipynb #c90b8243
 def points_with_color(points,         # (N,3) xyz
                       rgb,            # (N,3) or (H,W,3) with H*W == N, uint8 colours
                       scale=1.0,      # colour scale: 1 keeps 0..255 (DP3 stores), 1/255 gives [0,1]
@@ -87,7 +87,7 @@ def points_with_color(points,         # (N,3) xyz
     if len(rgb) != len(points): raise ValueError(f"rgb has {len(rgb)} pixels but there are {len(points)} points")
     return np.concatenate([points[:, :3], rgb * scale], axis=1).astype(np.float32)
 
-# %% ../nbs/06_pointcloud.ipynb #0a439375
+# %% ../nbs/06_pointcloud.ipynb #ecfccee1
 def fps_indices(xyz,       # (N,3) points
                 n:int,     # number of points to keep
                 seed=None, # None: start from point 0 (reproducible); int: random start point
@@ -108,7 +108,7 @@ def fps(points, # (N,C) points, xyz in the first three channels
     "Farthest point sampling of `n` points (padded by repetition when there are fewer than `n`)."
     return points[fps_indices(points[:, :3], n, seed)]
 
-# %% ../nbs/06_pointcloud.ipynb #41225c71
+# %% ../nbs/06_pointcloud.ipynb #b78f2617
 def rgbd_to_point_cloud(depth,          # (H,W) depth along the viewing axis, metres
                         K,              # (3,3) intrinsics
                         cam2world,      # (4,4) camera pose, OpenGL axes
@@ -124,7 +124,16 @@ def rgbd_to_point_cloud(depth,          # (H,W) depth along the viewing axis, me
     hi = np.full(3, np.inf) if hi is None else hi
     return fps(crop_points(pts, lo, hi), n_points, seed=seed)
 
-# %% ../nbs/06_pointcloud.ipynb #2177f657
+# %% ../nbs/06_pointcloud.ipynb #99baf372
+def pixel_rays(K,         # (3,3) intrinsics
+               cam2world, # (4,4) camera pose, OpenGL axes
+               shape,     # (H, W) of the image
+              ) -> np.ndarray: # (H*W,3) world-frame ray per pixel, row-major: a pixel at depth d sees origin + d * ray
+    "World-frame offset per metre of depth of every pixel (its camera-frame z is -1)."
+    v, u = np.indices(tuple(shape), dtype=np.float64)
+    cam = np.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -np.ones_like(u)], -1).reshape(-1, 3)
+    return cam @ np.asarray(cam2world, dtype=np.float64)[:3, :3].T
+
 def _ray_depth_bounds(rays, origin, lo, hi):
     "(M,) depth interval per ray (M,3) in which `origin + depth * ray` lies inside the box `[lo, hi]`."
     dlo, dhi = np.zeros(len(rays)), np.full(len(rays), np.inf)
@@ -136,18 +145,16 @@ def _ray_depth_bounds(rays, origin, lo, hi):
         dlo, dhi = np.maximum(dlo, np.minimum(t1, t2)), np.minimum(dhi, np.maximum(t1, t2))
     return dlo, dhi
 
-# %% ../nbs/06_pointcloud.ipynb #a7117ea9
+# %% ../nbs/06_pointcloud.ipynb #2e55a455
 class CloudMaker:
     "`rgbd_to_point_cloud` for one fixed camera and image size, with the per-pixel geometry precomputed."
     def __init__(self, K, cam2world, shape, # (3,3) intrinsics, (4,4) pose, (H, W) of the depth images
                  n_points:int, lo=None, hi=None, seed=None, # as in `rgbd_to_point_cloud`
                  stride:int=1):  # pre-pass: use every `stride`-th pixel row and column (1: every pixel)
-        v, u = np.indices(tuple(shape), dtype=np.float64)
         sub = np.zeros(tuple(shape), bool); sub[::stride, ::stride] = True
         self.pix = np.flatnonzero(sub)                                    # candidate pixels, row-major
-        cam = np.stack([(u - K[0, 2]) / K[0, 0], -(v - K[1, 2]) / K[1, 1], -np.ones_like(u)], -1).reshape(-1, 3)[self.pix]
-        T = np.asarray(cam2world, dtype=np.float64)
-        self.rays, self.origin, self.shape, self.n_points, self.seed = cam @ T[:3, :3].T, T[:3, 3], tuple(shape), n_points, seed
+        self.rays, self.origin = pixel_rays(K, cam2world, shape)[self.pix], np.asarray(cam2world, dtype=np.float64)[:3, 3]
+        self.shape, self.n_points, self.seed = tuple(shape), n_points, seed
         self.box = None if lo is None and hi is None else (np.full(3, -np.inf) if lo is None else np.asarray(lo, np.float64),
                                                            np.full(3, np.inf) if hi is None else np.asarray(hi, np.float64))
         if self.box is not None: self.dlo, self.dhi = _ray_depth_bounds(self.rays, self.origin, *self.box)
@@ -171,7 +178,7 @@ class CloudMaker:
         if rgb is None: return xyz[sel]
         return np.concatenate([xyz[sel], np.asarray(rgb).reshape(-1, 3)[pix[sel]]], axis=1).astype(np.float32)
 
-# %% ../nbs/06_pointcloud.ipynb #10eec0ee
+# %% ../nbs/06_pointcloud.ipynb #b6e2a070
 def nearest_distances(a, # (N,3+) query points
                       b, # (M,3+) points
                       block:int=4096, # query points per block

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['TimelineError', 'Timeline', 'executed', 'window_mask']
 
-# %% ../nbs/02_timeline.ipynb #d3a5092c
+# %% ../nbs/02_timeline.ipynb #69cfd247
 from dataclasses import dataclass
 import torch
 from .config import ConfigError
 
-# %% ../nbs/02_timeline.ipynb #1d1888d9
+# %% ../nbs/02_timeline.ipynb #b97e8f77
 class TimelineError(ConfigError):
     "Horizon, n_obs_steps and n_action_steps that break `1 <= To <= T`, `Ta >= 1`, `To-1+Ta <= T`."
 
@@ -32,7 +32,7 @@ class Timeline:
         "The timeline of any object or config with `horizon`, `n_obs_steps`, `n_action_steps`."
         return cls(int(cfg.horizon), int(cfg.n_obs_steps), int(cfg.n_action_steps))
 
-# %% ../nbs/02_timeline.ipynb #9401b0d3
+# %% ../nbs/02_timeline.ipynb #6efc67df
 def _start(self:Timeline) -> int: return self.n_obs_steps - 1
 def _stop(self:Timeline) -> int: return self.n_obs_steps - 1 + self.n_action_steps
 def _window(self:Timeline) -> slice: return slice(self.start, self.stop)

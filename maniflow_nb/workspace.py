@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['LEGACY_PRECISIONS', 'legacy_precision', 'autocast', 'Preempted', 'check_legacy_trainer', 'TrainWorkspace']
 
-# %% ../nbs/23_workspace.ipynb #34dd449e
+# %% ../nbs/23_workspace.ipynb #19be1ce2
 import math, signal, sys, contextlib
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from .dataset import collate_batch, EpochSampler, make_datasets
-from .policies import make_policy
+from .policies import make_policy, make_runner
 from .ema import EMAModel
 from .config import to_plain, save_config, seed_everything, set_deterministic, ConfigError, UserError, resolve_precision
 from .schema import validate_config, check_resume, no_train_data, no_val_note
@@ -25,7 +25,7 @@ from .runlog import (Loggers, progress_bar_on, RunLock, is_rank_zero, step_loss,
 from .optim import make_optimizer, make_scheduler, optimizer_steps, n_batches, fast_dev_batches, freeze_trunk, model_summary
 from .timeline import Timeline
 
-# %% ../nbs/23_workspace.ipynb #d2d28b65
+# %% ../nbs/23_workspace.ipynb #edc4c918
 LEGACY_PRECISIONS = ('32-true', 'bf16-mixed')
 
 def legacy_precision(precision='32-true', # trainer.precision
@@ -44,7 +44,7 @@ def _every(epoch:int, n) -> bool: return bool(n) and n > 0 and (epoch + 1) % n =
 
 class Preempted(Exception): "The job was asked to stop; `last.ckpt` holds the position."
 
-# %% ../nbs/23_workspace.ipynb #ddbb9f39
+# %% ../nbs/23_workspace.ipynb #40355765
 def check_legacy_trainer(cfg):
     "Refuse the trainer settings the legacy loop cannot honour (more than one device, node or a strategy)."
     t = cfg.trainer
@@ -53,7 +53,7 @@ def check_legacy_trainer(cfg):
     if bad: raise ConfigError(f"{', '.join(bad)}: the legacy loop runs on one device (use trainer=lightning for DDP)")
     return cfg
 
-# %% ../nbs/23_workspace.ipynb #d2410275
+# %% ../nbs/23_workspace.ipynb #88d23ab2
 class TrainWorkspace:
     "The legacy training loop: run dir, policy, EMA, optimizer, schedule and data of one run."
     def __init__(self, cfg:DictConfig, # composed config (see `compose_config`)
@@ -69,7 +69,7 @@ class TrainWorkspace:
         if tr.get('freeze_trunk'): freeze_trunk(self.model)     # before the optimizer, which takes the trainable ones
         self.ema = EMAModel.from_config(cfg, self.model)
         self.optimizer = make_optimizer(cfg, self.model)
-        self.sampler = EpochSampler(len(self.train_set), seed=tr.seed)
+        self.sampler = EpochSampler(self.train_set, seed=tr.seed)   # the dataset orders its epoch (chunk-wise when streamed)
         self.fast_dev_run = fast_dev_batches(cfg)                # N > 0: N batches of one epoch, nothing written
         self.n_batches = n_batches(cfg, math.ceil(len(self.train_set) / tr.batch_size))
         self.num_epochs = 1 if self.fast_dev_run else tr.num_epochs
@@ -85,7 +85,7 @@ class TrainWorkspace:
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
 
-# %% ../nbs/23_workspace.ipynb #135d3e90
+# %% ../nbs/23_workspace.ipynb #74e87db3
 @patch
 def state_dict(self:TrainWorkspace) -> dict:
     "The run's complete state as a checkpoint dict."
@@ -109,7 +109,7 @@ def load_state_dict(self:TrainWorkspace, ck:dict):
     self.loss_sum, self.loss_count = loop.get('loss_sum', 0.0), loop.get('loss_count', 0)
     if ck.get('rng'): set_rng_state(ck['rng'])
 
-# %% ../nbs/23_workspace.ipynb #1e70d3c1
+# %% ../nbs/23_workspace.ipynb #0b247d91
 @patch
 def resume(self:TrainWorkspace) -> Path|None:
     "Load the checkpoint to resume from, if any; returns its path."
@@ -150,7 +150,7 @@ def train_loader(self:TrainWorkspace):
                                        num_workers=tr.num_workers, generator=torch.Generator(), collate_fn=collate_batch,
                                        pin_memory=self.device.type == 'cuda')
 
-# %% ../nbs/23_workspace.ipynb #bd1db050
+# %% ../nbs/23_workspace.ipynb #5b4401cf
 @patch
 def optimizer_step(self:TrainWorkspace):
     "Clip (a non-finite gradient norm stops the run), step the optimizer, the LR schedule and the EMA."
@@ -207,7 +207,7 @@ def maybe_save_mid_epoch(self:TrainWorkspace):
     if self.stop_requested or (every > 0 and self.global_step % every == 0): self.save()
     if self.stop_requested: raise Preempted()
 
-# %% ../nbs/23_workspace.ipynb #c52a442d
+# %% ../nbs/23_workspace.ipynb #c9df86da
 @patch
 def eval_policy(self:TrainWorkspace) -> nn.Module:
     "The policy used for validation and sampling: the EMA copy when `use_ema`."
@@ -244,8 +244,7 @@ def sample_mse(self:TrainWorkspace) -> float:
 @patch
 def rollout(self:TrainWorkspace) -> dict:
     "Success rate in simulation (`cfg.task.env_runner`) of the evaluation policy: `test_mean_score`, ..."
-    from maniflow_nb.envs import MetaWorldRunner
-    res = MetaWorldRunner.from_config(self.cfg, output_dir=self.run_dir/'videos').run(self.eval_policy())
+    res = make_runner(self.cfg, output_dir=self.run_dir/'videos').run(self.eval_policy())
     self.model.train(); self.videos = res.get('video_paths') or []   # logged by `log_media` (the grid first)
     return {k: v for k, v in res.items() if isinstance(v, float)}
 
@@ -285,7 +284,7 @@ def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
     if names: self.save(names)
     for f in sorted(self.ckpt_dir.glob('last-epoch=*.ckpt'))[:-k] if k else []: f.unlink(missing_ok=True)
 
-# %% ../nbs/23_workspace.ipynb #f6c9d153
+# %% ../nbs/23_workspace.ipynb #2da5f565
 @patch
 def run(self:TrainWorkspace) -> dict:
     "Train for `training.num_epochs` epochs, resuming where a previous run stopped; the run dir is locked meanwhile."

@@ -197,7 +197,7 @@ def test_legacy_signal_checkpoints_and_resumes_exactly(store, tmp_path, capsys, 
 def test_env_runner_target_allow_list(store, tmp_path):
     from omegaconf import open_dict
     from maniflow_nb.config import compose_config, ConfigError
-    from maniflow_nb.lightning import make_runner, runner_class
+    from maniflow_nb.policies import make_runner, runner_class
     cfg = compose_config('maniflow_state_metaworld', [f'task.dataset_path={store}', f'run_dir={tmp_path}'])
     with open_dict(cfg): cfg.task.env_runner._target_ = 'subprocess.Popen'
     with pytest.raises(ConfigError, match="task.env_runner._target_ is 'subprocess.Popen', expected one of maniflow_nb.envs.MetaWorldRunner"):
