@@ -7,6 +7,8 @@ noise, a new scene every frame), converts it with each number of workers and FPS
 to bench/results/convert_calvin.json:
 - kind 'baseline': the frame-by-frame pipeline of earlier versions (`rgbd_to_point_cloud` + `StoreWriter`, one process)
   on the same frames just before, so the rates below can be compared at the same machine load;
+- kind 'cpu_probe': FPS calls per second of one process alone and of two at once (how much parallel CPU the shared
+  machine gives right now: a pair summing to the solo rate means one core's worth is free, and workers cannot help);
 - kind 'rate': end-to-end frames/s (wall clock), frames per CPU-second (this process and its workers: the rate an
   unshared core would give), a per-frame breakdown (read .npz, back-project + crop, FPS, whole step), the load average;
 - kind 'quality': coverage of every cropped point by the sample (max / p99 / mean nearest distance, m) and Chamfer
@@ -14,7 +16,7 @@ to bench/results/convert_calvin.json:
   itself varies) and for each pixel-stride pre-pass; ratios are to exact FPS on the full cloud (start point 0).
 The development machine has 2 cores shared with other jobs: the load average is recorded with every row.
 """
-import argparse, datetime, json, os, resource, tempfile, time
+import argparse, datetime, json, os, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch, fpsample
 from maniflow_nb.config import atomic_path
@@ -66,6 +68,19 @@ def baseline(frames, out, n_points) -> float: # frames per second
     return round(len(frames) / (time.perf_counter() - t), 1)
 
 
+PROBE = """import time, numpy as np, fpsample
+x = np.random.default_rng(0).random((40000, 3)).astype(np.float32); t, n = time.perf_counter(), 0
+while time.perf_counter() - t < 4: fpsample.bucket_fps_kdline_sampling(x, 2048, h=5, start_idx=0); n += 1
+print(n / (time.perf_counter() - t))"""
+
+def cpu_probe() -> dict:
+    "FPS calls/s of one process alone, and the sum of two running at once."
+    run = lambda k: [subprocess.Popen([sys.executable, '-c', PROBE], stdout=subprocess.PIPE, text=True) for _ in range(k)]
+    rate = lambda ps: sum(float(p.communicate()[0]) for p in ps)
+    solo = rate(run(1)); pair = rate(run(2))
+    return {'solo_fps_calls_per_s': round(solo, 1), 'pair_fps_calls_per_s': round(pair, 1), 'parallel_gain': round(pair / solo, 2)}
+
+
 def quality(frames, n_points, strides) -> dict:
     "Coverage and Chamfer of exact FPS (other start) and of stride pre-passes, relative to exact FPS from point 0."
     K, T = calvin_camera_matrices()
@@ -108,6 +123,8 @@ def main():
         split = make_calvin_fixture(d, n_episodes=max(1, a.frames // 64), episode_len=min(64, a.frames), boxes=5)
         print(f'fixture: {time.perf_counter() - t:.1f} s')
         frames = sorted(split.glob('episode_*.npz'))
+        rows.append({**base, 'kind': 'cpu_probe', **cpu_probe(), 'load_avg_1m': round(os.getloadavg()[0], 2)})
+        print(json.dumps(rows[-1]))
         rows.append({**base, 'kind': 'baseline', 'frames': min(256, len(frames)), 'workers': 1,
                      'frames_per_s': baseline(frames[:256], Path(d) / 'baseline.zarr', a.n_points), 'load_avg_1m': round(os.getloadavg()[0], 2)})
         print(json.dumps(rows[-1]))

@@ -8,7 +8,7 @@ __all__ = ['X_AXES', 'VIDEO_SUFFIXES', 'LOSSES', 'DIFF_CSS', 'find_runs', 'runs_
            'run_videos', 'plot_summary', 'plot', 'plot_cli', 'config_diff_html', 'runs_html', 'dashboard_html',
            'RunDashboard', 'dashboard']
 
-# %% ../nbs/30_dashboard.ipynb #9ba3105f
+# %% ../nbs/30_dashboard.ipynb #2168e0f6
 import os, io, json, html, base64
 from pathlib import Path
 import numpy as np, pandas as pd, yaml
@@ -20,7 +20,7 @@ from .parity import load_run
 from .cli import run_cli
 from .config import UserError
 
-# %% ../nbs/30_dashboard.ipynb #c8d92f49
+# %% ../nbs/30_dashboard.ipynb #6aa779cf
 def find_runs(root) -> list:
     "Run dirs under `root` (itself included): folders holding a `metrics.csv`."
     root = Path(root)
@@ -46,7 +46,7 @@ def metric_names(df:pd.DataFrame) -> list:
     "Metrics that can be plotted (numeric columns other than the x axes)."
     return [c for c in df.columns if c not in ('run', 'step', 'epoch', 'time') and pd.api.types.is_numeric_dtype(df[c]) and df[c].notna().any()]
 
-# %% ../nbs/30_dashboard.ipynb #9c337b7c
+# %% ../nbs/30_dashboard.ipynb #ed1254cd
 def smooth_curve(y, weight:float=0.0) -> np.ndarray:
     "TensorBoard-style smoothing: debiased exponential moving average with `weight` in [0, 1); NaNs are skipped."
     y = np.asarray(y, dtype=float)
@@ -58,7 +58,7 @@ def smooth_curve(y, weight:float=0.0) -> np.ndarray:
         out[i] = acc / (1 - weight ** n) if weight else v
     return out
 
-# %% ../nbs/30_dashboard.ipynb #4786ad3e
+# %% ../nbs/30_dashboard.ipynb #096451cb
 X_AXES = ('step', 'epoch', 'time')
 
 def plot_runs(df:pd.DataFrame, # `load_runs` table
@@ -86,7 +86,7 @@ def available_axes(df:pd.DataFrame, runs=None) -> list:
     rs = runs if runs is not None else sorted(df.run.unique())
     return [x for x in X_AXES if x in df and all(df.loc[df.run == r, x].notna().any() for r in rs)]
 
-# %% ../nbs/30_dashboard.ipynb #0655a4ca
+# %% ../nbs/30_dashboard.ipynb #74cfe2e9
 def flatten(d:dict, prefix:str='') -> dict:
     "Nested dict -> `{dotted.key: value}`."
     out = {}
@@ -108,7 +108,7 @@ def config_diff(run_a, run_b, ignore=('run_dir',)) -> dict:
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys())
             if k not in ignore and a.get(k, missing) != b.get(k, missing)}
 
-# %% ../nbs/30_dashboard.ipynb #b6b23bce
+# %% ../nbs/30_dashboard.ipynb #1483c9d1
 def read_eval(run_dir) -> dict|None:
     "The run's `eval.json` record, or None when it was not evaluated."
     p = Path(run_dir)/'eval.json'
@@ -130,7 +130,7 @@ def run_videos(run_dir) -> list:
     if paths := [p for p in paths if p.is_file()]: return paths
     return sorted(p for p in (d/'videos').glob('*') if p.suffix in VIDEO_SUFFIXES) if (d/'videos').is_dir() else []
 
-# %% ../nbs/30_dashboard.ipynb #eb681b35
+# %% ../nbs/30_dashboard.ipynb #aa80d054
 LOSSES = ('train_loss', 'val_loss')
 
 def _losses(df:pd.DataFrame) -> list:
@@ -169,7 +169,7 @@ def _plot_success(ax, df, runs):
     elif ax.lines and not bars: ax.legend(fontsize=8)
     ax.set_ylim(0, 1.05); ax.set_ylabel('success rate'); ax.set_title('success'); ax.grid(alpha=0.3)
 
-# %% ../nbs/30_dashboard.ipynb #149f7f00
+# %% ../nbs/30_dashboard.ipynb #817e382a
 def _png(fig) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format='png'); return buf.getvalue()
 
@@ -199,9 +199,9 @@ def plot(runs:Param('run dirs (folders with metrics.csv)', str, nargs='+'),
 
 def plot_cli(argv=None): # command-line arguments (default: sys.argv[1:])
     "`maniflow-plot RUN [RUN...] [--out PNG] [--html PAGE]`."
-    return run_cli(plot, 'maniflow-plot', argv)
+    run_cli(plot, 'maniflow-plot', argv)     # None: a console script's returned value would become its exit status
 
-# %% ../nbs/30_dashboard.ipynb #91caf17f
+# %% ../nbs/30_dashboard.ipynb #f0df9a4a
 DIFF_CSS = """<style>
 .mf-diff {border-collapse: collapse; font: 13px sans-serif; margin: 6px 0}
 .mf-diff th, .mf-diff td {border: 1px solid #ddd; padding: 3px 8px; text-align: left}
@@ -223,7 +223,7 @@ def config_diff_html(diff:dict, names=('A', 'B')) -> str:
         rows.append(f'<tr><td title="{html.escape(k)}">&nbsp;&nbsp;{html.escape(rest or top)}</td>{_cell(a)}{_cell(b)}</tr>')
     return f'{DIFF_CSS}<table class="mf-diff"><tr><th>key</th>{head}</tr>{"".join(rows)}</table>'
 
-# %% ../nbs/30_dashboard.ipynb #2da92d47
+# %% ../nbs/30_dashboard.ipynb #767afc93
 def _video_html(p:Path) -> str:
     "A video file as HTML (GIFs as images)."
     src = html.escape(Path(p).absolute().as_uri())
@@ -255,7 +255,7 @@ def dashboard_html(df, runs=None, page:bool=True) -> str:
             f'src="data:image/png;base64,{img}"><h3>Config diff</h3>{diff}')
     return f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>maniflow_nb runs</title></head><body>{body}</body></html>' if page else body
 
-# %% ../nbs/30_dashboard.ipynb #9e7f49bf
+# %% ../nbs/30_dashboard.ipynb #471936e4
 class RunDashboard:
     "Widgets over `load_runs(root)`: pick runs, metric, x axis and smoothing; see the figure, success rates, videos and the config diff."
     def __init__(self, root):

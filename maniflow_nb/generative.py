@@ -8,7 +8,7 @@ __all__ = ['DiTBlock', 'DiT', 'FlowMatchingPath', 'DiffusionPath', 'FlowSampler'
            'GenerativeModule', 'progress_bar', 'build_callbacks', 'build_strategy', 'check_devices', 'build_trainer',
            'save_run_config', 'build_module', 'train_generative', 'generative_main', 'generative_cli']
 
-# %% ../nbs/41_generative.ipynb #b015436a
+# %% ../nbs/41_generative.ipynb #1aed7ab1
 import math
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -25,7 +25,7 @@ from .flow import PATHS, make_path, sample_path, sample_time, ODE_METHODS, ode_s
 from .scenes import SceneDataModule
 from .lightning import run_loggers, progress_bar_on
 
-# %% ../nbs/41_generative.ipynb #bf6973b8
+# %% ../nbs/41_generative.ipynb #1c112bd2
 class DiTBlock(nn.Module):
     "Self-attention + MLP, both adaLN-Zero modulated by the conditioning vector."
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
@@ -49,7 +49,7 @@ class DiTBlock(nn.Module):
         x = x + g1[:, None] * self.attn(modulate(self.norm1(x), s1, k1))
         return x + g2[:, None] * self.mlp(modulate(self.norm2(x), s2, k2))
 
-# %% ../nbs/41_generative.ipynb #01d59750
+# %% ../nbs/41_generative.ipynb #b7a7973c
 class DiT(nn.Module):
     "Image DiT: `(B,in_ch,S,S)` and times `(B,)` in [0,1] -> `(B,out_ch,S,S)`."
     def __init__(self, in_ch: int = 8, out_ch: int = 1, image_size: int = 64, patch_size: int = 4,
@@ -79,7 +79,7 @@ class DiT(nn.Module):
         shift, scale = self.ada(c).chunk(2, -1)
         return self.unpatchify(self.out(modulate(self.norm(h), shift, scale)))
 
-# %% ../nbs/41_generative.ipynb #f675b537
+# %% ../nbs/41_generative.ipynb #21f8c0e7
 class FlowMatchingPath:
     "An affine probability path of `maniflow_nb.flow.PATHS`; the target is the velocity."
     family = 'flow'
@@ -98,7 +98,7 @@ class FlowMatchingPath:
         "Estimate of the clean sample `x1` from a velocity prediction."
         return self.path.velocity_to_target(pred, x_t, t.view(-1, *[1] * (x_t.dim() - 1)))
 
-# %% ../nbs/41_generative.ipynb #2d356c50
+# %% ../nbs/41_generative.ipynb #8f95d46b
 class DiffusionPath:
     "DDPM forward process (diffusers' `DDPMScheduler`); the target is set by `prediction_type`."
     family = 'diffusion'
@@ -127,7 +127,7 @@ class DiffusionPath:
         if self.prediction_type == 'sample': return pred
         return a.sqrt() * x_t - (1 - a).sqrt() * pred
 
-# %% ../nbs/41_generative.ipynb #fdd5940c
+# %% ../nbs/41_generative.ipynb #ddad1ea2
 class FlowSampler:
     "Sample a flow model with `maniflow_nb.flow.ode_sample` (euler | midpoint | rk4 | dopri5)."
     family = 'flow'
@@ -147,7 +147,7 @@ class FlowSampler:
             return fn(x, t.clamp(0, path.t_max)).to(x.dtype)
         return ode_sample(velocity, x0, self.method, self.steps, self.atol, self.rtol, t1=path.t_max)
 
-# %% ../nbs/41_generative.ipynb #c8c45b0e
+# %% ../nbs/41_generative.ipynb #8c5e6f2e
 class DiffusionSampler:
     "Sample a diffusion model with diffusers' DDIM (eta 0 = deterministic) or DDPM scheduler."
     family = 'diffusion'
@@ -168,7 +168,7 @@ class DiffusionSampler:
             x = sch.step(out, int(t), x, generator=generator, **kw).prev_sample
         return x
 
-# %% ../nbs/41_generative.ipynb #eae3fdd9
+# %% ../nbs/41_generative.ipynb #7696fe7a
 def mask_iou(pred: torch.Tensor,   # (B,1,S,S) binary or boolean
              target: torch.Tensor, # (B,1,S,S) binary or boolean
             ) -> torch.Tensor:
@@ -182,7 +182,7 @@ def soft_dice_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     inter = (p * t).flatten(1).sum(1)
     return (1 - (2 * inter + 1) / (p.flatten(1).sum(1) + t.flatten(1).sum(1) + 1)).mean()
 
-# %% ../nbs/41_generative.ipynb #a5509226
+# %% ../nbs/41_generative.ipynb #514549ac
 def best_of_n_iou(samples: torch.Tensor, # (N,B,1,S,S) N binary masks per scene
                   target: torch.Tensor,  # (B,1,S,S) binary ground truth
                  ) -> torch.Tensor:
@@ -211,7 +211,7 @@ def mask_validity(mask: torch.Tensor,    # (B,1,S,S) binary masks
     valid = (in_goal >= 1 - tol) & (free >= 1 - tol) & (ratio - 1).abs().le(0.5) & (n > 0)
     return {'in_goal': in_goal, 'free': free, 'area_ratio': ratio, 'valid': valid.float()}
 
-# %% ../nbs/41_generative.ipynb #5950c268
+# %% ../nbs/41_generative.ipynb #c6bd76e1
 def coord_grid(size: int, device=None) -> torch.Tensor:
     "Coordinate channels `(2,size,size)` (y, x) in [-1,1]."
     r = torch.linspace(-1, 1, size, device=device)
@@ -223,7 +223,7 @@ def context_rgb(ctx: torch.Tensor) -> torch.Tensor:
     rgb = torch.stack([torch.maximum(target, robot), torch.maximum(goal, robot), movable * (1 - target)], 1)
     return (rgb + 0.5 * static[:, None]).clamp(0, 1)
 
-# %% ../nbs/41_generative.ipynb #9c08b7bc
+# %% ../nbs/41_generative.ipynb #e1297696
 def build(cfg):
     "`hydra.utils.instantiate`, with a bad value reported as the `ConfigError` that names it."
     try: return instantiate(cfg)
@@ -273,7 +273,7 @@ class GenerativeModule(pl.LightningModule):
         x0 = torch.randn((context.shape[0], 1, S, S), device=context.device, generator=generator)
         return self.sampler.sample(lambda x, t: self.predict(x, t, context), x0, self.path, generator=generator)
 
-# %% ../nbs/41_generative.ipynb #899f0203
+# %% ../nbs/41_generative.ipynb #f297093b
 def _training_step(self, batch, batch_idx):
     loss, parts = self.compute_loss(batch)
     bs = batch['target'].shape[0]
@@ -300,7 +300,7 @@ def _on_validation_epoch_end(self):
 GenerativeModule.training_step, GenerativeModule.validation_step = _training_step, _validation_step
 GenerativeModule.on_validation_epoch_end = _on_validation_epoch_end
 
-# %% ../nbs/41_generative.ipynb #281618f1
+# %% ../nbs/41_generative.ipynb #1ebba0ed
 def _log_samples(self, batch, gen):
     "Write `Validation_Samples_<i>` images (context | generated | ground truth) of the first samples to TensorBoard."
     n = self.hparams.n_log_images
@@ -321,7 +321,7 @@ def _configure_optimizers(self):
 
 GenerativeModule.log_samples, GenerativeModule.configure_optimizers = _log_samples, _configure_optimizers
 
-# %% ../nbs/41_generative.ipynb #6da556d8
+# %% ../nbs/41_generative.ipynb #13c78341
 def progress_bar(kind: str = 'rich'): # rich | tqdm | none
     "The progress-bar callback: Rich when installed, else TQDM; none in batch jobs."
     from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
@@ -331,7 +331,7 @@ def progress_bar(kind: str = 'rich'): # rich | tqdm | none
         except ImportError: print("note: rich is not installed; using the TQDM progress bar")
     return TQDMProgressBar()
 
-# %% ../nbs/41_generative.ipynb #2e5a404f
+# %% ../nbs/41_generative.ipynb #3d3739ee
 def build_callbacks(tcfg, run_dir) -> list:
     "ModelCheckpoint (last + best by the monitored metric), LearningRateMonitor and the progress bar."
     from pytorch_lightning.callbacks import ModelCheckpoint, LearningRateMonitor
@@ -370,7 +370,7 @@ def build_trainer(cfg) -> pl.Trainer:
                       limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
                       num_sanity_val_steps=t.num_sanity_val_steps, enable_model_summary=False)
 
-# %% ../nbs/41_generative.ipynb #255ce1a6
+# %% ../nbs/41_generative.ipynb #064621f8
 def save_run_config(cfg, overrides=()):
     "Write the resolved config to `run_dir/config.yaml` and Hydra-style `run_dir/.hydra/{config,overrides}.yaml`."
     rd = Path(cfg.run_dir)
@@ -400,7 +400,7 @@ def train_generative(cfg, overrides=()):
     trainer.fit(module, dm, ckpt_path=ckpt)
     return trainer, module
 
-# %% ../nbs/41_generative.ipynb #3d4a934e
+# %% ../nbs/41_generative.ipynb #8ce35e9b
 def generative_main(config_name: str = 'train_fb_flow_matching', # top-level config: train_fb_flow_matching | train_hf_diffusion
                     overrides: Param("dotted overrides, e.g. model.sampler.method=dopri5 sampling_steps=20", str, nargs='*', opt=False) = None,
                    ):
@@ -410,4 +410,4 @@ def generative_main(config_name: str = 'train_fb_flow_matching', # top-level con
 
 def generative_cli(argv=None): # arguments; defaults to `sys.argv[1:]`
     "Console entry point `maniflow-generative` (`maniflow_nb.cli.run_cli`; Hydra's `--config-name`/`-cn` work too)."
-    return run_cli(generative_main, 'maniflow-generative', argv)
+    run_cli(generative_main, 'maniflow-generative', argv)   # None: a returned value would be the exit status

@@ -7,7 +7,7 @@ __all__ = ['SAFE_GLOBALS', 'UPSTREAM', 'BASE_CONFIG', 'SETTINGS', 'MANIFLOW_RULE
            'NORMALIZER_PREFIX', 'FIELD_BUFFERS', 'plain_unpickle', 'read_original', 'cfg_get', 'maniflow_settings',
            'dp3_settings', 'our_config', 'rename', 'map_state_dict', 'import_checkpoint', 'import_main', 'import_cli']
 
-# %% ../nbs/31_import.ipynb #2df27223
+# %% ../nbs/31_import.ipynb #10710a75
 import re, io, pickle, typing, collections
 from pathlib import Path
 import torch
@@ -21,7 +21,7 @@ from .policies import make_policy
 from .optim import make_optimizer, make_scheduler
 from .checkpoint import LEGACY_FORMAT, save_checkpoint
 
-# %% ../nbs/31_import.ipynb #9e9d6a89
+# %% ../nbs/31_import.ipynb #a3104f42
 SAFE_GLOBALS = [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, StringNode, IntegerNode, FloatNode,
                 BooleanNode, typing.Any, collections.defaultdict, dict, list, int, float, str, bool]
 UPSTREAM = {'maniflow': 'geyan21/ManiFlow_Policy@c631661', 'dp3': 'YanjieZe/3D-Diffusion-Policy@47385d9'}
@@ -60,7 +60,7 @@ def read_original(path,             # a .ckpt written by the original DP3 / Mani
     payload['pickles'] = {k: plain_unpickle(v) if isinstance(v, bytes) else None for k, v in payload.get('pickles', {}).items()}
     return payload
 
-# %% ../nbs/31_import.ipynb #855581bd
+# %% ../nbs/31_import.ipynb #88445f8e
 _MISSING = object()
 
 def cfg_get(cfg, key:str, default=_MISSING):
@@ -75,7 +75,7 @@ def cfg_get(cfg, key:str, default=_MISSING):
 def _require(cond, msg):
     if not cond: raise UserError(f"cannot import: {msg}")
 
-# %% ../nbs/31_import.ipynb #d270ee6f
+# %% ../nbs/31_import.ipynb #d067ce9f
 def _obs_meta(u):
     "Our shape_meta from the original one: exactly point_cloud (XYZ) and agent_pos."
     sm = cfg_get(u, 'shape_meta', None) or cfg_get(u, 'task.shape_meta')
@@ -103,7 +103,7 @@ def _common(u) -> dict:
         if (v := cfg_get(u, theirs, None)) is not None: d[f'training.{ours}'] = v
     return d
 
-# %% ../nbs/31_import.ipynb #91d7e529
+# %% ../nbs/31_import.ipynb #ef8c0cef
 def _state_mlp(sizes):
     sizes = list(sizes or (64, 64))
     return {'state_hidden': sizes[:-1], 'state_dim': sizes[-1]}
@@ -129,7 +129,7 @@ def maniflow_settings(u) -> dict:
                flow_batch_ratio=g('flow_batch_ratio', 0.75), consistency_weight=1.0)
     return _common(u) | {f'policy.{k}': v for k, v in pol.items()}
 
-# %% ../nbs/31_import.ipynb #d22b2b41
+# %% ../nbs/31_import.ipynb #c2167c90
 def dp3_settings(u) -> dict:
     "Our config keys for an original DP3 config."
     g = lambda k, d=_MISSING: cfg_get(u, f'policy.{k}', d)
@@ -149,7 +149,7 @@ def dp3_settings(u) -> dict:
            'scheduler': sched, 'num_inference_steps': g('num_inference_steps', None) or s.get('num_train_timesteps', 100)}
     return _common(u) | {f'policy.{k}': v for k, v in pol.items()}
 
-# %% ../nbs/31_import.ipynb #13a97d58
+# %% ../nbs/31_import.ipynb #1d24d1ae
 BASE_CONFIG = {'maniflow': 'maniflow_pointcloud_metaworld', 'dp3': 'dp3_metaworld'}
 SETTINGS = {'maniflow': maniflow_settings, 'dp3': dp3_settings}
 
@@ -172,7 +172,7 @@ def our_config(kind:str, u, overrides=()) -> DictConfig:
             if k not in given: OmegaConf.update(cfg, k, v, merge=False)
     return cfg
 
-# %% ../nbs/31_import.ipynb #7cf81f2d
+# %% ../nbs/31_import.ipynb #5263177a
 _ENCODER = [('obs_encoder.extractor.mlp.', 'obs_encoder.encoders.point_cloud.mlp.'),
             ('obs_encoder.extractor.final_projection.', 'obs_encoder.encoders.point_cloud.proj.'),
             ('obs_encoder.state_mlp.', 'obs_encoder.encoders.agent_pos.net.')]
@@ -209,7 +209,7 @@ def rename(key:str, rules) -> str|None:
             return out + key[m.end():]
     return None
 
-# %% ../nbs/31_import.ipynb #236c8495
+# %% ../nbs/31_import.ipynb #36149dfb
 NORMALIZER_PREFIX, FIELD_BUFFERS = 'normalizer.fields.', ('scale', 'offset', 'min', 'max', 'mean', 'std')
 
 def map_state_dict(sd:dict, rules, target:dict, keys=('action',)) -> dict:
@@ -230,7 +230,7 @@ def map_state_dict(sd:dict, rules, target:dict, keys=('action',)) -> dict:
     _require(not missing, f"our tensors the checkpoint does not fill: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return out
 
-# %% ../nbs/31_import.ipynb #47765735
+# %% ../nbs/31_import.ipynb #75a2068e
 def import_checkpoint(kind:str,          # 'maniflow' or 'dp3'
                       src, out,          # original .ckpt, our checkpoint to write
                       trust:bool=False,  # unpickle the original with code (only for trusted files)
@@ -255,7 +255,7 @@ def import_checkpoint(kind:str,          # 'maniflow' or 'dp3'
     save_checkpoint(ck, out)
     return ck
 
-# %% ../nbs/31_import.ipynb #7d82c0ee
+# %% ../nbs/31_import.ipynb #2bb86c13
 def import_main(kind:str,                 # checkpoint kind: dp3 or maniflow
                 src:str,                  # checkpoint written by the original DP3 / ManiFlow workspace
                 out:str,                  # our checkpoint to write
@@ -266,4 +266,4 @@ def import_main(kind:str,                 # checkpoint kind: dp3 or maniflow
     n = sum(v.numel() for v in ck['model'].values())
     print(f"{out}: {len(ck['model'])} tensors ({n:,} values) from {kind} ({UPSTREAM[kind]}), EMA: {'yes' if ck['ema'] else 'no'}")
 
-def import_cli(argv=None): return run_cli(import_main, 'maniflow-import', argv)
+def import_cli(argv=None): run_cli(import_main, 'maniflow-import', argv)   # None: a returned value would be the exit status

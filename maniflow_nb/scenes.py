@@ -7,7 +7,7 @@ __all__ = ['CONTEXT_KEYS', 'TARGET_KEY', 'LEGACY_KEYS', 'SCENE_SHAPE', 'SceneFil
            'scene_tensors', 'box_mask', 'place_in_goal', 'make_scene', 'gen_scenes', 'gen_scenes_main',
            'gen_scenes_cli', 'SceneDataset', 'scene_files', 'split_files', 'SceneDataModule']
 
-# %% ../nbs/40_scenes.ipynb #fa4979fd
+# %% ../nbs/40_scenes.ipynb #7882e633
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 import pytorch_lightning as pl
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .config import UserError, atomic_path, in_batch_job
 from .cli import run_cli
 
-# %% ../nbs/40_scenes.ipynb #cc5124db
+# %% ../nbs/40_scenes.ipynb #1751bfad
 CONTEXT_KEYS = ('robot_image', 'goal_image', 'movable_objects_image', 'static_objects_image', 'target_object')
 TARGET_KEY = 'target_goal'
 LEGACY_KEYS = {'robot': 'robot_image', 'goal': 'goal_image', 'movable': 'movable_objects_image',
@@ -38,7 +38,7 @@ def read_scene(path) -> dict:
             raise SceneFileError(f"scene file {path}: key '{k}' has shape {tuple(raw[k].shape)}, expected {SCENE_SHAPE}")
     return {k: raw[k].astype(np.float32) for k in need}
 
-# %% ../nbs/40_scenes.ipynb #81d20d34
+# %% ../nbs/40_scenes.ipynb #33de2063
 def resize_masks(x: torch.Tensor, # (C,H,W) masks in [0,1]
                  size: int,       # output side length
                 ) -> torch.Tensor:
@@ -52,7 +52,7 @@ def scene_tensors(scene: dict, image_size: int = 64):
     tgt = (resize_masks(torch.from_numpy(scene[TARGET_KEY])[None], image_size) > 0.5).float()
     return ctx, tgt
 
-# %% ../nbs/40_scenes.ipynb #ae3f8473
+# %% ../nbs/40_scenes.ipynb #f7f91d2e
 def box_mask(size: int, y: int, x: int, h: int, w: int) -> np.ndarray:
     "A `(size,size)` uint8 mask with the rectangle `[y,y+h) x [x,x+w)` set."
     m = np.zeros((size, size), np.uint8); m[y:y+h, x:x+w] = 1
@@ -73,7 +73,7 @@ def _free_box(rng, occ, h, w, tries=200):
         if not occ[max(y-2, 0):y+h+2, max(x-2, 0):x+w+2].any(): return (y, x, h, w)
     return None
 
-# %% ../nbs/40_scenes.ipynb #579c1cc5
+# %% ../nbs/40_scenes.ipynb #2d43f546
 def _walls(rng, S):
     "Border walls, an optional inner wall with a doorway, and 0-2 pillars."
     t = max(2, S // 32); m = np.zeros((S, S), np.uint8)
@@ -112,7 +112,7 @@ def make_scene(seed: int,          # scene seed (the generator is seeded with it
     while (s := _try_scene(rng, size)) is None: pass
     return s
 
-# %% ../nbs/40_scenes.ipynb #b42b97ab
+# %% ../nbs/40_scenes.ipynb #f7e552db
 def gen_scenes(n: int,             # number of scenes
                out,                # output directory
                seed: int = 0,      # base seed; scene i uses seed + i
@@ -140,9 +140,9 @@ def gen_scenes_main(n: int = 2000,          # number of scenes
 
 def gen_scenes_cli(argv=None): # arguments; defaults to `sys.argv[1:]`
     "Console entry point `maniflow-gen-scenes` (`maniflow_nb.cli.run_cli`: bad input is one line, exit 2)."
-    return run_cli(gen_scenes_main, 'maniflow-gen-scenes', argv)
+    run_cli(gen_scenes_main, 'maniflow-gen-scenes', argv)   # None: a returned value would be the exit status
 
-# %% ../nbs/40_scenes.ipynb #3f3a9e23
+# %% ../nbs/40_scenes.ipynb #5ae13da9
 class SceneDataset(torch.utils.data.Dataset):
     "Scenes from `.npz` files, held in RAM as `context (N,5,S,S)` and `target (N,1,S,S)`."
     def __init__(self, files, image_size: int = 64):
@@ -165,7 +165,7 @@ def split_files(files, val_ratio: float = 0.1, seed: int = 42, max_scenes=None):
     n_val = min(max(1, round(val_ratio * len(files))), max(len(files) - 1, 1))
     return [files[i] for i in sorted(idx[n_val:])], [files[i] for i in sorted(idx[:n_val])]
 
-# %% ../nbs/40_scenes.ipynb #6d0b7fec
+# %% ../nbs/40_scenes.ipynb #245928d0
 class SceneDataModule(pl.LightningDataModule):
     "Train/val loaders over a directory of NAMO scene files."
     def __init__(self, data_dir, image_size: int = 64, batch_size: int = 64, val_ratio: float = 0.1,

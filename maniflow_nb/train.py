@@ -74,7 +74,7 @@ def print_help():
 def main(argv=None):
     "Console entry point `maniflow-train` (returns None): `-m`/`--multirun` runs a sweep, `--dry-run` prints the launch, else one training."
     argv = sys.argv[1:] if argv is None else list(argv)
-    if '-h' in argv or '--help' in argv: return print_help()
+    if '-h' in argv or '--help' in argv: print_help(); return
     multirun, argv = pop_flag(argv, '-m', '--multirun')
     dry_run, argv = pop_flag(argv, '--dry-run', '--dry_run')
     kw = parse_args(train_cli, 'maniflow-train', argv)

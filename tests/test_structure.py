@@ -49,3 +49,24 @@ def test_data_store_does_not_import_lightning():
     "The store layer stays light: CLIs that only read stores must not pay for importing Lightning."
     src = (PKG / 'data.py').read_text()
     assert 'pytorch_lightning' not in src and 'import lightning' not in src
+
+def console_scripts() -> dict:
+    "name -> (module, function) of every console script in settings.ini."
+    import configparser
+    cfg = configparser.ConfigParser(); cfg.read(PKG.parent/'settings.ini')
+    out = {}
+    for line in cfg['DEFAULT']['console_scripts'].split('\n'):
+        if '=' in line:
+            name, target = (s.strip() for s in line.split('=', 1))
+            out[name] = tuple(target.split(':'))
+    return out
+
+def test_console_scripts_exist_and_return_nothing():
+    "A console script's returned value becomes the process's exit status (and is printed): they must return None."
+    bad = []
+    for name, (mod, fn) in console_scripts().items():
+        path = PKG/f"{mod.split('.')[-1]}.py"
+        funcs = {n.name: n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
+        assert fn in funcs, f'{name}: {mod}.{fn} does not exist'
+        if any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(funcs[fn])): bad.append(f'{name} ({mod}.{fn})')
+    assert not bad, 'console scripts that return a value: ' + ', '.join(bad)
