@@ -14,7 +14,8 @@ the evaluation seeds 0, 1, 2 (`evaluate_checkpoint`). Timeline T/To/Ta = 4/2/3 f
 bench/results/metaworld_suite.json as soon as it finishes (read-modify-write through a temp file under a lock); a rerun
 skips every row already recorded with the same parameters (`params_id`), so the suite resumes task by task, and an
 interrupted training resumes from its run dir's last checkpoint. `--table` renders the Markdown table (per task, per
-difficulty group, ours next to the published aggregates) to stdout and bench/results/metaworld_suite.md.
+difficulty group, ours next to the published aggregates) of the rows recorded with the parameters the other options
+give (`--table --paper-size` for the paper-size rows) to stdout and bench/results/metaworld_suite.md.
 
 Difficulty groups: DP3's paper (Appendix, following Seo et al. 2022, "Masked World Models") classifies the 50 MetaWorld
 tasks as easy (28), medium (11), hard (6) and very hard (5); `GROUPS` below is that split (v3 names). The DP3 repository
@@ -48,10 +49,12 @@ load average 3-4; the rows are in bench/results/metaworld_suite.json):
            the PointNet over 512 points x To=2 x 64 dominates; a step in isolation: 0.59 s, with PointNet [32,64,128]
            0.25 s, with UNet [32,64,128] instead 0.74 s, i.e. the UNet width hardly matters), evaluation 164 s for mean
            length 116 (23 ms per step); success 0.60 (0.60/0.55/0.65). Too slow for the suite, hence the half-width
-           PointNet and 400 steps (the same ~2-2.5 min of training per task as ManiFlow): see its row (params_id).
+           PointNet and 400 steps (about the same ~2-3 min of training per task as ManiFlow).
+  DP3 at the suite's CPU size (PointNet [32,64,128], 5.03 M parameters), 400 steps: training 173 s (~2.3 steps/s),
+           evaluation 78 s for mean length 65; success 0.97 (0.95/1.00/0.95).
   Extrapolation to the default suite (10 tasks x 2 policies, one training seed), assuming a mean episode length of
   ~110 steps over the suite (failures run the full 200): demos 10 x ~15 s; ManiFlow 10 x (117 s + ~116 s eval);
-  DP3 10 x (~150 s + ~155 s eval) -> ~5500 s = ~92 min. Evaluation is ~40 % of it and grows with failures (a task at
+  DP3 10 x (173 s + ~155 s eval) -> ~5600 s = ~93 min. Evaluation is ~40 % of it and grows with failures (a task at
   0 % costs ~3.5 s per episode, ~210 s per evaluation); `--budget-minutes 90` starts no run that would end past 90 min
   (estimated from the runs so far) and a rerun resumes where it stopped. Run it in the background, e.g.
   `OMP_NUM_THREADS=1 nohup python bench/metaworld_suite.py --budget-minutes 90 > metaworld_suite.log 2>&1 &`.
@@ -218,33 +221,30 @@ def run_suite(a) -> list:
 
 def _pct(xs): return f'{100 * sum(xs) / len(xs):.1f}' if xs else '–'
 
-def render_table(rows:list) -> str:
-    "Markdown: success (%) per task and per difficulty group for each size, ours next to the published aggregates."
-    out = ['# MetaWorld suite (point clouds, 10 demos, 20 episodes x 3 evaluation seeds)', '']
-    for size in sorted({r['size'] for r in rows}):
-        rs = [r for r in rows if r['size'] == size]
-        pols = [p for p in CONFIGS if any(r['policy'] == p for r in rs)]
-        tasks = sorted({r['task'] for r in rs}, key=lambda t: (list(GROUPS).index(GROUP_OF[t]), t))
-        cell = lambda pol, ts: [r['success_mean'] for r in rs if r['policy'] == pol and r['task'] in ts]
-        seeds = lambda pol, t: len(cell(pol, [t]))
-        out += [f'## {size} size ({", ".join(sorted({r["device"] for r in rs}))})', '',
-                '| task | group | ' + ' | '.join(f'{NAMES[p]} (ours)' for p in pols) + ' |',
-                '|---|---|' + '---|' * len(pols)]
-        out += [f'| {t} | {GROUP_OF[t]} | ' + ' | '.join(f'{_pct(cell(p, [t]))} ({seeds(p, t)} seed)' if seeds(p, t) == 1
-                                                   else f'{_pct(cell(p, [t]))} ({seeds(p, t)} seeds)' for p in pols) + ' |'
-                for t in tasks]
-        out += ['', '| group | tasks | ' + ' | '.join(f'{NAMES[p]} (ours)' for p in pols) + ' | DP3 (published) |',
-                '|---|---|' + '---|' * (len(pols) + 1)]
-        for g, ts in GROUPS.items():
-            mine = [t for t in tasks if t in ts]
-            if not mine and g not in PUBLISHED['dp3']: continue
-            # group mean = mean over tasks of each task's mean over training seeds
-            means = {p: [sum(c) / len(c) for t in mine if (c := cell(p, [t]))] for p in pols}
-            out.append(f'| {g} | {len(mine)}/{len(ts)} | ' + ' | '.join(_pct(means[p]) for p in pols) +
-                       f' | {PUBLISHED["dp3"].get(g, "–")} |')
-        out.append('')
-    out.append('Published: DP3 paper (Ze et al. 2024), MetaWorld success per group (mean over all tasks of the group, '
-               '3 seeds, mean of the 5 best periodic evaluations). Ours: last EMA checkpoint, one evaluation.')
+def render_table(rows:list, ids:dict=None) -> str:
+    "Markdown: success (%) per task and per difficulty group, ours next to the published aggregates."
+    keep = [r for r in rows if ids is None or ids.get(r['policy']) == r['params_id']]   # this suite's parameters only
+    pols = [p for p in CONFIGS if any(r['policy'] == p for r in keep)]
+    tasks = sorted({r['task'] for r in keep}, key=lambda t: (list(GROUPS).index(GROUP_OF[t]), t))
+    cell = lambda pol, ts: [r['success_mean'] for r in keep if r['policy'] == pol and r['task'] in ts]
+    runs = lambda pol, t: f"{_pct(cell(pol, [t]))} ({len(cell(pol, [t]))} seed{'s' * (len(cell(pol, [t])) != 1)})"
+    size = ', '.join(sorted({r['size'] for r in keep})) or '–'
+    out = ['# MetaWorld suite (point clouds, 10 demos, 20 episodes x 3 evaluation seeds)', '',
+           f'{size} size; ' + '; '.join(f"{NAMES[p]}: {next(r['params_id'] for r in keep if r['policy'] == p)}" for p in pols)
+           + f" (params_id); {', '.join(sorted({r['device'] for r in keep}))}", '',
+           '| task | group | ' + ' | '.join(f'{NAMES[p]} (ours)' for p in pols) + ' |', '|---|---|' + '---|' * len(pols)]
+    out += [f'| {t} | {GROUP_OF[t]} | ' + ' | '.join(runs(p, t) for p in pols) + ' |' for t in tasks]
+    out += ['', '| group | tasks | ' + ' | '.join(f'{NAMES[p]} (ours)' for p in pols) + ' | DP3 (published) |',
+            '|---|---|' + '---|' * (len(pols) + 1)]
+    for g, ts in GROUPS.items():
+        mine = [t for t in tasks if t in ts]
+        if not mine and g not in PUBLISHED['dp3']: continue
+        means = {p: [sum(c) / len(c) for t in mine if (c := cell(p, [t]))] for p in pols}   # mean over tasks of seed means
+        out.append(f'| {g} | {len(mine)}/{len(ts)} | ' + ''.join(f'{_pct(means[p])} | ' for p in pols) +
+                   f'{PUBLISHED["dp3"].get(g, "–")} |')
+    out += ['', 'Published: DP3 paper (Ze et al. 2024), MetaWorld success per group over all its tasks (3 seeds, mean of '
+            'the 5 best periodic evaluations). Ours: the final EMA checkpoint, evaluated once.']
+    if n := len(rows) - len(keep): out.append(f'{n} recorded row(s) with other parameters are not in this table.')
     return '\n'.join(out) + '\n'
 
 def parse(argv=None):
@@ -265,7 +265,8 @@ def parse(argv=None):
     p.add_argument('--override', action='append', default=[], help='extra Hydra override for every run (repeatable)')
     p.add_argument('--dry-run', action='store_true', help='list the runs still to do, run nothing')
     p.add_argument('--no-save', action='store_true', help='print the rows only')
-    p.add_argument('--table', action='store_true', help='render the table from the recorded rows and exit')
+    p.add_argument('--table', action='store_true',
+                   help='render the table of the rows recorded with the parameters these options give, and exit')
     a = p.parse_args(argv)
     a.tasks, a.policies = resolve_tasks(a.tasks), [s.strip() for s in a.policies.split(',')]
     if bad := [q for q in a.policies if q not in CONFIGS]: p.error(f'unknown policies {bad}; choose from {list(CONFIGS)}')
@@ -277,7 +278,8 @@ def main(argv=None):
     a = parse(argv)
     if a.table:
         path = Path(a.results)
-        md = render_table(json.loads(path.read_text()) if path.exists() else [])
+        ids = {q: params_id(run_params(q, a)) for q in a.policies}   # the rows of the suite these options define
+        md = render_table(json.loads(path.read_text()) if path.exists() else [], ids)
         print(md, end=''); path.with_suffix('.md').write_text(md)
         return
     os.environ.setdefault('MUJOCO_GL', 'egl'); os.environ.setdefault('WANDB_MODE', 'offline')

@@ -54,20 +54,24 @@ def test_budget_stops(ms, tmp_path, monkeypatch, capsys):
     assert len(rows) == 1 and '3 left' in capsys.readouterr().out
 
 def fake_row(ms, policy, task, s, seed=0, size='cpu'):
-    return {'policy': policy, 'task': task, 'train_seed': seed, 'size': size, 'success_mean': s,
+    return {'policy': policy, 'task': task, 'train_seed': seed, 'size': size, 'success_mean': s, 'params_id': 'p',
             'device': 'cpu: test', 'group': ms.GROUP_OF[task]}
 
 def test_table(ms, tmp_path):
     rows = [fake_row(ms, 'dp3', 'reach-v3', 0.5), fake_row(ms, 'dp3', 'reach-v3', 1.0, seed=1),
-            fake_row(ms, 'dp3', 'door-close-v3', 1.0), fake_row(ms, 'maniflow', 'box-close-v3', 0.2)]
-    md = ms.render_table(rows)
-    assert '| reach-v3 | easy | – (0 seeds) | 75.0 (2 seeds) |' in md
+            fake_row(ms, 'dp3', 'door-close-v3', 1.0), fake_row(ms, 'maniflow', 'box-close-v3', 0.2),
+            {**fake_row(ms, 'dp3', 'door-close-v3', 0.0, seed=2), 'params_id': 'other'}]   # left out: other parameters
+    md = ms.render_table(rows, {'dp3': 'p', 'maniflow': 'p'})
+    assert '| reach-v3 | easy | – (0 seeds) | 75.0 (2 seeds) |' in md and '| door-close-v3 | easy | – (0 seeds) | 100.0 (1 seed) |' in md
     assert '| easy | 2/28 | – | 87.5 | 90.9 |' in md              # group mean: mean over tasks of per-task means
     assert '| medium | 1/11 | 20.0 | – | 72.7 |' in md and '| hard | 0/6 | – | – | 38.0 |' in md
-    res = tmp_path/'r.json'; res.write_text(json.dumps(rows))
+    assert '1 recorded row(s) with other parameters' in md
+    res = tmp_path/'r.json'
+    a = ms.parse(['--results', str(res)]); ids = {q: ms.params_id(ms.run_params(q, a)) for q in ms.CONFIGS}
+    res.write_text(json.dumps([{**r, 'params_id': ids[r['policy']] if r['params_id'] == 'p' else 'x'} for r in rows]))
     out = subprocess.run([sys.executable, 'bench/metaworld_suite.py', '--table', '--results', str(res)], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    assert out == md and (tmp_path/'r.md').read_text() == md
+    assert '| easy | 2/28 | – | 87.5 | 90.9 |' in out and (tmp_path/'r.md').read_text() == out
 
 @pytest.mark.slow
 def test_smoke_run(tmp_path):

@@ -67,6 +67,22 @@ def check_citations(nbs:list) -> list:
     return [f"{name} cites {note}: link the design page (design.ipynb#section) instead"
             for name in nbs for note in OUTSIDE_NOTES if any(note in src for src in markdown(name))]
 
+FIGURES = {'08_envs.ipynb': 1, '30_dashboard.ipynb': 2}   # pages that teach with executed figures: at least this many
+
+def check_figures(nbs:list) -> list:
+    "Problems: teaching pages committed without their executed figures (run them with nbconvert --execute, then nbdev_clean)."
+    probs = []
+    for name, n in FIGURES.items():
+        cells = nbformat.read(NBS/name, as_version=4).cells
+        got = sum('image/png' in o.get('data', {}) for c in cells if c.cell_type == 'code' for o in c.get('outputs', []))
+        if got < n: probs.append(f"{name} has {got} executed figure(s), expected at least {n}")
+    return probs
+
+def check_kernelspec(nbs:list) -> list:
+    "Problems: notebooks that would open in Jupyter without a kernel ('Select Kernel')."
+    return [f"{name} has no kernelspec (metadata.kernelspec.name)" for name in nbs
+            if not nbformat.read(NBS/name, as_version=4).metadata.get('kernelspec', {}).get('name')]
+
 def render(nbs:list) -> list:
     "Problems: notebooks that nbdev cannot process or nbconvert cannot render."
     from nbconvert import HTMLExporter
@@ -82,7 +98,7 @@ def render(nbs:list) -> list:
 
 def main():
     nbs = notebooks()
-    probs = check_sidebar(nbs) + check_links(nbs) + check_citations(nbs)
+    probs = check_sidebar(nbs) + check_links(nbs) + check_citations(nbs) + check_kernelspec(nbs) + check_figures(nbs)
     if probs: sys.exit("docs check failed:\n" + "\n".join(probs))
     if bad := render(nbs): sys.exit("docs render failed:\n" + "\n".join(bad))
     print(f"doccheck: {len(nbs)} notebooks processed and rendered to HTML; sidebar and section links complete")
