@@ -10,7 +10,7 @@ __all__ = ['ROBOSUITE_TASKS', 'ROBOSUITE_TYPE', 'LOW_DIM_KEYS', 'OBS_KEYS', 'VIS
            'robosuite_env_kwargs', 'RobosuiteVecEnv', 'runner_env_meta', 'vecenv_from_config', 'RobosuiteRunner',
            'RobosuiteExpertPolicy']
 
-# %% ../nbs/08a_robosuite.ipynb #17b82123
+# %% ../nbs/08a_robosuite.ipynb #1969cb01
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before mujoco / robosuite are imported: headless rendering
 import copy, functools, json, logging, warnings
@@ -23,17 +23,17 @@ from fastcore.basics import patch
 from .config import ConfigError, UserError, in_batch_job
 from .timeline import Timeline
 from .data import ReplayBuffer, check_replaceable, store_attrs
-from .envs import Camera, ObsWindow, MetaWorldRunner, to_policy, episode_seed, _summarize, _device
+from .envs import Camera, ObsWindow, MetaWorldRunner, VecEnv, episode_seed, _summarize, _device
 from .pointcloud import rgbd_to_point_cloud
 
-# %% ../nbs/08a_robosuite.ipynb #6d29cd86
+# %% ../nbs/08a_robosuite.ipynb #57248396
 logging.getLogger('robosuite_logs').setLevel(logging.ERROR)    # "No private macro file found!" on every import
 with warnings.catch_warnings():
     warnings.simplefilter('ignore', DeprecationWarning)         # robosuite 1.4 calls the deprecated `Logger.warn`
     import robosuite
     from robosuite.controllers import load_controller_config
 
-# %% ../nbs/08a_robosuite.ipynb #22f38f08
+# %% ../nbs/08a_robosuite.ipynb #6c73e57a
 ROBOSUITE_TASKS = ('Lift', 'PickPlaceCan')
 ROBOSUITE_TYPE = 1      # robomimic's EnvType.ROBOSUITE_TYPE
 
@@ -52,7 +52,7 @@ def make_env_meta(task:str='Lift',              # robosuite env name
               robots=['Panda'], camera_depths=False, reward_shaping=reward_shaping)
     return {'env_name': check_robosuite_task(task), 'type': ROBOSUITE_TYPE, 'env_kwargs': kw}
 
-# %% ../nbs/08a_robosuite.ipynb #c38d1ee9
+# %% ../nbs/08a_robosuite.ipynb #d9e49117
 _OLD_CONTROLLER_KEYS = {'damping': 'damping_ratio', 'damping_limits': 'damping_ratio_limits'}
 
 def load_env_meta(env_meta) -> dict:
@@ -76,7 +76,7 @@ def robosuite_kwargs(env_meta) -> tuple:
     kw.setdefault('robots', ['Panda'])
     return m['env_name'], kw | dict(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, hard_reset=False, ignore_done=True)
 
-# %% ../nbs/08a_robosuite.ipynb #35ac739a
+# %% ../nbs/08a_robosuite.ipynb #a5cd9096
 LOW_DIM_KEYS = ('robot0_eef_pos', 'robot0_eef_quat', 'robot0_gripper_qpos', 'object')
 OBS_KEYS = LOW_DIM_KEYS + ('state', 'img', 'depth', 'point_cloud')
 VISUAL_KEYS = ('img', 'depth', 'point_cloud')
@@ -111,7 +111,7 @@ class RobosuiteEnv(gym.Env):
         if self._camera is None: self._camera = Camera(self._rs.sim.model._model, self.camera_name, self.image_size, self.image_size)
         return self._camera
 
-# %% ../nbs/08a_robosuite.ipynb #36a9f6c5
+# %% ../nbs/08a_robosuite.ipynb #85ba3e0a
 @patch
 def _space(self:RobosuiteEnv, key):
     "Gymnasium space of one observation key."
@@ -175,7 +175,7 @@ def close(self:RobosuiteEnv):
     if self._camera is not None: self._camera.close(); self._camera = None
     self._rs.close()
 
-# %% ../nbs/08a_robosuite.ipynb #86282638
+# %% ../nbs/08a_robosuite.ipynb #5868da9e
 CAN_BIN = np.array([0.1975, 0.4025, 0.8])    # PickPlaceCan's target bin centre (`env.target_bin_placements[3]`)
 
 class RobosuiteExpert:
@@ -189,7 +189,7 @@ class RobosuiteExpert:
 
     def _next(self, phase): self.phase, self.n = phase, 0
 
-# %% ../nbs/08a_robosuite.ipynb #9c571237
+# %% ../nbs/08a_robosuite.ipynb #3e74dabd
 @patch
 def act(self:RobosuiteExpert, obs:dict) -> np.ndarray:
     "The `(7,)` action for low-dim observations `obs` (robomimic keys, or `state`)."
@@ -230,13 +230,13 @@ def _carry(self:RobosuiteExpert, eef, obj) -> np.ndarray:
         return self._move(eef, eef, -1)
     return self._move(eef, np.r_[bin_[:2], 1.1], -1)
 
-# %% ../nbs/08a_robosuite.ipynb #08abfff2
+# %% ../nbs/08a_robosuite.ipynb #d9fff01e
 def split_state(state) -> dict:
     "robomimic low-dim keys from a `state` vector `(...,D)` (the layout of `RobosuiteEnv`)."
     state = np.asarray(state)
     return {'robot0_eef_pos': state[..., :3], 'robot0_eef_quat': state[..., 3:7], 'robot0_gripper_qpos': state[..., 7:9], 'object': state[..., 9:]}
 
-# %% ../nbs/08a_robosuite.ipynb #627d1959
+# %% ../nbs/08a_robosuite.ipynb #368f65d0
 @patch
 def expert_action(self:RobosuiteEnv) -> np.ndarray:
     "The scripted expert's `(7,)` action for the current state."
@@ -260,7 +260,7 @@ def expert_episode(env:RobosuiteEnv, seed:int,  # environment; scene seed
     ep['done'] = np.zeros(len(steps), np.int64); ep['done'][-1] = 1
     return ep, first is not None
 
-# %% ../nbs/08a_robosuite.ipynb #4e95657f
+# %% ../nbs/08a_robosuite.ipynb #199c92dc
 def collect_robosuite_demos(task:str, n_episodes:int,   # task (or env_meta); successful episodes to collect
                             obs_keys=('state',) + LOW_DIM_KEYS, seed:int=0, progress:bool=True,
                             max_failures:int=None,       # give up after this many failed episodes (default: n_episodes + 10)
@@ -279,7 +279,7 @@ def collect_robosuite_demos(task:str, n_episodes:int,   # task (or env_meta); su
     finally: env.close()
     return eps, env.env_meta, failed
 
-# %% ../nbs/08a_robosuite.ipynb #89f27245
+# %% ../nbs/08a_robosuite.ipynb #380324bc
 def _hdf5_obs(ep:dict, camera:str) -> dict:
     "robomimic obs datasets of one episode."
     obs = {k: ep[k] for k in LOW_DIM_KEYS if k in ep}
@@ -314,7 +314,7 @@ def env_meta_from_dataset(path) -> dict:
     if not text: raise UserError(f"{path} records no env_args (robomimic's data.attrs['env_args'])")
     return load_env_meta(text)
 
-# %% ../nbs/08a_robosuite.ipynb #55d94fea
+# %% ../nbs/08a_robosuite.ipynb #f6971334
 def _demo_keys(point_cloud, pc_color, img, depth) -> tuple:
     "Observation keys a demo run records."
     return ('state',) + LOW_DIM_KEYS + (('img',) if img else ()) + (('depth',) if depth else ()) + (('point_cloud',) if point_cloud or pc_color else ())
@@ -346,7 +346,7 @@ def robosuite_demos(task:str, episodes:int, out,        # Lift or PickPlaceCan; 
           + (f" and {hdf5}" if hdf5 else ''))
     return rb
 
-# %% ../nbs/08a_robosuite.ipynb #368dde4d
+# %% ../nbs/08a_robosuite.ipynb #6d1e04ae
 def robosuite_obs_meta(shape_meta) -> dict:
     "policy key -> (env observation key, type, shape): our env keys are the store keys."
     return {k: (v.get('store_key', k), v.get('type', 'low_dim'), tuple(v['shape'])) for k, v in shape_meta['obs'].items()}
@@ -367,66 +367,19 @@ def _with_reward(env_meta, reward:str) -> dict:
     m['env_kwargs']['reward_shaping'] = reward == 'dense'
     return m
 
-# %% ../nbs/08a_robosuite.ipynb #0e6297c1
-class RobosuiteVecEnv:
-    "N robosuite envs behind the vectorized-env interface: dict observations (N,...) in the policy's keys."
+# %% ../nbs/08a_robosuite.ipynb #3d7ccc85
+class RobosuiteVecEnv(VecEnv):
+    "N robosuite envs behind the vectorized-env interface (`envs.VecEnv`): dict observations (N,...) in the policy's keys."
     def __init__(self, env_meta, shape_meta:dict, num_envs:int, max_steps:int=400, # task or env_meta; policy shape_meta
                  reward:str='success',   # 'success' (1 at success) or 'dense' (robosuite's shaped reward)
                  n_procs:int=1,          # > 1: gymnasium AsyncVectorEnv (spawn, one process per env)
                  **env_kwargs):          # more `RobosuiteEnv` arguments (camera, bounds, image_size)
-        self.num_envs, self.reward, self.obs_meta = num_envs, reward, robosuite_obs_meta(shape_meta)
-        meta = _with_reward(env_meta, reward)
-        kw = robosuite_env_kwargs(self.obs_meta) | dict(max_steps=max_steps) | env_kwargs
-        if n_procs > 1:
-            self.vec, self.envs = gym.vector.AsyncVectorEnv([functools.partial(RobosuiteEnv, meta, **kw)] * num_envs, context='spawn'), None
-        else: self.vec, self.envs = None, [RobosuiteEnv(meta, **kw) for _ in range(num_envs)]
+        om = robosuite_obs_meta(shape_meta)
+        kw = robosuite_env_kwargs(om) | dict(max_steps=max_steps) | env_kwargs
+        super().__init__(functools.partial(RobosuiteEnv, _with_reward(env_meta, reward), **kw), num_envs, om, reward, n_procs)
         self.max_steps = max_steps
 
-    def _obs(self, obs_list) -> dict:
-        return {k: to_policy(np.stack([o[e] for o in obs_list]), typ, shape) for k, (e, typ, shape) in self.obs_meta.items()}
-
-    def close(self):
-        if self.vec is not None: self.vec.close()
-        for e in self.envs or []: e.close()
-
-# %% ../nbs/08a_robosuite.ipynb #7320e96a
-def _seeds(seed, n:int) -> list:
-    "Per-env reset seeds: a list as given, an int `s` as `s*1000+i`, None as None."
-    if seed is None or isinstance(seed, int): return [None if seed is None else seed * 1000 + i for i in range(n)]
-    if len(seed) != n: raise ValueError(f"{len(seed)} seeds for {n} envs")
-    return [int(s) for s in seed]
-
-@patch
-def reset(self:RobosuiteVecEnv, seed=None) -> dict:
-    "Reset every env (env i with seed `seed*1000+i`, or `seed[i]` for a list)."
-    seeds = _seeds(seed, self.num_envs)
-    if self.vec is not None:
-        obs, _ = self.vec.reset(seed=seeds if seed is not None else None)
-        self._last = [{k: v[i] for k, v in obs.items()} for i in range(self.num_envs)]
-    else: self._last = [e.reset(seed=s)[0] for e, s in zip(self.envs, seeds)]
-    return self._obs(self._last)
-
-@patch
-def step(self:RobosuiteVecEnv, action, active) -> tuple:
-    "Step the active envs with actions (N,7): `(obs, reward (N,), done (N,), success (N,))`."
-    a = torch.as_tensor(action).detach().cpu().numpy()
-    if self.vec is not None:
-        obs, r, term, trunc, _ = self.vec.step(a)
-        res = [({k: v[i] for k, v in obs.items()}, r[i], term[i], trunc[i]) for i in range(self.num_envs)]
-    else: res = [e.step(a[i])[:4] if active[i] else None for i, e in enumerate(self.envs)]
-    R, S, T = torch.zeros(self.num_envs), torch.zeros(self.num_envs, dtype=torch.bool), torch.zeros(self.num_envs, dtype=torch.bool)
-    for i, x in enumerate(res):
-        if x is None or not active[i]: continue
-        self._last[i] = x[0]; S[i], T[i] = bool(x[2]), bool(x[3])
-        R[i] = float(x[2]) if self.reward == 'success' else float(x[1])
-    return self._obs(self._last), R, S | T, S
-
-@patch
-def render(self:RobosuiteVecEnv, i:int=0) -> np.ndarray:
-    "(H,W,3) RGB of env `i`."
-    return self.vec.call('render')[i] if self.vec is not None else self.envs[i].render()
-
-# %% ../nbs/08a_robosuite.ipynb #175665c5
+# %% ../nbs/08a_robosuite.ipynb #b02a5ab1
 def runner_env_meta(runner_cfg, dataset_path=None) -> dict:
     "The env_meta of a `task.env_runner` config (see above)."
     r = OmegaConf.create(runner_cfg) if not OmegaConf.is_config(runner_cfg) else runner_cfg
@@ -445,7 +398,7 @@ def vecenv_from_config(runner_cfg, shape_meta:dict, num_envs:int, dataset_path=N
     return RobosuiteVecEnv(runner_env_meta(r, dataset_path), shape_meta, num_envs, r.get('max_steps', 400), r.get('reward', 'success'),
                            r.get('n_procs', 1), camera=camera)
 
-# %% ../nbs/08a_robosuite.ipynb #1d680e03
+# %% ../nbs/08a_robosuite.ipynb #9d733495
 class RobosuiteRunner(MetaWorldRunner):
     "Evaluate a policy on a robosuite task, `num_envs` episodes side by side: success per seed and overall, videos."
     def __init__(self, env_meta, shape_meta:dict,          # task name or env_meta; the policy's shape_meta
@@ -472,7 +425,7 @@ class RobosuiteRunner(MetaWorldRunner):
                   camera=(r.get('env_config') or {}).get('camera', 'agentview'))
         return cls(runner_env_meta(r, cfg.task.get('dataset_path')), OmegaConf.to_container(cfg.task.shape_meta), **{**kw, **overrides})
 
-# %% ../nbs/08a_robosuite.ipynb #a09ce5c4
+# %% ../nbs/08a_robosuite.ipynb #ecebcce1
 @patch
 def _batch(self:RobosuiteRunner, env, policy, eps:list, device) -> list:
     "Run episodes `eps` [(index, seed, episode, record?)] side by side in `env`: `MetaWorldRunner` episode results."
@@ -512,7 +465,7 @@ def run(self:RobosuiteRunner, policy, progress:bool=None) -> dict:
     for r in res: r.pop('frames'); r.pop('fps'); r.setdefault('video', None)
     return {**_summarize(res, self.seeds), 'video_paths': videos}
 
-# %% ../nbs/08a_robosuite.ipynb #06a1be25
+# %% ../nbs/08a_robosuite.ipynb #7aeed65a
 class RobosuiteExpertPolicy:
     "The scripted experts as a batched policy on `state` `(B,To,D)`, one action per call (`n_action_steps` = 1)."
     def __init__(self, task:str, state_key:str='agent_pos'): self.task, self.state_key, self.experts = check_robosuite_task(task), state_key, []

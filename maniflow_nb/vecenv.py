@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MetaWorldVecEnv']
 
-# %% ../nbs/09_vecenv.ipynb #867227f7
+# %% ../nbs/09_vecenv.ipynb #2e1a4e9f
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')
 import functools
@@ -14,53 +14,13 @@ import numpy as np, torch
 from torch import Tensor
 from fastcore.basics import patch
 from .config import ConfigError
-from .envs import MetaWorldEnv, _obs_meta, _env_kwargs, to_policy
+from .envs import MetaWorldEnv, VecEnv, _obs_meta, _env_kwargs
 
-# %% ../nbs/09_vecenv.ipynb #c5a1bdd9
-class MetaWorldVecEnv:
-    "N MetaWorld envs behind the vectorized-env interface: dict observations (N,...) in the policy's keys."
+# %% ../nbs/09_vecenv.ipynb #1d1cf4bf
+class MetaWorldVecEnv(VecEnv):
+    "N MetaWorld envs behind the vectorized-env interface (`envs.VecEnv`): dict observations (N,...) in the policy's keys."
     def __init__(self, task:str, shape_meta:dict, num_envs:int, max_steps:int=200,
                  reward:str='success',   # 'success' (1 at success) or 'dense' (MetaWorld's shaped reward)
                  n_procs:int=1):         # > 1: gymnasium AsyncVectorEnv (spawn)
-        if reward not in ('success', 'dense'): raise ConfigError(f"task.env_runner.reward is {reward!r}, expected 'success' or 'dense'")
-        self.num_envs, self.reward, self.obs_meta = num_envs, reward, _obs_meta(shape_meta)
-        kw = dict(_env_kwargs(self.obs_meta), max_steps=max_steps)
-        if n_procs > 1:
-            self.vec = gym.vector.AsyncVectorEnv([functools.partial(MetaWorldEnv, task, **kw)] * num_envs, context='spawn')
-            self.envs = None
-        else: self.vec, self.envs = None, [MetaWorldEnv(task, **kw) for _ in range(num_envs)]
-
-    def _obs(self, obs_list) -> dict:
-        return {k: to_policy(np.stack([o[e] for o in obs_list]), typ, shape) for k, (e, typ, shape) in self.obs_meta.items()}
-
-    def close(self):
-        if self.vec is not None: self.vec.close()
-        for e in self.envs or []: e.close()
-
-# %% ../nbs/09_vecenv.ipynb #de27b72f
-def _vec_obs_list(obs:dict, n:int) -> list: return [{k: v[i] for k, v in obs.items()} for i in range(n)]
-
-@patch
-def reset(self:MetaWorldVecEnv, seed:int=None) -> dict:
-    "Reset every env (env i with seed `seed*1000+i`)."
-    seeds = [None if seed is None else seed * 1000 + i for i in range(self.num_envs)]
-    if self.vec is not None:
-        obs, _ = self.vec.reset(seed=seeds if seed is not None else None)
-        self._last = _vec_obs_list(obs, self.num_envs)
-    else: self._last = [e.reset(seed=s)[0] for e, s in zip(self.envs, seeds)]
-    return self._obs(self._last)
-
-@patch
-def step(self:MetaWorldVecEnv, action:Tensor, active:Tensor) -> tuple:
-    "Step the active envs with actions (N,4): `(obs, reward, done, success)`."
-    a = action.detach().cpu().numpy()
-    if self.vec is not None:
-        obs, r, term, trunc, _ = self.vec.step(a)
-        res = [(o, r[i], term[i], trunc[i]) for i, o in enumerate(_vec_obs_list(obs, self.num_envs))]
-    else: res = [e.step(a[i])[:4] if active[i] else None for i, e in enumerate(self.envs)]
-    N, R, S, T = self.num_envs, torch.zeros(self.num_envs), torch.zeros(self.num_envs, dtype=torch.bool), torch.zeros(self.num_envs, dtype=torch.bool)
-    for i, x in enumerate(res):
-        if x is None or not active[i]: continue
-        self._last[i] = x[0]; S[i], T[i] = bool(x[2]), bool(x[3])
-        R[i] = float(x[2]) if self.reward == 'success' else float(x[1])
-    return self._obs(self._last), R, S | T, S
+        om = _obs_meta(shape_meta)
+        super().__init__(functools.partial(MetaWorldEnv, task, **_env_kwargs(om), max_steps=max_steps), num_envs, om, reward, n_procs)
