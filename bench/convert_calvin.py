@@ -20,8 +20,8 @@ import argparse, datetime, json, os, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch, fpsample
 from maniflow_nb.config import atomic_path
-from maniflow_nb.convert import (make_calvin_fixture, convert_calvin, read_calvin_frame, calvin_camera_matrices, calvin_step,
-                                 StoreWriter)
+from maniflow_nb.data import StoreWriter
+from maniflow_nb.calvin import (make_calvin_fixture, convert_calvin, read_calvin_frame, calvin_camera_matrices, calvin_step)
 from maniflow_nb.pointcloud import CloudMaker, fps_indices, coverage, chamfer, rgbd_to_point_cloud
 from _common import cpu_name
 

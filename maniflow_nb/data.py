@@ -6,20 +6,22 @@
 __all__ = ['ALL_CHUNKS_ATTR', 'METADATA_FILES', 'STORE_NAMES', 'DataError', 'open_store', 'store_parts', 'check_episode_ends',
            'check_lengths', 'check_finite', 'all_chunks', 'store_files', 'metadata_errors', 'chunk_files',
            'check_chunks', 'read_array', 'read_store', 'time_chunk', 'compressor', 'write_store', 'check_replaceable',
-           'require_keys', 'ReplayBuffer', 'store_attrs', 'make_synthetic_store', 'append_episodes']
+           'require_keys', 'ReplayBuffer', 'store_attrs', 'ConvertError', 'StoreWriter', 'make_synthetic_store',
+           'append_episodes']
 
-# %% ../nbs/03_data.ipynb #9a03e970
+# %% ../nbs/03_data.ipynb #b46e027a
 import os, json, shutil, warnings, zipfile, contextlib
+from collections import defaultdict
 from pathlib import Path
 import numpy as np, zarr, numcodecs
 from .config import UserError, atomic_path
 from .cli import one_line
 
-# %% ../nbs/03_data.ipynb #8332f6bb
+# %% ../nbs/03_data.ipynb #065fe8c6
 class DataError(UserError):
     "A store, episode or batch that breaks the data contract; the message names the file, key and expectation."
 
-# %% ../nbs/03_data.ipynb #812c79df
+# %% ../nbs/03_data.ipynb #bea3c0ad
 def open_store(path, mode='r') -> zarr.Group:
     "Open the Zarr group (v2 or v3, directory or .zip) at `path`, or raise `DataError`."
     p = Path(path)
@@ -70,7 +72,7 @@ def check_finite(data:dict, path='<buffer>', keys=None, block:int=1<<24,
             i = (s + int(i[0]), *map(int, i[1:]))
             raise DataError(f"{path}: data/{k} has NaN/inf at step {start + i[0]} (index {[start + i[0], *i[1:]]}, value {a[i]}), expected finite values")
 
-# %% ../nbs/03_data.ipynb #98839c46
+# %% ../nbs/03_data.ipynb #0f1bcdf9
 ALL_CHUNKS_ATTR = 'all_chunks_written'
 METADATA_FILES = ('zarr.json', '.zarray', '.zgroup', '.zattrs', '.zmetadata')
 def all_chunks():
@@ -103,7 +105,7 @@ def metadata_errors(path):
         what = f"{Path(path)/f} is not valid Zarr metadata" if f else "unreadable Zarr metadata"
         raise DataError(f"{path}: {what} ({type(e).__name__}: {one_line(e)})") from None
 
-# %% ../nbs/03_data.ipynb #51ef7dee
+# %% ../nbs/03_data.ipynb #b2a043d6
 def chunk_files(a: zarr.Array) -> list:
     "Store-relative names of every chunk (or shard) file that array `a` (v2 or v3) needs for its shape."
     grid = getattr(a, 'shards', None) or a.chunks
@@ -144,7 +146,7 @@ def read_store(path) -> tuple: # (group, {key: zarr array}, episode_ends)
     check_chunks(g, arrays.values(), path)
     return g, arrays, ends
 
-# %% ../nbs/03_data.ipynb #19671407
+# %% ../nbs/03_data.ipynb #770cffe4
 def _corrupt(path, key:str, what:str='chunk'):
     "Test helper: delete (`'missing'`) or overwrite (`'chunk'`, `'metadata'`) a file of array `key` in a store."
     a = zarr.open_group(str(path), mode='r')[key]
@@ -153,7 +155,7 @@ def _corrupt(path, key:str, what:str='chunk'):
     else: f.write_bytes(b'{not json' if what == 'metadata' else b'garbage')
     return f
 
-# %% ../nbs/03_data.ipynb #9a3777e6
+# %% ../nbs/03_data.ipynb #20d42247
 def time_chunk(step_bytes:int, target=8<<20, lo=16, hi=1024) -> int:
     "Steps per chunk: about `target` bytes, a few hundred steps for point clouds and images."
     return int(np.clip(target // max(step_bytes, 1), lo, hi))
@@ -175,7 +177,7 @@ def write_store(path, data:dict, episode_ends, zarr_format:int=3,
         m.create_array('episode_ends', data=np.asarray(episode_ends, np.int64), chunks=(4096,),
                        compressors=compressor(zarr_format))
 
-# %% ../nbs/03_data.ipynb #282d3daf
+# %% ../nbs/03_data.ipynb #c8fe162c
 STORE_NAMES = {'zarr.json', '.zgroup', '.zattrs', '.zmetadata', 'data', 'meta'}
 
 def check_replaceable(path) -> Path:
@@ -197,7 +199,7 @@ def _not_a_store(p: Path):
     if extra := sorted(names - STORE_NAMES): return f"it holds '{extra[0]}', which is not part of a store"
     if p.is_dir() and (bad := [n for n in ('data', 'meta') if n in names and not (p/n).is_dir()]): return f"its '{bad[0]}' is not a group"
 
-# %% ../nbs/03_data.ipynb #505d5e67
+# %% ../nbs/03_data.ipynb #800b48a5
 def require_keys(arrays:dict, keys, path):
     "`DataError` naming the first of `keys` that the store's `arrays` lacks."
     if missing := [k for k in keys if k not in arrays]:
@@ -273,12 +275,74 @@ def _check_episode(ep:dict, keys:list, i:int, path=None):
     if len(set(lens.values())) != 1 or min(lens.values()) < 1:
         raise DataError(f"{path or '<buffer>'}: episode {i} has lengths {lens}, expected one common length >= 1")
 
-# %% ../nbs/03_data.ipynb #615f9bfb
+# %% ../nbs/03_data.ipynb #a4c6c4b9
 def store_attrs(path) -> dict:
     "What produced the store at `path` (its group attributes, without our bookkeeping keys)."
     return {k: v for k, v in open_store(path).attrs.asdict().items() if k != ALL_CHUNKS_ATTR}
 
-# %% ../nbs/03_data.ipynb #9607c56a
+# %% ../nbs/03_data.ipynb #c00bc8b7
+class ConvertError(DataError):
+    "A source dataset that is missing, malformed, or not in the expected format."
+
+# %% ../nbs/03_data.ipynb #f3712164
+class StoreWriter:
+    "Append episodes frame by frame to a new Zarr v3 store (`data/<key>`, `meta/episode_ends`)."
+    def __init__(self, path, attrs=None, chunk_len:int=None): # chunk_len: steps per chunk (default: as `ReplayBuffer.save`)
+        self.group = zarr.open_group(str(path), mode='w', zarr_format=3)
+        self.group.attrs.update({**(attrs or {}), ALL_CHUNKS_ATTR: True})     # every chunk is written (`all_chunks`)
+        self.chunk_len, self.buf, self.arrays, self.n_steps, self.ends = chunk_len, defaultdict(list), {}, 0, []
+
+    def add_frame(self, frame:dict):
+        "Add one time step: `{key: array}` with the same keys, shapes and dtypes every time."
+        frame = {k: np.asarray(v) for k, v in frame.items()}
+        if not self.arrays: self.arrays = {k: self._create(k, v.shape, v.dtype) for k, v in frame.items()}
+        if set(frame) != set(self.arrays): raise ConvertError(f"frame keys {sorted(frame)} differ from the first frame's {sorted(self.arrays)}")
+        for k, v in frame.items():
+            a = self.arrays[k]
+            if (v.shape, v.dtype) != (a.shape[1:], a.dtype):
+                raise ConvertError(f"'{k}' has shape {v.shape} dtype {v.dtype}, expected {a.shape[1:]} {a.dtype} like the first frame")
+        for k, v in frame.items():
+            self.buf[k].append(v)
+            if len(self.buf[k]) == self.arrays[k].chunks[0]: self._flush(k)   # whole chunks: no chunk is rewritten
+        self.n_steps += 1
+
+    def _create(self, k, shape, dtype):
+        n = self.chunk_len or time_chunk(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+        with all_chunks(): return self.group.create_array(f'data/{k}', shape=(0, *shape), chunks=(n, *shape), dtype=dtype, compressors=compressor(3))
+
+    def _flush(self, k):
+        if self.buf[k]: self.arrays[k].append(np.stack(self.buf[k])); self.buf[k].clear()
+
+    def end_episode(self):
+        "Close the current episode (an empty episode is an error)."
+        if self.n_steps == (self.ends[-1] if self.ends else 0): raise ConvertError("an episode has no frames")
+        self.ends.append(self.n_steps)
+
+    def close(self) -> int: # the number of episodes
+        "Flush the buffers and write `meta/episode_ends`."
+        if self.n_steps != (self.ends[-1] if self.ends else 0): self.end_episode()
+        if not self.ends: raise ConvertError("no episodes to write")
+        for k in self.arrays: self._flush(k)
+        with all_chunks(): self.group.create_array('meta/episode_ends', data=np.asarray(self.ends, dtype=np.int64), chunks=(4096,), compressors=compressor(3))
+        return len(self.ends)
+
+# %% ../nbs/03_data.ipynb #427531a0
+def _check_array(a, shape, what):
+    "Check the rank/shape (None = any size) of `a`, a uint8 dtype for images and finite values for floats."
+    if a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape)):
+        want = '(' + ', '.join('*' if s is None else str(s) for s in shape) + (',)' if len(shape) == 1 else ')')
+        raise ConvertError(f"{what} has shape {a.shape}, expected {want}")
+    if len(shape) == 3 and shape[-1] == 3 and a.dtype != np.uint8: raise ConvertError(f"{what} has dtype {a.dtype}, expected uint8")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool): raise ConvertError(f"{what} has dtype {a.dtype}, expected numbers")
+    if len(shape) == 1 and not np.isfinite(a).all(): raise ConvertError(f"{what} contains NaN or inf")
+
+def _validated(tmp, out, keys=None) -> dict:
+    "Read the written store back with `ReplayBuffer` (which validates it) and summarise it."
+    try: rb = ReplayBuffer.from_path(tmp, keys=keys)
+    except DataError as e: raise ConvertError(f"the converted store failed validation: {e}") from None
+    return dict(out=str(out), episodes=rb.n_episodes, steps=rb.n_steps)
+
+# %% ../nbs/03_data.ipynb #be7007b4
 def make_synthetic_store(path, n_episodes:int=4, episode_len=20, # steps per episode (int, or one per episode)
                          n_points:int=512, state_dim:int=9, action_dim:int=4,
                          pc_channels:int=3,  # 3 (xyz) or 6 (xyz + rgb in [0,255])
@@ -303,7 +367,7 @@ def _synthetic_episode(rng, L, n_points, state_dim, action_dim, pc_channels, img
     if img: ep |= {'img': rng.integers(0, 256, (L, 84, 84, 3), dtype=np.uint8), 'depth': rng.uniform(0, 2, (L, 84, 84)).astype(np.float32)}
     return ep
 
-# %% ../nbs/03_data.ipynb #cc1f566a
+# %% ../nbs/03_data.ipynb #1857c8a3
 def _rewrite(path, key, value):
     "Replace one array of a store in place (test helper for malformed stores)."
     g = zarr.open_group(str(path), mode='r+')
@@ -311,7 +375,7 @@ def _rewrite(path, key, value):
     if value is not None:
         with all_chunks(): g.create_array(key, data=np.asarray(value))
 
-# %% ../nbs/03_data.ipynb #61d4067b
+# %% ../nbs/03_data.ipynb #b48e97d5
 def _link_or_copy(src, dst):
     "Hard-link `src` to `dst` (copy where the filesystem has no hard links)."
     try: os.link(src, dst)

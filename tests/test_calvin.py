@@ -18,7 +18,7 @@ def run(*cmd, env=ENV):
                            *cmd[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 def test_convert_then_train_dp3_calvin(tmp_path):
-    from maniflow_nb.convert import make_calvin_fixture
+    from maniflow_nb.calvin import make_calvin_fixture
     make_calvin_fixture(tmp_path/'calvin', n_episodes=4, episode_len=8)
     store = tmp_path/'calvin_D.zarr'
     r = run(('convert', 'convert_cli', 'convert_cli'), 'calvin', str(tmp_path/'calvin'), str(store), '--workers', '1')

@@ -5,7 +5,8 @@ a few run them in a subprocess to check exit codes and that no traceback reaches
 import os, sys, json, subprocess
 from pathlib import Path
 import numpy as np, pytest, h5py, zarr
-from maniflow_nb.convert import (convert_cli, info_cli, make_calvin_fixture, make_robomimic_fixture, convert_calvin)
+from maniflow_nb.convert import convert_cli, info_cli, make_robomimic_fixture
+from maniflow_nb.calvin import make_calvin_fixture, convert_calvin
 from maniflow_nb.data import ReplayBuffer, make_synthetic_store, _rewrite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +146,7 @@ def store_files(p) -> dict:
     "Every file of a directory store (relative name -> bytes): equal dicts are the same store, chunk for chunk."
     return {q.relative_to(p).as_posix(): q.read_bytes() for q in Path(p).rglob('*') if q.is_file()}
 
-KILL = """import os, signal, sys, maniflow_nb.convert as c
+KILL = """import os, signal, sys, maniflow_nb.calvin as c
 c._group_hook = lambda n: n == {k} and os.kill(os.getpid(), signal.SIGKILL)
 c.convert_calvin(sys.argv[1], sys.argv[2], n_points={n}, group=2, progress=False)"""
 
@@ -182,7 +183,7 @@ def test_calvin_workers_match_serial(calvin, tmp_path, monkeypatch):
 
 def test_calvin_clouds_quality(tmp_path):
     "The converter's clouds are exact FPS (as `rgbd_to_point_cloud`); the stride-2 pre-pass keeps the bulk covered."
-    from maniflow_nb.convert import calvin_camera_matrices, read_calvin_frame
+    from maniflow_nb.calvin import calvin_camera_matrices, read_calvin_frame
     from maniflow_nb.pointcloud import rgbd_to_point_cloud, CloudMaker, coverage, depth_to_points
     split = make_calvin_fixture(tmp_path, n_episodes=2, episode_len=3, boxes=5)
     convert_calvin(tmp_path, tmp_path/'o.zarr', n_points=2048, group=2, progress=False)
