@@ -171,6 +171,7 @@ def test_disk_full_during_checkpoint(store, tmp_path, capsys, monkeypatch, train
 def test_legacy_signal_checkpoints_and_resumes_exactly(store, tmp_path, capsys, monkeypatch, sig):
     "A signal at step 5 (sent from inside the loop): last.ckpt at the exact position, one line, exit 128+sig; the resumed run matches an uninterrupted one bit for bit."
     ov = ('training.num_epochs=3', 'training.checkpoint_every=2')
+    before = signal.getsignal(signal.SIGINT)             # default_int_handler, or SIG_IGN in a background job
     main(argv(store, tmp_path/'ref', 'legacy', *ov)); capsys.readouterr()
     real = TrainWorkspace.optimizer_step
     def step(self):
@@ -184,7 +185,7 @@ def test_legacy_signal_checkpoints_and_resumes_exactly(store, tmp_path, capsys, 
     assert loop['global_step'] == 6 and loop['batch_idx'] > 0                     # the exact position, mid-epoch
     assert [l for l in err.splitlines() if l.startswith('stopped')] == [f'stopped by {signal.Signals(sig).name} at step 6 '
            f'(epoch {loop["epoch"]}, batch {loop["batch_idx"]}); resume from {tmp_path/"run"/"checkpoints"/"last.ckpt"}'], err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and RunLock(tmp_path/'run').holder() is None
+    assert signal.getsignal(signal.SIGINT) is before and RunLock(tmp_path/'run').holder() is None      # handlers restored
     monkeypatch.setattr(TrainWorkspace, 'optimizer_step', real)
     main(argv(store, tmp_path/'run', 'legacy', *ov))
     a, b = (load_checkpoint(tmp_path/d/'checkpoints'/'last.ckpt') for d in ('ref', 'run'))
