@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest, torch, yaml
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_run import tiny_store, tiny_argv
 from maniflow_nb.train import main
 from maniflow_nb.data import make_synthetic_store
 from maniflow_nb.checkpoint import load_checkpoint, first_non_finite
@@ -14,15 +16,11 @@ from maniflow_nb.workspace import TrainWorkspace
 TRAINERS = ['legacy', 'lightning']
 
 @pytest.fixture(scope='module')
-def store(tmp_path_factory):
-    return make_synthetic_store(tmp_path_factory.mktemp('data')/'s.zarr', n_episodes=6, episode_len=20, seed=0)
+def store(tmp_path_factory): return tiny_store(tmp_path_factory.mktemp('data')/'s.zarr')
 
 def argv(store, rd, trainer, *ov):
     "A tiny deterministic CPU run of the state config with the MLP policy."
-    return ['--config-name', 'maniflow_state_metaworld', f'trainer={trainer}', 'policy=mlp', 'policy.hidden=32',
-            f'task.dataset_path={store}', f'run_dir={rd}', 'training.num_epochs=2', 'training.batch_size=16',
-            'training.lr_warmup_steps=2', 'training.checkpoint_every=1', 'logger.tensorboard=false',
-            'trainer.progress_bar=false', 'trainer.accelerator=cpu', 'trainer.deterministic=true', *ov]
+    return tiny_argv(store, rd, trainer, *ov)
 
 def refused(capsys, args, code=2) -> str:
     "Run `args`; expect exit `code` and exactly one `maniflow-train:` line, no traceback; return that line."

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest, torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_run import tiny_store, tiny_argv
 from maniflow_nb.train import main
 from maniflow_nb.data import make_synthetic_store
 from maniflow_nb.checkpoint import load_checkpoint, read_checkpoint
@@ -17,15 +19,11 @@ TRAINERS = ['legacy', 'lightning']
 OTHER = {'legacy': 'lightning', 'lightning': 'legacy'}
 
 @pytest.fixture(scope='module')
-def store(tmp_path_factory):
-    return make_synthetic_store(tmp_path_factory.mktemp('data')/'s.zarr', n_episodes=6, episode_len=20, seed=0)
+def store(tmp_path_factory): return tiny_store(tmp_path_factory.mktemp('data')/'s.zarr')
 
 def argv(store, rd, trainer, *ov):
     "A tiny deterministic CPU run of the state config with the MLP policy."
-    return ['--config-name', 'maniflow_state_metaworld', f'trainer={trainer}', 'policy=mlp', 'policy.hidden=32',
-            f'task.dataset_path={store}', f'run_dir={rd}', 'training.num_epochs=2', 'training.batch_size=16',
-            'training.lr_warmup_steps=2', 'training.checkpoint_every=1', 'training.sample_every=0', 'logger.tensorboard=false',
-            'trainer.progress_bar=false', 'trainer.accelerator=cpu', 'trainer.deterministic=true', *ov]
+    return tiny_argv(store, rd, trainer, 'training.sample_every=0', *ov)
 
 @pytest.fixture
 def calls(monkeypatch):
