@@ -22,10 +22,17 @@ class DataError(UserError):
     "A store, episode or batch that breaks the data contract; the message names the file, key and expectation."
 
 # %% ../nbs/03_data.ipynb #bea3c0ad
+def _is_hdf5(p:Path) -> bool:
+    "Does the file at `p` start with HDF5's signature?"
+    if not p.is_file(): return False
+    with open(p, 'rb') as f: return f.read(8) == b'\x89HDF\r\n\x1a\n'
+
 def open_store(path, mode='r') -> zarr.Group:
     "Open the Zarr group (v2 or v3, directory or .zip) at `path`, or raise `DataError`."
     p = Path(path)
     if not (p.suffix == '.zip' and p.is_file() or (p/'zarr.json').exists() or (p/'.zgroup').exists()):
+        if _is_hdf5(p): raise DataError(f"{p} is an HDF5 file (robomimic's layout?), not a Zarr store: convert it once with "
+                                        f"`maniflow-convert robomimic {p} OUT.zarr` and use OUT.zarr")
         raise DataError(f"{p}: not a Zarr store (expected a directory with zarr.json (v3) or .zgroup (v2), or a .zip)")
     try: return zarr.open_group(zarr.storage.ZipStore(p, mode='r') if p.is_file() else str(p), mode='r' if p.is_file() else mode)
     except Exception as e: raise DataError(f"{p}: not a readable Zarr store ({type(e).__name__}: {e})") from None

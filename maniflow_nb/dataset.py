@@ -175,13 +175,18 @@ class SequenceDataset(Dataset):
         self.train_mask = downsample_mask(~self.val_mask, max_train_episodes, seed)
         self.sampler = self._sampler(self.train_mask)
 
+    @property
+    def holdout_mask(self) -> np.ndarray:
+        "(E,) bool: the episodes validation uses, every one not trained on."
+        return ~self.train_mask
+
     def _sampler(self, mask):
         tl = self.timeline
         return SequenceSampler(self.episode_ends, tl.horizon, tl.pad_before, tl.pad_after, mask)
 
     def get_validation_dataset(self) -> 'SequenceDataset':
-        "The same data, windows of the validation episodes only."
-        val = copy.copy(self); val.sampler = self._sampler(self.val_mask)
+        "The same data, windows of the episodes not used for training (`holdout_mask`)."
+        val = copy.copy(self); val.sampler = self._sampler(self.holdout_mask)
         return val
 
     def get_normalizer(self, mode=None, **kwargs) -> LinearNormalizer:
@@ -429,7 +434,7 @@ def check_work(train, val):
         if len(p) == 0: warnings.warn(p.no_windows(p.train_mask, 'training') + ': this store is skipped')
         if p.val_ratio > 0 and len(v) == 0:
             why = f"the store has {len(p.episode_ends)} episode(s); validation takes whole episodes and needs >= 2" if len(p.episode_ends) < 2 \
-                  else p.no_windows(p.val_mask, 'validation').split(': ', 1)[1]
+                  else p.no_windows(p.holdout_mask, 'validation').split(': ', 1)[1]
             warnings.warn(f"{p.path}: no validation set (task.dataset.val_ratio={p.val_ratio}): {why}")
 
 # %% ../nbs/05_dataset.ipynb #3e9aa608

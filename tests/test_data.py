@@ -204,7 +204,7 @@ def test_single_store_default_unchanged(tmp_path):
     p = make_synthetic_store(tmp_path / 's.zarr', n_episodes=6, episode_len=25)
     cfg = _cfg(p)
     train, val = make_datasets(cfg)
-    ref = SequenceDataset(p, cfg.task.shape_meta, 16, 2, 8, val_ratio=0.1, max_train_episodes=None, seed=42)
+    ref = SequenceDataset(p, cfg.task.shape_meta, 16, 2, 8, val_ratio=cfg.task.dataset.val_ratio, max_train_episodes=None, seed=42)
     assert type(train) is SequenceDataset and 'domain' not in train[0]
     np.testing.assert_array_equal(train.sampler.table, ref.sampler.table)
     np.testing.assert_array_equal(val.sampler.table, ref.get_validation_dataset().sampler.table)
@@ -258,7 +258,8 @@ def test_max_train_episodes_and_val_ratio(tmp_path):
     train, val = make_datasets(_cfg(p))
     assert (len(train), len(val)) == (9 * 18, 1 * 18)
     small, val2 = make_datasets(_cfg(p, 'task.dataset.max_train_episodes=3'))
-    assert (len(small), len(val2)) == (3 * 18, 18) and not (small.train_mask & small.val_mask).any()
+    assert (len(small), len(val2)) == (3 * 18, 7 * 18) and not (small.train_mask & small.val_mask).any()
+    assert (small.holdout_mask == ~small.train_mask).all()                             # diffusion_policy: ~train_mask validates
     t4, v4 = make_datasets(_cfg(p, 'task.dataset.val_ratio=0.4'))
     assert (len(t4), len(v4)) == (6 * 18, 4 * 18)
     assert len(_epoch(small)) == -(-3 * 18 // 16)                                      # the trainer's epoch shrinks with it
@@ -327,7 +328,7 @@ def test_zero_work_is_an_error(tmp_path):
 
 def test_one_episode_says_no_validation(tmp_path):
     p = make_synthetic_store(tmp_path / 'one.zarr', n_episodes=1, episode_len=20)
-    with pytest.warns(UserWarning, match=r'one.zarr: no validation set \(task.dataset.val_ratio=0.1\): the store has 1 episode'):
+    with pytest.warns(UserWarning, match=r'one.zarr: no validation set \(task.dataset.val_ratio=0.02\): the store has 1 episode'):
         train, val = make_datasets(_cfg(p))
     assert (len(train), len(val)) == (13, 0)
     with warnings.catch_warnings():

@@ -12,4 +12,5 @@ if [ "$before" != "$after" ]; then
   exit 1
 fi
 .venv/bin/python tools/readme.py --check
+.venv/bin/python tools/bench_page.py --check
 echo "export-check: notebooks, package and README in sync"

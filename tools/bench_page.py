@@ -1,0 +1,75 @@
+"""Write (or, with --check, verify) the docs page `nbs/benchmarks.ipynb` from the recorded results in bench/results:
+the MetaWorld suite table (as `bench/metaworld_suite.py --table` renders it) and the generative mask models' IoU
+table. The page is data, regenerated from the JSON files, so the docs never show a number the results do not hold.
+
+    python tools/bench_page.py           # rewrite nbs/benchmarks.ipynb
+    python tools/bench_page.py --check   # exit 1 if the page is not what the results give"""
+import json, sys
+from pathlib import Path
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS, PAGE = ROOT/'bench'/'results', ROOT/'nbs'/'benchmarks.ipynb'
+sys.path.insert(0, str(ROOT/'bench'))
+
+INTRO = """# Benchmarks
+
+> Recorded results: the MetaWorld suite next to the published numbers, and the generative mask models against
+> trivial baselines. Generated from `bench/results/*.json` by `tools/bench_page.py`; do not edit by hand.
+
+Every number here was measured by a script in `bench/` and appended, with the device, library versions and date,
+to a JSON file in `bench/results/`. `tools/bench_page.py` writes this page from those files and the export check
+(`tools/check_sync.sh`) fails when the page and the files disagree."""
+
+SUITE = """## MetaWorld suite
+
+`bench/metaworld_suite.py` trains ManiFlow and DP3 on point clouds (512 XYZ points from one camera plus the 9-d
+agent state) from 10 scripted-expert demonstrations per task and evaluates the final EMA checkpoint over 20 episodes on
+each of 3 evaluation seeds, the protocol of the DP3 and ManiFlow papers. The rows below are the CPU size (models and
+optimizer steps sized so the suite runs on two cores; the script's docstring says exactly how); `--paper-size
+--device cuda` is the published size with 3 training seeds. Differences from the papers: MetaWorld v3 (the papers
+used v2), one training seed on CPU, the final checkpoint evaluated once (DP3 reports the mean of the 5 best periodic
+evaluations, which can only be higher), ManiFlow without its language tokens (they need downloaded T5 weights)."""
+
+GEN = """## Generative mask models
+
+`bench/generative_iou.py` trains the DiT mask models of `41_generative` on the mask scenes of `40_scenes` (CPU,
+32x32) and scores sampled masks on held-out scenes: the IoU of one sample, the best IoU of 8 samples (the target has
+several valid answers, so one sample is not the whole story) and validity (inside free space, of the right area).
+The baselines are masks that need no learning."""
+
+def suite_table() -> str:
+    "The suite's Markdown table of the CPU-size rows, headline dropped (the page gives its own)."
+    import metaworld_suite as ms
+    rows = json.loads((RESULTS/'metaworld_suite.json').read_text())
+    a = ms.parse([]); ids = {p: ms.params_id(ms.run_params(p, a)) for p in a.policies}
+    return ms.render_table(rows, ids).split('\n', 2)[2].strip()
+
+def generative_table() -> str:
+    "The latest row per (family, sampler, steps, prediction, decoding) of the current metric (best-of-N), as Markdown."
+    rows, last = json.loads((RESULTS/'generative_iou.json').read_text()), {}
+    for r in rows:
+        if 'best_of_n_iou' in r and 'bug' not in r.get('note', ''):
+            last[(r['family'], r['sampler'], r['steps'], r.get('prediction_type') or '–', r['decoding'])] = r
+    out = ['| model | sampler | steps | predicts | decoding | IoU | best-of-8 IoU | valid |', '|---|---|---|---|---|---|---|---|']
+    for (fam, smp, st, pred, dec), r in sorted(last.items(), key=lambda kv: (kv[0][0] != 'baseline', kv[0])):
+        out.append(f"| {fam} | {smp} | {st or '–'} | {pred} | {dec} | {r['iou']:.3f} | {r['best_of_n_iou']:.3f} | {r['valid']:.2f} |")
+    return '\n'.join(out)
+
+def page() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(s) for s in (INTRO, SUITE, suite_table(), GEN, generative_table())]
+    for i, c in enumerate(nb.cells): c['id'] = f'bench{i:02d}'
+    nb.metadata['kernelspec'] = {'display_name': 'python3', 'language': 'python', 'name': 'python3'}
+    return nb
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    text = nbformat.writes(page()) + '\n'
+    if '--check' in argv:
+        if not PAGE.exists() or PAGE.read_text() != text:
+            sys.exit(f"{PAGE.relative_to(ROOT)} is not what bench/results gives: run python tools/bench_page.py")
+        return
+    tmp = PAGE.with_suffix('.tmp'); tmp.write_text(text); tmp.replace(PAGE)
+
+if __name__ == '__main__': main()
