@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['ALIASES', 'PRECISIONS', 'UserError', 'ConfigError', 'conf_dir', 'compose_config', 'list_configs', 'config_keys',
-           'to_plain', 'atomic_path', 'remove_stale_temps', 'save_config', 'load_config', 'seed_everything',
-           'set_deterministic', 'in_batch_job', 'on_cpu', 'resolve_precision']
+           'shadowed_group_keys', 'note_shadowed', 'to_plain', 'atomic_path', 'remove_stale_temps', 'save_config',
+           'load_config', 'seed_everything', 'set_deterministic', 'in_batch_job', 'on_cpu', 'resolve_precision']
 
 # %% ../nbs/00_config.ipynb #1ca15b37
 import os, re, sys, glob, uuid, difflib, socket, random, shutil, contextlib, importlib.resources
@@ -48,7 +48,8 @@ def compose_config(config_name: str,  # top-level config, e.g. 'maniflow_pointcl
     "Compose a config with Hydra's compose API; unknown keys and configs raise one clear `ConfigError`."
     keys = config_keys(_compose(config_name, [], config_dir))
     overrides = [_checked_override(o, keys, config_name) for o in overrides]
-    return _compose(config_name, overrides, config_dir, keys)
+    cfg = _compose(config_name, overrides, config_dir, keys)
+    note_shadowed(config_name, overrides, config_dir); return cfg
 
 def _compose(config_name, overrides, config_dir, keys=()) -> DictConfig:
     GlobalHydra.instance().clear()
@@ -102,6 +103,30 @@ def _checked_override(o:str, keys:set, name:str) -> str:
         raise ConfigError(f"'{o}' would add the key '{key}', which config '{name}' does not define and no code reads"
                           f"{_hint(key, keys)}")
     return o
+
+# %% ../nbs/00_config.ipynb #ed96eb57
+_NOTED_SHADOWS = set()
+
+def _leaves(d:dict, prefix:str) -> list:
+    "Dotted keys of the leaves of a plain nested dict."
+    return [x for k, v in d.items() for x in (_leaves(v, f'{prefix}{k}.') if isinstance(v, dict) and v else [f'{prefix}{k}'])]
+
+def shadowed_group_keys(config_name:str, # top-level config
+                        overrides=(),    # the user's overrides; `group=option` ones are checked
+                        config_dir=None) -> dict:
+    "`{override: [keys]}`: keys the top-level config sets itself, over the group option the user chose."
+    path = Path(config_dir or conf_dir())/f'{config_name}.yaml'
+    own = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    groups = {next(iter(d)) for d in own.get('defaults') or [] if isinstance(d, dict)}
+    picked = [(o, o.split('=', 1)[0]) for o in overrides if '=' in o and o.split('=', 1)[0] in groups]
+    return {o: _leaves(own[g], g + '.') for o, g in picked if isinstance(own.get(g), dict) and own[g]}
+
+def note_shadowed(config_name:str, overrides=(), config_dir=None):
+    "Print, once per case, which keys of a chosen group option the top-level config replaces."
+    for o, keys in shadowed_group_keys(config_name, overrides, config_dir).items():
+        if (config_name, o) in _NOTED_SHADOWS: continue
+        _NOTED_SHADOWS.add((config_name, o))
+        print(f"note: config '{config_name}' sets {', '.join(keys)} itself; that replaces the value(s) {o} gives")
 
 # %% ../nbs/00_config.ipynb #6ed14da1
 def to_plain(cfg) -> dict:
