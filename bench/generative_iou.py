@@ -53,6 +53,7 @@ def parse_args():
     p.add_argument('--families', default='flow_matching,diffusion')
     p.add_argument('--baselines-only', action='store_true', help='score the baselines, train nothing')
     p.add_argument('--no-write', action='store_true', help='print rows without appending them to the results file')
+    p.add_argument('--figure', default=None, help='PNG of the scenes, ground truth and samples of the last family and sampler trained')
     return p.parse_args()
 
 def overrides(a, fam, run_dir, data_dir):
@@ -106,6 +107,19 @@ def baselines(val_set, n):
     return {'target_object_now': rep(ctx[:, 4:5] > 0.5), 'goal_region': rep(ctx[:, 1:2] > 0.5),
             'goal_center_box': rep(box_masks(ctx, 1)[0]), 'random_box_in_goal': box_masks(ctx, n, torch.Generator().manual_seed(0))}
 
+def save_figure(path, ctx, tgt, masks, title:str, n_scenes:int=6, n_samples:int=4):
+    "Rows of scenes: the scene (goal region, static and movable objects, target object), the ground truth, samples."
+    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(n_scenes, 2 + n_samples, figsize=(1.3 * (2 + n_samples), 1.3 * n_scenes), squeeze=False)
+    for b in range(n_scenes):
+        scene = torch.stack([ctx[b, 1] * 0.35 + ctx[b, 4], ctx[b, 2] * 0.8 + ctx[b, 0] * 0.5, ctx[b, 3] * 0.8]).permute(1, 2, 0).clamp(0, 1)
+        for j, (im, name) in enumerate([(scene, 'scene'), (tgt[b, 0], 'ground truth')] + [(masks[i, b, 0], f'sample {i + 1}') for i in range(n_samples)]):
+            ax[b, j].imshow(im.float().numpy(), cmap=None if im.ndim == 3 else 'gray', vmin=0, vmax=1, interpolation='nearest')
+            ax[b, j].set_xticks([]); ax[b, j].set_yticks([])
+            if b == 0: ax[b, j].set_title(name, fontsize=7)
+    fig.suptitle(title, fontsize=8); fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=70); plt.close(fig)
+
 def base_row(a, dm, device_name):
     return dict(device=device_name, torch=torch.__version__, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                 image_size=a.image_size, train_size=len(dm.train_set), val_size=len(dm.val_set), n_samples=a.n_samples,
@@ -143,6 +157,8 @@ def main():
                                  'final_val_loss': round(float(trainer.callback_metrics['val_loss']), 4),
                                  'train_wall_s': round(wall, 1), 'train_cpu_s': round(cpu, 1)})
                     print(json.dumps(rows[-1]), flush=True)
+                if a.figure: save_figure(a.figure, vs.context, tgt, raw > 0, f'{fam}, {label} {steps} steps, {a.epochs} epochs: '
+                                         f"best-of-{a.n_samples} IoU {rows[-2]['best_of_n_iou']:.2f}")
     if not a.no_write:
         old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
