@@ -1,7 +1,9 @@
-"""The static dashboard page in a real browser: `maniflow-plot --html` over the committed fixture runs, loaded by
-headless Chromium (installed by tools/sysdeps.sh); what the browser renders must name the runs, show their success
-rates and hold the curves as an image. Skipped, with the reason, where Chromium is missing or cannot start."""
-import re, shutil, subprocess, tempfile
+"""Pages in a real browser, headless Chromium (installed by tools/sysdeps.sh): the static dashboard page
+(`maniflow-plot --html` over the committed fixture runs) must name the runs, show their success rates and hold the
+curves as an image; an executed docs page, rendered as tools/check_docs.py renders it, must show its title and its
+figures decoded at their real size, with no stderr or error block. Skipped, with the reason, where Chromium is
+missing or cannot start."""
+import re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import pytest
 
@@ -51,3 +53,37 @@ def test_dashboard_page_screenshot(page, tmp_path):
     if not shot.is_file(): pytest.skip('chromium wrote no screenshot')
     im = np.asarray(Image.open(shot).convert('RGB'))
     assert im.shape == (900, 1200, 3) and im.std() > 10, (im.shape, im.std())
+
+# ---------------------------------------------------------------- a rendered docs page
+PROBE = """<script>window.addEventListener('load', () => { for (const im of document.images)
+  im.setAttribute('data-natural', im.naturalWidth + 'x' + im.naturalHeight); });</script>"""   # what the browser decoded
+
+def docs_page(name:str, dest:Path) -> Path:
+    "`nbs/<name>` rendered as tools/check_docs.py renders it (nbdev's doc processors, then nbconvert), with PROBE added."
+    code = 'import sys; sys.path.insert(0, "tools"); from check_docs import render_page; render_page(sys.argv[1], sys.argv[2])'
+    r = subprocess.run([sys.executable, '-c', code, name, str(dest)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = dest/name.replace('.ipynb', '.html')
+    page.write_text(page.read_text().replace('</body>', PROBE + '</body>'))
+    return page
+
+def attrs(tag:str) -> dict: return dict(re.findall(r'([\w-]+)="([^"]*)"', tag))
+
+@pytest.mark.parametrize('name,title,kind,text', [('29_parity.ipynb', 'Parity', 'png', 'identical within tolerance'),
+                                                  ('28_evaluate.ipynb', 'Evaluate', 'jpeg', 'Rollout videos')])
+def test_docs_page_in_chromium(tmp_path, name, title, kind, text):
+    "An executed docs page as a reader's browser shows it: its title, its figures decoded at their real size, no stderr or error block."
+    import base64, io
+    from PIL import Image
+    chromium()                                                              # skip before rendering when there is none
+    dom = browse(docs_page(name, tmp_path), '--dump-dom', '--virtual-time-budget=10000').stdout
+    assert f'<title>{title}</title>' in dom and f'<h1 id="{title}">{title}' in dom, dom[:1000]
+    assert text in dom
+    imgs = [attrs(t) for t in re.findall(r'<img [^>]*>', dom) if 'src="data:image/' in t]
+    assert imgs and all('data-natural' in im for im in imgs), [{k: v[:40] for k, v in im.items()} for im in imgs]
+    for im in imgs:
+        w, h = map(int, im['data-natural'].split('x'))
+        assert w > 300 and h > 100, (w, h)                                  # a figure, not a broken-image icon
+        assert Image.open(io.BytesIO(base64.b64decode(im['src'].split(',', 1)[1]))).size == (w, h)
+    assert any(im['src'].startswith(f'data:image/{kind};base64,') for im in imgs)
+    assert not re.search(r'class="[^"]*output_(stderr|error)', dom), 'a stderr or error block on the page'

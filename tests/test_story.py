@@ -122,3 +122,25 @@ def test_real_rollout_video_in_legacy_training(store, tmp_path):
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert events(tmp_path/'run'/'tensorboard'/'train').Images('rollout/video_frames')
+
+def test_job_notebook_ends_with_curves_and_frames(tmp_path):
+    "The papermill job `nbs/train.ipynb`, evaluated: its executed record ends with the run's curves (also in run_dir) and key frames of its labelled grid."
+    import base64, io, json
+    from PIL import Image
+    rd = tmp_path/'job'; rd.mkdir()
+    ov = ['policy=mlp', 'task.shape_meta.obs.point_cloud.shape=[64,3]', 'training.num_epochs=2', 'training.batch_size=8',
+          'training.max_train_steps=2', 'training.max_val_steps=1', 'trainer.accelerator=cpu', 'logger.tensorboard=false',
+          'task.env_runner.n_episodes=2', 'task.env_runner.max_steps=4']
+    r = subprocess.run([sys.executable, '-m', 'papermill', str(ROOT/'nbs'/'train.ipynb'), str(rd/'train.ipynb'), '--cwd', str(ROOT),
+                        '-p', 'run_dir', str(rd), '-p', 'evaluate', 'True', '-p', 'overrides', json.dumps(ov)],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (rd/'curves.png').is_file() and json.loads((rd/'eval.json').read_text())['n_episodes'] == 2
+    outs = [o for o in json.loads((rd/'train.ipynb').read_text())['cells'][-1]['outputs']]
+    text = ''.join(''.join(o.get('text', '')) for o in outs)
+    assert f"curves of 1 run(s): {rd/'curves.png'}" in text and f"key frames of {rd/'videos'/'reach-v3_seed0.mp4'}" in text, text
+    imgs = [Image.open(io.BytesIO(base64.b64decode(o['data'][k]))) for o in outs for k in ('image/png', 'image/jpeg') if k in o.get('data', {})]
+    assert [im.format for im in imgs] == ['PNG', 'JPEG'], imgs
+    assert imgs[0].size == Image.open(rd/'curves.png').size == (1000, 400)        # the curves figure, as written to the run dir
+    assert imgs[1].size == (4 * 2 * 128, 128), imgs[1].size                        # 4 key frames of the 1x2 grid of 128 px episodes
+    assert np.asarray(imgs[1]).std() > 10                                         # rendered frames, not a blank image
