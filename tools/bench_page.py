@@ -36,7 +36,13 @@ GEN = """## Generative mask models
 `bench/generative_iou.py` trains the DiT mask models of `41_generative` on the mask scenes of `40_scenes` (CPU,
 32x32) and scores sampled masks on held-out scenes: the IoU of one sample, the best IoU of 8 samples (the target has
 several valid answers, so one sample is not the whole story) and validity (inside free space, of the right area).
-The baselines are masks that need no learning."""
+The baselines are masks that need no learning. Below the table: six validation scenes (goal region dark red, the
+target object yellow, other movable objects green, static obstacles and walls blue), the ground-truth goal mask and
+four DDPM samples of the recorded diffusion run (`bench/generative_iou.py --families diffusion --figure
+nbs/images/generative_samples.png`): the samples land inside the goal region, in free space, with the target's area,
+though not always where the ground truth put it (the task has several valid answers)."""
+
+FIGURE = "![Scenes, ground truth and DDPM samples](images/generative_samples.png)"
 
 def suite_table() -> str:
     "The suite's Markdown table of the CPU-size rows, headline dropped (the page gives its own)."
@@ -58,7 +64,7 @@ def generative_table() -> str:
 
 def page() -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell(s) for s in (INTRO, SUITE, suite_table(), GEN, generative_table())]
+    nb.cells = [nbformat.v4.new_markdown_cell(s) for s in (INTRO, SUITE, suite_table(), GEN, generative_table(), FIGURE)]
     for i, c in enumerate(nb.cells): c['id'] = f'bench{i:02d}'
     nb.metadata['kernelspec'] = {'display_name': 'python3', 'language': 'python', 'name': 'python3'}
     return nb
