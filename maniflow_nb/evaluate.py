@@ -38,7 +38,7 @@ def write_record(rec:dict, path) -> dict:
 def evaluate_checkpoint(ckpt,                 # legacy or Lightning checkpoint
                         episodes:int=None,    # episodes per seed (None: the config's env_runner.n_episodes)
                         seeds=None,           # evaluation seeds (None: the config's)
-                        video:bool=False,     # record the first episode of each seed into <run_dir>/videos
+                        video:bool=False,     # record the first 4 episodes of each seed (labelled) and a grid into <run_dir>/videos
                         n_procs:int=None,     # worker processes (None: the config's)
                         use_ema:bool=True,    # the EMA weights when the checkpoint has them
                         device:str='auto',    # auto | cpu | gpu
@@ -139,7 +139,7 @@ def summary(rec:dict) -> str:
 def _eval_args(ckpt:str,                # checkpoint file (legacy or Lightning)
                episodes:int=None,       # episodes per seed (default: the task config's env_runner.n_episodes)
                seeds:str=None,          # comma-separated evaluation seeds, e.g. 0,1,2 (offline: the first seeds the sampling noise)
-               video:store_true=False,  # record the first episode of each seed into <run_dir>/videos
+               video:store_true=False,  # record the first 4 episodes of each seed (labelled) and a grid into <run_dir>/videos
                n_procs:int=None,        # worker processes for the rollouts
                no_ema:store_true=False, # evaluate the raw weights instead of the EMA copy
                device:str='auto',       # auto | cpu | gpu

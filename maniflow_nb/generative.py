@@ -24,6 +24,7 @@ from .layers import sinusoidal_embedding, sincos_2d, modulate
 from .flow import PATHS, make_path, sample_path, sample_time, ODE_METHODS, ode_sample
 from .scenes import SceneDataModule
 from .lightning import run_loggers, progress_bar_on
+from .runlog import quiet_third_party
 
 # %% ../nbs/41_generative.ipynb #1c112bd2
 class DiTBlock(nn.Module):
@@ -395,9 +396,10 @@ def train_generative(cfg, overrides=()):
     "Fit the generative model of a composed config; returns `(trainer, module)`."
     seed_everything(cfg.seed); ckpt = _ckpt_path(cfg)
     dm = SceneDataModule(**to_plain(cfg.gen_data)); dm.setup()
-    module, trainer = build_module(cfg), build_trainer(cfg)    # bad input fails here, before any file is written
-    save_run_config(cfg, overrides)
-    trainer.fit(module, dm, ckpt_path=ckpt)
+    with quiet_third_party():                                  # Lightning's adverts and info lines, as in the policy trainers
+        module, trainer = build_module(cfg), build_trainer(cfg)    # bad input fails here, before any file is written
+        save_run_config(cfg, overrides)
+        trainer.fit(module, dm, ckpt_path=ckpt)
     return trainer, module
 
 # %% ../nbs/41_generative.ipynb #8ce35e9b
