@@ -225,11 +225,11 @@ LIGHTNING_LOGGERS = ('lightning.pytorch', 'pytorch_lightning', 'lightning_fabric
 
 @contextlib.contextmanager
 def captured(log):
-    "Warnings, Lightning's info lines and stderr of an in-process cross-load go to the file `log`, not the screen."
+    "Warnings, Lightning's info lines, stdout and stderr of an in-process cross-load go to the file `log`, not the screen."
     loggers = [logging.getLogger(n) for n in LIGHTNING_LOGGERS]
     levels, buf = [l.level for l in loggers], io.StringIO()
     try:
-        with warnings.catch_warnings(record=True) as ws, contextlib.redirect_stderr(buf):
+        with warnings.catch_warnings(record=True) as ws, contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
             warnings.simplefilter('always')
             for l in loggers: l.setLevel(logging.ERROR)
             yield
