@@ -147,6 +147,8 @@ def test_papermill_job(tmp_path, scenes, config_name):
     assert 'val_loss_best' in text and 'last.ckpt' in text
     assert (run / 'checkpoints' / 'last.ckpt').exists() and (run / '.hydra' / 'config.yaml').exists()
     assert not list((ROOT / 'nbs').glob('runs')) and not (ROOT / 'nbs' / 'data').exists()
+    pngs = [o['data']['image/png'] for c in nb['cells'] for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
+    assert (run / 'curves.png').exists() and len(pngs) >= 2, len(pngs)         # the record ends with the curves and samples
 
 # ---------------------------------------------------------------- every option on a tiny model, in process
 
