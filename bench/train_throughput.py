@@ -21,7 +21,7 @@ def bench_cfg(store, run_dir, a):
         f'training.batch_size={a.batch}', f'training.num_epochs={a.epochs}', f'training.max_train_steps={a.steps}',
         'training.max_val_steps=1', 'training.sample_every=0', 'training.checkpoint_every=1000', 'training.resume=false',
         f'trainer.accelerator={"gpu" if a.device == "cuda" else "cpu"}', f'trainer.precision={a.precision}',
-        'trainer.progress_bar=false', 'logger.tensorboard=false'])
+        'trainer.progress_bar=false', 'logger.tensorboard=false', *getattr(a, 'overrides', ())])   # overrides: bench/gpu_bench.py
 
 class EpochTimer(Callback):
     "Seconds from the start of each training epoch to the end of its last batch (data loading included), and samples."

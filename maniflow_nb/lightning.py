@@ -9,7 +9,7 @@ __all__ = ['batch_size_of', 'PolicyModule', 'EMA', 'ResumableSampler', 'make_loa
            'StepProgressBar', 'progress_bars', 'make_trainer', 'make_loaders', 'make_callbacks', 'resume_path',
            'lightning_loops', 'topk_callback_state', 'as_lightning_checkpoint', 'build', 'best_checkpoint', 'fit']
 
-# %% ../nbs/24_lightning.ipynb #757c8528
+# %% ../nbs/24_lightning.ipynb #92c45d09
 import os, sys, csv, math, contextlib, importlib
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -30,8 +30,9 @@ from .runlog import (wandb_run_id, progress_bar_on, RunLock, is_rank_zero, step_
                                 run_summary, log_image, log_video, action_figure, figure_image)
 from .optim import make_optimizer, make_scheduler, batch_limit, fast_dev_batches, freeze_trunk, model_summary
 from .timeline import Timeline
+from .fastpath import compile_mode, compile_policy, is_compiled, DeviceLoader
 
-# %% ../nbs/24_lightning.ipynb #b2966c11
+# %% ../nbs/24_lightning.ipynb #d7713ccf
 def batch_size_of(batch:dict) -> int: return batch['action'].shape[0]
 
 class PolicyModule(pl.LightningModule):
@@ -85,11 +86,17 @@ class PolicyModule(pl.LightningModule):
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else torch.zeros(())
         if not torch.isfinite(norm): raise diverged(f'gradient norm is {norm.item()}', self.global_step, self.current_epoch, getattr(self, '_batch_idx', None))
 
+    def configure_model(self):
+        "`training.compile`: compile the policy and its EMA copy here, after the `EMA` callback has copied the policy (`22a_fastpath`)."
+        mode = compile_mode(self.cfg.training.get('compile', False))
+        for m in (self.policy, self.ema_model):
+            if m is not None and not any(is_compiled(c) for c in m.children()): compile_policy(m, mode)
+
     def on_save_checkpoint(self, checkpoint:dict):
         check_weights(checkpoint['state_dict'], f'at step {self.global_step} (epoch {self.current_epoch})')   # before the file is written
         checkpoint['hyper_parameters'] = {'cfg': to_plain(self.cfg)}
 
-# %% ../nbs/24_lightning.ipynb #520a37ff
+# %% ../nbs/24_lightning.ipynb #4b9e7c5a
 class EMA(Callback):
     "Exponential moving average of the policy, stepped once per optimizer step with the shared warm-up rule."
     def __init__(self, max_decay:float=0.9999,
@@ -115,7 +122,7 @@ class EMA(Callback):
         extra = checkpoint.get('maniflow', {})
         self.ema.optimization_step, self.ema.decay = int(extra.get('ema_step', 0)), float(extra.get('ema_decay', 0.0))
 
-# %% ../nbs/24_lightning.ipynb #1ae1348d
+# %% ../nbs/24_lightning.ipynb #474fac20
 class ResumableSampler(EpochSampler):
     "`EpochSampler`'s per-epoch permutation, sharded over DDP ranks, that can resume part-way through one epoch."
     _resume = None
@@ -139,7 +146,7 @@ def make_loader(dataset, batch_size:int, sampler=None, num_workers:int=0, seed:i
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_batch,
                                        generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
-# %% ../nbs/24_lightning.ipynb #a32c54d0
+# %% ../nbs/24_lightning.ipynb #a9b2f74a
 class ResumeState(Callback):
     "Saves and restores RNG states and the sampler position for an exact resume."
     def __init__(self, sampler:ResumableSampler, # the training sampler
@@ -164,7 +171,7 @@ class ResumeState(Callback):
     def on_train_start(self, trainer, pl_module):
         if self._rng is not None: set_rng_state(self._rng); self._rng = None
 
-# %% ../nbs/24_lightning.ipynb #61b2b5ea
+# %% ../nbs/24_lightning.ipynb #92d3dd55
 class SampleMSE(Callback):
     "Every `every` epochs, log the MSE of the EMA policy's sampled action chunk on the first training batch."
     def __init__(self, every:int=5): self.every, self.batch = every, None
@@ -189,7 +196,7 @@ def media_sinks(trainer) -> MediaSinks:
     wb = next((lg.experiment for lg in trainer.loggers if type(lg).__name__ == 'WandbLogger'), None)
     return MediaSinks(tb, wb, step_key='trainer/global_step')
 
-# %% ../nbs/24_lightning.ipynb #d555116c
+# %% ../nbs/24_lightning.ipynb #d3ec81e4
 class FiniteMetrics(Callback):
     "Stop with `NonFiniteError` when an epoch metric (`val_loss`, `test_mean_score`, ...) is not finite, before a checkpoint ranks it."
     def _check(self, trainer):
@@ -198,7 +205,7 @@ class FiniteMetrics(Callback):
     def on_validation_end(self, trainer, pl_module): self._check(trainer)
     def on_train_epoch_end(self, trainer, pl_module): self._check(trainer)
 
-# %% ../nbs/24_lightning.ipynb #d26e903f
+# %% ../nbs/24_lightning.ipynb #de7b4789
 class EnvEval(Callback):
     "Roll out the EMA policy every `every` epochs and log the runner's scalar results (`test_mean_score`)."
     def __init__(self, make_runner, # () -> runner with `.run(policy) -> dict`; called once, lazily, on rank 0
@@ -218,7 +225,7 @@ class EnvEval(Callback):
         score = trainer.strategy.broadcast(score, src=0)
         pl_module.log('test_mean_score', score, batch_size=1)
 
-# %% ../nbs/24_lightning.ipynb #6b1524ce
+# %% ../nbs/24_lightning.ipynb #e1a49a6d
 class _AppendingWriter(ExperimentWriter):
     "Lightning's CSV writer, continuing an existing metrics.csv instead of deleting it."
     def _check_log_dir_exists(self):
@@ -262,7 +269,7 @@ def make_loggers(cfg, run_dir) -> list:
     lg = cfg.logger
     return run_loggers(run_dir, lg.tensorboard, lg.wandb if lg.wandb.enabled else None, cfg.name, cfg, TB_TRAIN)
 
-# %% ../nbs/24_lightning.ipynb #6291aa35
+# %% ../nbs/24_lightning.ipynb #9c15aa1f
 def topk_checkpoint(ckpt_dir, monitor:str='val_loss', mode:str='min', k:int=1,
                     every_n_epochs:int=1,             # epochs between checks of `monitor`
                     on_train_epoch_end:bool=False):   # True for a metric logged at the end of a training epoch
@@ -306,13 +313,15 @@ def topk_state(trainer) -> dict|None:
     return {'monitor': cb.monitor, 'mode': cb.mode, 'k': cb.save_top_k,
             'best': {Path(p).name: float(v) for p, v in cb.best_k_models.items()}}
 
-# %% ../nbs/24_lightning.ipynb #50fd2131
+# %% ../nbs/24_lightning.ipynb #e611b632
 class StepProgressBar(TQDMProgressBar):
-    "Lightning's TQDM bar (it/s, ETA of the epoch) with the optimizer step, the loss and the learning rate in its postfix."
+    "Lightning's TQDM bar (it/s, ETA of the epoch) with the optimizer step, the loss and the learning rate its last step used in its postfix."
+    _lr = None
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self._lr = optimizer.param_groups[0]['lr']     # the step's rate (the scheduler moves it on after the step, as legacy shows)
     def get_metrics(self, trainer, pl_module):
         m = {k: v for k, v in super().get_metrics(trainer, pl_module).items() if k != 'v_num'}
-        opt = trainer.optimizers[0] if trainer.optimizers else None
-        return {'step': trainer.global_step, **m, **({'lr': f"{opt.param_groups[0]['lr']:.2e}"} if opt else {})}
+        return {'step': trainer.global_step, **m, **({'lr': f'{self._lr:.2e}'} if self._lr is not None else {})}
 
 def progress_bars(cfg) -> list:
     "`[StepProgressBar()]` when `trainer.progress_bar` is on (`auto`: in a terminal, not in batch/SLURM jobs), else `[]`."
@@ -336,17 +345,19 @@ def make_trainer(cfg, callbacks=(), loggers=None, run_dir=None) -> pl.Trainer:
         use_distributed_sampler=False, deterministic='warn' if t.deterministic else None,
         log_every_n_steps=t.get('log_every_n_steps', 1), enable_model_summary=False, plugins=[AtomicCheckpointIO()])
 
-# %% ../nbs/24_lightning.ipynb #71c8067a
+# %% ../nbs/24_lightning.ipynb #276b5c90
 def make_loaders(cfg, train_ds, val_ds):
-    "Training loader with a `ResumableSampler`; sequential validation loader, None (with a note) without validation data."
+    "Training loader with a `ResumableSampler` (a `DeviceLoader` with `training.device_sampler`); sequential validation loader, None (with a note) without validation data."
     tr = cfg.training
     if len(train_ds) == 0: raise no_train_data(cfg)
     sampler = ResumableSampler(train_ds, seed=tr.seed)
     if len(val_ds) == 0: print(no_val_note(cfg), file=sys.stderr)
-    return (make_loader(train_ds, tr.batch_size, sampler, tr.num_workers, tr.seed),
+    train = DeviceLoader(train_ds, tr.batch_size, sampler) if tr.get('device_sampler', False) else \
+            make_loader(train_ds, tr.batch_size, sampler, tr.num_workers, tr.seed)
+    return (train,
             make_loader(val_ds, tr.batch_size, None, tr.num_workers, tr.seed) if len(val_ds) else None)
 
-# %% ../nbs/24_lightning.ipynb #bc94b523
+# %% ../nbs/24_lightning.ipynb #414ea878
 def make_callbacks(cfg, sampler, ckpt_dir, loggers=True, has_val:bool=True,
                    ema_init:dict=None) -> list:     # starting EMA weights (`training.pretrained_dir`)
     "EMA, resume state, sampling MSE, env evaluation, finite-metric guard, LR monitor and checkpoints for `cfg`."
@@ -359,7 +370,7 @@ def make_callbacks(cfg, sampler, ckpt_dir, loggers=True, has_val:bool=True,
     if cfg.trainer.fast_dev_run: return cbs      # (Lightning 2.6 still writes `last.ckpt` at train end under fast_dev_run)
     return cbs + make_checkpoint_callbacks(cfg, ckpt_dir, has_val)
 
-# %% ../nbs/24_lightning.ipynb #2c0f3660
+# %% ../nbs/24_lightning.ipynb #aeff3bf8
 def resume_path(cfg, ckpt_dir) -> str|None:
     "The checkpoint to resume from: `training.resume_checkpoint_path`, else (`training.resume`) the run dir's newest (`newest_checkpoint`, either trainer's); none under `fast_dev_run`."
     tr = cfg.training
@@ -410,7 +421,7 @@ def as_lightning_checkpoint(path, ckpt_dir, trainer) -> str:
     save_checkpoint(ck, out)
     return str(out)
 
-# %% ../nbs/24_lightning.ipynb #a3c04401
+# %% ../nbs/24_lightning.ipynb #aa6872c6
 def build(cfg):
     "Module, trainer, loaders and resume path for `cfg` (everything `fit` needs, nothing run yet)."
     run_dir = Path(validate_config(cfg).run_dir); ckpt_dir = run_dir/'checkpoints'
@@ -429,6 +440,7 @@ def build(cfg):
         policy.load_state_dict(model_sd); print(f'starting from the weights of {src}', file=sys.stderr)
     loggers = make_loggers(cfg, run_dir) if not cfg.trainer.fast_dev_run else None
     trainer = make_trainer(cfg, make_callbacks(cfg, train_dl.sampler, ckpt_dir, bool(loggers), val_dl is not None, ema), loggers, run_dir)
+    if isinstance(train_dl, DeviceLoader): train_dl.device_of = lambda: trainer.strategy.root_device   # this rank's device, at the first batch
     return PolicyModule(policy, cfg), trainer, train_dl, val_dl, (as_lightning_checkpoint(ckpt, ckpt_dir, trainer) if ckpt else None)
 
 def best_checkpoint(trainer) -> dict:

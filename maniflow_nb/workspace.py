@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['LEGACY_PRECISIONS', 'legacy_precision', 'autocast', 'Preempted', 'check_legacy_trainer', 'TrainWorkspace']
 
-# %% ../nbs/23_workspace.ipynb #19be1ce2
+# %% ../nbs/23_workspace.ipynb #3b420e0a
 import math, signal, sys, contextlib
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -24,8 +24,9 @@ from .runlog import (Loggers, progress_bar_on, RunLock, is_rank_zero, step_loss,
                                 run_summary, log_image, log_video, action_figure, figure_image)
 from .optim import make_optimizer, make_scheduler, optimizer_steps, n_batches, fast_dev_batches, freeze_trunk, model_summary
 from .timeline import Timeline
+from .fastpath import compile_mode, compile_policy, DeviceLoader
 
-# %% ../nbs/23_workspace.ipynb #edc4c918
+# %% ../nbs/23_workspace.ipynb #3c974d38
 LEGACY_PRECISIONS = ('32-true', 'bf16-mixed')
 
 def legacy_precision(precision='32-true', # trainer.precision
@@ -44,7 +45,7 @@ def _every(epoch:int, n) -> bool: return bool(n) and n > 0 and (epoch + 1) % n =
 
 class Preempted(Exception): "The job was asked to stop; `last.ckpt` holds the position."
 
-# %% ../nbs/23_workspace.ipynb #40355765
+# %% ../nbs/23_workspace.ipynb #864258d2
 def check_legacy_trainer(cfg):
     "Refuse the trainer settings the legacy loop cannot honour (more than one device, node or a strategy)."
     t = cfg.trainer
@@ -53,7 +54,7 @@ def check_legacy_trainer(cfg):
     if bad: raise ConfigError(f"{', '.join(bad)}: the legacy loop runs on one device (use trainer=lightning for DDP)")
     return cfg
 
-# %% ../nbs/23_workspace.ipynb #88d23ab2
+# %% ../nbs/23_workspace.ipynb #caa5160e
 class TrainWorkspace:
     "The legacy training loop: run dir, policy, EMA, optimizer, schedule and data of one run."
     def __init__(self, cfg:DictConfig, # composed config (see `compose_config`)
@@ -70,6 +71,7 @@ class TrainWorkspace:
         self.ema = EMAModel.from_config(cfg, self.model)
         self.optimizer = make_optimizer(cfg, self.model)
         self.sampler = EpochSampler(self.train_set, seed=tr.seed)   # the dataset orders its epoch (chunk-wise when streamed)
+        self.device_loader = self.fast_path()                    # training.compile, training.device_sampler
         self.fast_dev_run = fast_dev_batches(cfg)                # N > 0: N batches of one epoch, nothing written
         self.n_batches = n_batches(cfg, math.ceil(len(self.train_set) / tr.batch_size))
         self.num_epochs = 1 if self.fast_dev_run else tr.num_epochs
@@ -85,7 +87,15 @@ class TrainWorkspace:
     @property
     def ckpt_dir(self) -> Path: return self.run_dir/'checkpoints'
 
-# %% ../nbs/23_workspace.ipynb #74e87db3
+    def fast_path(self) -> DeviceLoader|None:
+        "Compile the policy and its EMA copy (`training.compile`, after the copy exists); the device sampler (`training.device_sampler`)."
+        tr = self.cfg.training; mode = compile_mode(tr.get('compile', False))
+        for m in (self.model, self.ema.averaged_model): compile_policy(m, mode)
+        if not tr.get('device_sampler', False): return None
+        dl = DeviceLoader(self.train_set, tr.batch_size, self.sampler, self.device); dl.upload()   # refused here if it cannot hold the store
+        return dl
+
+# %% ../nbs/23_workspace.ipynb #bbdbe80b
 @patch
 def state_dict(self:TrainWorkspace) -> dict:
     "The run's complete state as a checkpoint dict."
@@ -109,7 +119,7 @@ def load_state_dict(self:TrainWorkspace, ck:dict):
     self.loss_sum, self.loss_count = loop.get('loss_sum', 0.0), loop.get('loss_count', 0)
     if ck.get('rng'): set_rng_state(ck['rng'])
 
-# %% ../nbs/23_workspace.ipynb #0b247d91
+# %% ../nbs/23_workspace.ipynb #81f42f77
 @patch
 def resume(self:TrainWorkspace) -> Path|None:
     "Load the checkpoint to resume from, if any; returns its path."
@@ -146,11 +156,12 @@ def train_loader(self:TrainWorkspace):
     "Training batches of the current epoch from the current position."
     tr = self.cfg.training
     self.sampler.set_epoch(self.epoch); self.sampler.set_start(self.batch_idx * tr.batch_size)
+    if self.device_loader is not None: return self.device_loader      # the same order, gathered on the device
     return torch.utils.data.DataLoader(self.train_set, batch_size=tr.batch_size, sampler=self.sampler,
                                        num_workers=tr.num_workers, generator=torch.Generator(), collate_fn=collate_batch,
                                        pin_memory=self.device.type == 'cuda')
 
-# %% ../nbs/23_workspace.ipynb #5b4401cf
+# %% ../nbs/23_workspace.ipynb #3b7741b3
 @patch
 def optimizer_step(self:TrainWorkspace):
     "Clip (a non-finite gradient norm stops the run), step the optimizer, the LR schedule and the EMA."
@@ -207,7 +218,7 @@ def maybe_save_mid_epoch(self:TrainWorkspace):
     if self.stop_requested or (every > 0 and self.global_step % every == 0): self.save()
     if self.stop_requested: raise Preempted()
 
-# %% ../nbs/23_workspace.ipynb #c9df86da
+# %% ../nbs/23_workspace.ipynb #612edafe
 @patch
 def eval_policy(self:TrainWorkspace) -> nn.Module:
     "The policy used for validation and sampling: the EMA copy when `use_ema`."
@@ -284,7 +295,7 @@ def checkpoint(self:TrainWorkspace, epoch:int, row:dict):
     if names: self.save(names)
     for f in sorted(self.ckpt_dir.glob('last-epoch=*.ckpt'))[:-k] if k else []: f.unlink(missing_ok=True)
 
-# %% ../nbs/23_workspace.ipynb #2da5f565
+# %% ../nbs/23_workspace.ipynb #b6249716
 @patch
 def run(self:TrainWorkspace) -> dict:
     "Train for `training.num_epochs` epochs, resuming where a previous run stopped; the run dir is locked meanwhile."

@@ -112,3 +112,95 @@ def test_precision_rule_and_wandb_id(store, tmp_path):
     assert make_trainer(cfg).precision == '32-true'
     wb = make_loggers(cfg, tmp_path/'p')[-1]
     assert type(wb).__name__ == 'WandbLogger' and wb._wandb_init['id'] == wandb_run_id(tmp_path/'p')
+
+# --- the GPU fast path (nbs/22a_fastpath): each key acts in both trainers, or both refuse it alike ----------------------
+TRAINERS = ['legacy', 'lightning']
+
+def tiny_train(store, rd, trainer, *ov):
+    "A 2-epoch tiny CPU run through `maniflow-train`; returns the (step, train_loss) rows of its metrics.csv."
+    import csv
+    from maniflow_nb.train import main
+    sys.path.insert(0, str(Path(__file__).parent)); from tiny_run import tiny_argv
+    main(tiny_argv(store, rd, trainer, 'training.sample_every=0', *ov))
+    rows = list(csv.DictReader(open(Path(rd)/'metrics.csv')))
+    return [(int(r['global_step']) if r.get('global_step') else int(r['step']) + 1, float(r['train_loss'])) for r in rows if r.get('train_loss')]
+
+@pytest.fixture(scope='module')
+def state_store(tmp_path_factory):
+    sys.path.insert(0, str(Path(__file__).parent)); from tiny_run import tiny_store
+    return tiny_store(tmp_path_factory.mktemp('state')/'s.zarr')
+
+@pytest.mark.parametrize('trainer', TRAINERS)
+def test_device_sampler_trains_on_the_same_batches(state_store, tmp_path, trainer):
+    "training.device_sampler=true (gathered on the device, here CPU tensors) logs exactly the losses of the DataLoader run."
+    ref = tiny_train(state_store, tmp_path/'ref', trainer)
+    dev = tiny_train(state_store, tmp_path/'dev', trainer, 'training.device_sampler=true')
+    assert ref and dev == ref, (dev, ref)
+
+@pytest.mark.parametrize('trainer', TRAINERS)
+def test_compile_acts_in_both_trainers(state_store, tmp_path, monkeypatch, trainer):
+    "training.compile=true compiles the policy's networks and the EMA copy's (aot_eager here: the same graphs without a C++ build); losses as eager."
+    import torch.nn as nn, maniflow_nb.fastpath as fp
+    compiled, real = [], nn.Module.compile
+    def spy(self, *a, **k): compiled.append((type(self).__name__, id(self))); return real(self, *a, **k)
+    monkeypatch.setattr(fp, 'COMPILE_BACKEND', 'aot_eager'); monkeypatch.setattr(nn.Module, 'compile', spy)
+    ref = tiny_train(state_store, tmp_path/'ref', trainer)
+    assert not compiled
+    got = tiny_train(state_store, tmp_path/'c', trainer, 'training.compile=true')
+    assert len(compiled) == 2 and len({i for _, i in compiled}) == 2, compiled     # the policy's network and its EMA copy's
+    assert [s for s, _ in got] == [s for s, _ in ref]
+    assert all(abs(a - b) <= 1e-5 * max(1, abs(b)) for (_, a), (_, b) in zip(got, ref)), (got, ref)
+
+@pytest.mark.slow
+@pytest.mark.parametrize('trainer', TRAINERS)
+def test_compile_inductor_in_both_trainers(state_store, tmp_path, trainer):
+    "The real backend (inductor, C++ kernels on the CPU): the same losses within float tolerance."
+    ref = tiny_train(state_store, tmp_path/'ref', trainer)
+    got = tiny_train(state_store, tmp_path/'c', trainer, 'training.compile=true')
+    assert all(abs(a - b) <= 1e-4 * max(1, abs(b)) for (_, a), (_, b) in zip(got, ref)), (got, ref)
+
+@pytest.mark.parametrize('trainer', TRAINERS)
+@pytest.mark.parametrize('ov,msg', [
+    (['training.compile=fast'], "training.compile is 'fast', expected false, true or a torch.compile mode"),
+    (['training.device_sampler=1'], 'training.device_sampler is 1, expected one of True, False'),
+    (['training.device_sampler=true', 'task.dataset.storage=stream'], 'training.device_sampler=true needs'),
+    (['training.device_sampler=true', 'TWO_STORES'], 'training.device_sampler=true works on one store, not 2'),
+])
+def test_fastpath_refused_alike(state_store, tmp_path, capsys, trainer, ov, msg):
+    "What the fast path cannot do is refused with the same one line by both trainers (exit 2, nothing trained)."
+    from maniflow_nb.train import main
+    sys.path.insert(0, str(Path(__file__).parent)); from tiny_run import tiny_argv
+    ov = [f"task.dataset_path='{state_store},{state_store}'" if o == 'TWO_STORES' else o for o in ov]
+    with pytest.raises(SystemExit) as e: main(tiny_argv(state_store, tmp_path/'r', trainer, *ov))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and msg in err and len([l for l in err.splitlines() if msg in l]) == 1, err
+    assert not (tmp_path/'r'/'checkpoints').exists()
+
+def test_device_sampler_too_big_for_the_device_refused(state_store, tmp_path, monkeypatch):
+    "A store that needs more than half the device's free memory: the same UserError from both trainers."
+    import maniflow_nb.fastpath as fp
+    from maniflow_nb.config import compose_config, UserError
+    from maniflow_nb.workspace import TrainWorkspace
+    from maniflow_nb.lightning import build
+    sys.path.insert(0, str(Path(__file__).parent)); from tiny_run import tiny_argv
+    monkeypatch.setattr(fp, 'device_free', lambda device: 1024)
+    msgs = []
+    for trainer in TRAINERS:
+        cfg = compose_config('maniflow_state_metaworld', tiny_argv(state_store, tmp_path/trainer, trainer, 'training.device_sampler=true')[2:])
+        with pytest.raises(UserError, match='training.device_sampler=true: the arrays of .* which has 0.00 MiB free') as e:
+            TrainWorkspace(cfg) if trainer == 'legacy' else next(iter(build(cfg)[2]))
+        msgs.append(str(e.value).replace(str(tmp_path/trainer), ''))
+    assert msgs[0] == msgs[1]
+
+def test_progress_bar_shows_the_lr_the_step_used(store, tmp_path):
+    "Issue 15: the bar's lr is the one the last optimizer step used (as the legacy bar), not the scheduler's next (0 at the end of cosine)."
+    from pytorch_lightning.callbacks import Callback
+    from maniflow_nb.config import compose_config
+    from maniflow_nb.lightning import fit, StepProgressBar
+    class StepLR(Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer): self.lr = optimizer.param_groups[0]['lr']
+    spy = StepLR()
+    r = fit(compose_config('maniflow_pointcloud_metaworld', overrides(store, tmp_path/'b', epochs=2) + ['trainer.progress_bar=true']), callbacks=[spy])
+    t = r['trainer']; bar = next(c for c in t.callbacks if isinstance(c, StepProgressBar))
+    assert t.optimizers[0].param_groups[0]['lr'] == 0.0 < spy.lr               # the post-step rate is 0 at the end of cosine
+    assert bar.get_metrics(t, r['module'])['lr'] == f'{spy.lr:.2e}'

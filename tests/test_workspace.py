@@ -168,3 +168,22 @@ def test_16_mixed_on_cpu_trains_in_32_true(store, tmp_path):
 def test_legacy_refuses_64_true(store, tmp_path):
     with pytest.raises(ValueError, match='use trainer=lightning for 64-true'):
         TrainWorkspace(tiny_cfg(store, tmp_path/'run', 'trainer.precision=64-true'))
+
+def test_device_sampler_same_weights(store, tmp_path):
+    "training.device_sampler=true (CPU tensors here) trains the legacy loop to exactly the DataLoader run's weights, sampling MSE included."
+    a = TrainWorkspace(tiny_cfg(store, tmp_path/'a', 'training.num_epochs=2')); a.run()
+    b = TrainWorkspace(tiny_cfg(store, tmp_path/'b', 'training.num_epochs=2', 'training.device_sampler=true')); b.run()
+    assert b.device_loader is not None and a.device_loader is None
+    for k, v in a.model.state_dict().items(): assert torch.equal(v, b.model.state_dict()[k]), k
+
+def test_compiled_run_resumes_eager(store, tmp_path, monkeypatch):
+    "A compiled run's checkpoint has the eager parameter names: an eager run resumes it (training.compile is safe on resume)."
+    import maniflow_nb.fastpath as fp
+    from maniflow_nb.fastpath import is_compiled
+    monkeypatch.setattr(fp, 'COMPILE_BACKEND', 'aot_eager')
+    ws = TrainWorkspace(tiny_cfg(store, tmp_path/'r', 'training.num_epochs=1', 'training.compile=true'))
+    assert is_compiled(ws.model.net) and is_compiled(ws.ema.averaged_model.net)
+    ws.run()
+    eager = TrainWorkspace(tiny_cfg(store, tmp_path/'r', 'training.num_epochs=2'))
+    assert eager.resume() == tmp_path/'r'/'checkpoints'/'last.ckpt' and eager.epoch == 1
+    for k, v in ws.model.state_dict().items(): assert torch.equal(v, eager.model.state_dict()[k]), k
