@@ -217,8 +217,8 @@ class SequenceDataset(Dataset):
         return {'obs': {k: self._to_tensor(k, v) for k, v in raw.items()}, 'action': act}
 
     def _to_tensor(self, k, x):
-        "(B,To,...) numpy -> float32 tensor; rgb HWC uint8 -> CHW in [0,1]."
-        t = torch.from_numpy(x)
+        "(B,To,...) numpy array or tensor (on any device) -> tensor; rgb HWC uint8 -> CHW float in [0,1]."
+        t = torch.as_tensor(x)
         return t.permute(0, 1, 4, 2, 3).contiguous().float().div_(255) if self.shape_meta['obs'][k]['type'] == 'rgb' else t
 
 def unbatch(batch, i:int):

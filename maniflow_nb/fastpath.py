@@ -104,11 +104,7 @@ class DeviceLoader:
         ds, idx = self.dataset, np.asarray(idx, np.int64)
         raw = ds.sampler.sample_batch(self.upload(), idx % max(len(ds), 1), n_steps={k: ds.n_obs_steps for k in ds.obs})
         act = raw.pop('action')
-        return {'obs': {k: _as_obs(ds, k, v) for k, v in raw.items()}, 'action': act}
-
-def _as_obs(ds, k, x):
-    "As `SequenceDataset._to_tensor`, on a tensor: rgb (B,To,H,W,C) uint8 -> (B,To,C,H,W) float in [0,1]."
-    return x.permute(0, 1, 4, 2, 3).contiguous().float().div_(255) if ds.shape_meta['obs'][k]['type'] == 'rgb' else x
+        return {'obs': {k: ds._to_tensor(k, v) for k, v in raw.items()}, 'action': act}
 
 # %% ../nbs/22a_fastpath.ipynb #297a431d
 class GraphedPredict:
