@@ -102,7 +102,8 @@ def test_metaworld_state_run_from_a_training_checkpoint(tmp_path):
           'policy.num_inference_steps=2', 'debug=true', 'task.env_runner.max_steps=12', 'task.env_runner.num_episodes=1',
           'training.device=cpu']
     rec = run_rl(compose_config('train_maniflow_state_rl', ov))
-    assert set(rec) == {'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps', 'video_paths'}
+    assert set(rec) == {'env_name', 'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps', 'video_paths'}
+    assert rec['env_name'] == 'reach-v3'
     check_videos(tmp_path/'rl', rec, 'reach-v3_seed10000', 1)
     ck2 = torch.load(rec['checkpoint'], weights_only=True)
     assert 'value_head.0.weight' in ck2['model'] and ck2['config']['policy']['add_value_head'] is True
@@ -159,3 +160,48 @@ def test_slurm_renders_a_valid_rl_job(tmp_path, monkeypatch):
     check_job_parameters(ns, {'config_name': str, 'overrides': list, 'run_dir': str})
     cfg = compose_config(ns['config_name'], ns['overrides'] + [f"run_dir={ns['run_dir']}"])
     assert cfg.training.device == 'cpu' and cfg.debug is True
+
+def _robosuite_pointcloud_checkpoint(path):
+    "An untrained maniflow-train-style point-cloud policy for robosuite PickPlace (65-d state, 64-point clouds)."
+    from maniflow_nb.config import compose_config, to_plain
+    from maniflow_nb.normalizer import fit_normalizer
+    from maniflow_nb.policies import make_policy
+    from maniflow_nb.checkpoint import save_checkpoint
+    cfg = compose_config('maniflow_pointcloud_metaworld', ['task=robosuite_pickplace', 'horizon=8', 'n_action_steps=4', 'policy.n_layer=1',
+                                                           'policy.n_emb=32', 'policy.token_dim=32', 'task.shape_meta.obs.point_cloud.shape=[64,3]'])
+    g = torch.Generator().manual_seed(0)
+    data = {'point_cloud': torch.rand(100, 64, 3, generator=g), 'agent_pos': torch.randn(100, 65, generator=g),
+            'action': torch.rand(100, 7, generator=g) * 2 - 1}
+    pol = make_policy(cfg, fit_normalizer(data, to_plain(cfg.task.shape_meta.obs)))
+    save_checkpoint({'model': pol.state_dict(), 'config': to_plain(cfg)}, path)
+    return path
+
+def _hdf5_dataset(path, task):
+    "A one-episode robomimic-layout HDF5 file whose env_args name `task`."
+    import numpy as np
+    from maniflow_nb.robosuite_env import make_env_meta, write_robomimic_hdf5
+    z = lambda *s: np.zeros((2, *s), np.float32)
+    ep = {'robot0_eef_pos': z(3), 'robot0_eef_quat': z(4), 'robot0_gripper_qpos': z(2), 'object': z(56), 'action': z(7),
+          'reward': np.zeros(2, np.float32), 'done': np.array([0, 1]), 'states': z(10)}
+    return write_robomimic_hdf5(path, [ep], make_env_meta(task))
+
+def test_guide_command_runs_pickplace(tmp_path, capsys):
+    "The PPO guide's command as written (+ tiny sizes) runs on robosuite's 4-object PickPlace, built from env_meta."
+    ck, h5 = _robosuite_pointcloud_checkpoint(tmp_path/'ckpt'), _hdf5_dataset(tmp_path/'pickplace.hdf5', 'PickPlace')
+    guide = ['--config-name=train_maniflow_pointcloud_rl', 'task.env_runner.env_meta.env_name=PickPlace',
+             'task.env_runner.env_config.env_name=PickPlace', f'task.dataset_path={h5}', f'policy.checkpoint={ck}']
+    tiny = [f'run_dir={tmp_path}/rl', 'debug=true', 'policy.horizon=null', 'policy.n_action_steps=null', 'policy.num_inference_steps=2',
+            'task.env_runner.max_steps=8', 'training.total_timesteps=16', 'training.device=cpu']
+    r = run([*entry_point(), *guide, *tiny])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = json.loads((tmp_path/'rl'/'eval.json').read_text())
+    assert rec['env_name'] == 'PickPlace' and rec['env_steps'] >= 16, rec          # the env built from env_meta
+    cfg = OmegaConf.load(tmp_path/'rl'/'config.yaml')
+    assert cfg.task.env_runner.env_meta.env_name == 'PickPlace' and cfg.task.dataset_path == str(h5)
+    check_videos(tmp_path/'rl', rec, 'PickPlace_seed10000', 2)
+    # a dataset of another env, and a checkpoint of another task, are one-line errors
+    lift = _hdf5_dataset(tmp_path/'lift.hdf5', 'Lift')
+    assert "records env 'Lift'" in cli_error(capsys, *guide[:3], f'task.dataset_path={lift}', guide[4], *tiny[1:], f'run_dir={tmp_path}/x')
+    assert not (tmp_path/'x').exists()                                              # refused before anything is written
+    assert "PickPlaceCan's state is 23-d" in cli_error(capsys, *guide[:1], f'policy.checkpoint={ck}', *tiny,
+                                                       'task.env_runner.env_meta.env_name=PickPlaceCan')

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from maniflow_nb.config import ConfigError, compose_config
 from maniflow_nb.data import ReplayBuffer
 from maniflow_nb.convert import convert_robomimic
-from maniflow_nb.robosuite_env import (LOW_DIM_KEYS, ROBOSUITE_TASKS, WORKSPACE, RobosuiteEnv, RobosuiteExpertPolicy, RobosuiteRunner,
+from maniflow_nb.robosuite_env import (EXPERT_TASKS, LOW_DIM_KEYS, ROBOSUITE_TASKS, WORKSPACE, RobosuiteEnv, RobosuiteExpertPolicy, RobosuiteRunner,
                                        RobosuiteVecEnv, env_meta_from_dataset, load_env_meta, make_env_meta, robosuite_demos,
                                        robosuite_kwargs, runner_env_meta, state_dim, vecenv_from_config)
 
@@ -29,6 +29,8 @@ def test_env_meta_round_trip():
     name, kw = robosuite_kwargs({'env_name': 'Lift', 'type': 1, 'env_kwargs': {'controller_configs': {'type': 'OSC_POSE', 'damping': 1, 'damping_limits': [0, 10]}}})
     assert kw['controller_configs'] == {'type': 'OSC_POSE', 'damping_ratio': 1, 'damping_ratio_limits': [0, 10]}
     with pytest.raises(ConfigError, match='valid tasks'): load_env_meta({'env_name': 'Door', 'type': 1})
+    assert set(ROBOSUITE_TASKS) - set(EXPERT_TASKS) == {'PickPlace'}
+    with pytest.raises(ConfigError, match='no scripted expert'): RobosuiteExpertPolicy('PickPlace')
     with pytest.raises(ConfigError, match='robosuite'): load_env_meta({'env_name': 'Lift', 'type': 3})
 
 
@@ -49,7 +51,7 @@ def test_env_observations_and_seeding():
     finally: env.close()
 
 
-@pytest.mark.parametrize('task', ROBOSUITE_TASKS)
+@pytest.mark.parametrize('task', EXPERT_TASKS)
 def test_expert_success(task):
     res = RobosuiteRunner(task, state_meta(task), n_obs_steps=2, n_action_steps=1, max_steps=300, n_episodes=5, num_envs=5).run(RobosuiteExpertPolicy(task), progress=False)
     assert res['test_mean_score'] >= 0.8, res['episodes']
@@ -99,3 +101,27 @@ def test_configs():
     t = compose_config('maniflow_state_robosuite')
     r = RobosuiteRunner.from_config(t, n_episodes=1)
     assert (r.env_meta['env_name'], r.n_obs_steps, r.n_action_steps, r.max_steps) == ('Lift', 2, 8, 400)
+
+
+def test_pickplace_is_the_four_object_task():
+    "PickPlace is robosuite's 4-object env (65-d state), never an alias of PickPlaceCan; a 23-d policy is refused on it."
+    env = RobosuiteVecEnv('PickPlace', state_meta('PickPlace'), 1, max_steps=2)
+    try:
+        assert env.task == 'PickPlace' and env.envs[0]._rs.__class__.__name__ == 'PickPlace'
+        assert {o.name for o in env.envs[0]._rs.objects} == {'Milk', 'Bread', 'Cereal', 'Can'}
+        assert env.reset(0)['agent_pos'].shape == (1, 65)
+    finally: env.close()
+    with pytest.raises(ConfigError, match="PickPlace's state is 65-d"): RobosuiteVecEnv('PickPlace', state_meta('PickPlaceCan'), 1)
+
+
+def test_same_env_same_results():
+    "Envs built at different points of NumPy's global stream are the same model: the same actions give the same states."
+    np.random.rand(5); a = RobosuiteVecEnv('Lift', state_meta('Lift'), 2, max_steps=5)
+    np.random.rand(3); b = RobosuiteVecEnv('Lift', state_meta('Lift'), 2, max_steps=5)
+    try:
+        assert a.envs[0]._rs.cube.size == b.envs[1]._rs.cube.size
+        oa, ob = a.reset(3), b.reset(3)
+        act, on = torch.full((2, 7), 0.3), torch.ones(2, dtype=torch.bool)
+        for _ in range(4): oa, ob = a.step(act, on)[0], b.step(act, on)[0]
+        assert torch.equal(oa['agent_pos'], ob['agent_pos'])
+    finally: a.close(); b.close()
