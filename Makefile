@@ -35,8 +35,8 @@ train: install $(DATA)  ## install + real MetaWorld demos + train + evaluate (CP
 export-check: install  ## nbdev_export and nbdev_clean must leave the tree unchanged
 	bash tools/check_sync.sh
 
-nbtest: install
-	$(BIN)/nbdev_test --n_workers 2 --skip_file_re '^(_|train|compare_runs)' --timing
+nbtest: install  ## one torch thread per notebook worker: two workers on two cores (oversubscribed threads slowed small-tensor cells)
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --skip_file_re '^(_|train|compare_runs)' --timing
 
 doccheck: install  ## every notebook goes through nbdev's doc processors and renders to HTML
 	$(PY) tools/check_docs.py

@@ -4,7 +4,7 @@ papermill: a 2-rank CPU DDP job, a 2-task array, and a preemption (SIGUSR1 -> ch
 
 The cluster tests need root and the Debian packages `slurmctld slurmd slurm-client munge`; skipped otherwise. Part of the default
 suite (the CI machine installs the packages through `make sysdeps`); ~3 min, mostly process start-up."""
-import os, re, sys, json, time, shutil, subprocess
+import os, re, sys, json, time, shutil, signal, subprocess
 from pathlib import Path
 import pytest, yaml
 from maniflow_nb.slurm import render_sbatch
@@ -167,6 +167,11 @@ def test_array_job(cluster, tmp_path):
         assert (run/'train.ipynb').exists() and (run/'checkpoints'/'last.ckpt').exists()
         assert yaml.safe_load((run/'config.yaml').read_text())['training']['seed'] == seed
 
+def _pending(pid:int, sig) -> bool:
+    "Is `sig` pending (delivered, not yet handled) at process `pid`? From /proc/<pid>/status."
+    st = dict(l.split(':', 1) for l in Path(f'/proc/{pid}/status').read_text().splitlines() if ':' in l)
+    return bool((int(st['SigPnd'], 16) | int(st['ShdPnd'], 16)) & (1 << (int(sig) - 1)))
+
 def test_preemption_requeue_resume(cluster):
     epochs = 30
     script = _write(cluster, 'pre', _overrides(cluster, epochs))
@@ -176,8 +181,19 @@ def test_preemption_requeue_resume(cluster):
     while not (run/'checkpoints'/'last.ckpt').exists():            # training is under way
         assert time.time() - t0 < 300 and _jobs(cluster, jid)[0]['JobState'] in ('PENDING', 'RUNNING'), _jobs(cluster, jid)
         time.sleep(0.3)
-    r = subprocess.run(['scancel', '--signal=USR1', '--full', jid], env=cluster['env'], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    # Stop the training process first (its pid is in the run dir's lock), so that the rest of the training cannot finish
+    # before the signal lands (on a fast machine it did: the job completed without a requeue); the signal stays
+    # pending while it is stopped and is delivered when it continues.
+    pid = json.loads((run/'run.lock').read_text())['pid']
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        r = subprocess.run(['scancel', '--signal=USR1', '--full', jid], env=cluster['env'], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        t1 = time.time()
+        while not _pending(pid, signal.SIGUSR1):                      # SLURM delivers asynchronously: wait until it is there
+            assert time.time() - t1 < 60, f'SIGUSR1 never reached the training process {pid}'
+            time.sleep(0.05)
+    finally: os.kill(pid, signal.SIGCONT)
     (job,) = _wait(cluster, jid, until={'COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT'})
     log = ''.join(p.read_text() for p in run.glob('slurm-*.out'))
     assert job['JobState'] == 'COMPLETED' and job['Restarts'] == '1', (job, log[-3000:])
