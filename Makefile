@@ -42,7 +42,7 @@ doccheck: install  ## every notebook goes through nbdev's doc processors and ren
 	$(PY) tools/check_docs.py
 
 pytest: install
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
 test: install export-check nbtest doccheck pytest
 
