@@ -3,7 +3,8 @@ scripted demos -> ManiFlow BC (legacy trainer; the snapshot after --bc-snapshot-
 under-trained policy) -> PPO with flow_sde (train_maniflow_state_rl_lift's settings) -> success before / after (Euler).
 
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python bench/robosuite_rl.py [--seed 0] [--bc-checkpoint CK] [--skip-env-checks]
-        [--demos 20] [--bc-epochs 100] [--bc-snapshot-epochs 30] [--total-timesteps 40000] [--eval-episodes 20] [override ...]
+        [--demos 20] [--bc-epochs 100] [--bc-snapshot-epochs 30] [--total-timesteps 40000] [--eval-episodes 20]
+        [--num-envs 16] [--exploratory NOTE] [override ...]
 
 One seed per call (each under ~10 min on 2 cores); the row is stored under `rl_runs[seed]` of bench/results/robosuite_rl.json
 (other seeds' rows kept). --bc-checkpoint reuses a BC checkpoint made by the same recipe (pretrain below)."""
@@ -69,6 +70,7 @@ def main():
     p.add_argument('--expert-episodes', type=int, default=20); p.add_argument('--num-envs', type=int, default=16)
     p.add_argument('--max-steps', type=int, default=200); p.add_argument('--skip-env-checks', action='store_true')
     p.add_argument('--seed', type=int, default=0); p.add_argument('--no-record', action='store_true')
+    p.add_argument('--exploratory', default=None, metavar='NOTE', help='record the row under `exploratory` (with this note), not as a result')
     p.add_argument('overrides', nargs='*', help='more train_maniflow_state_rl_lift overrides')
     a = p.parse_args()
     t_all, load0 = time.time(), os.getloadavg()[0]
@@ -90,15 +92,16 @@ def main():
         curve = pd.read_csv(Path(tmp)/'rl'/'metrics.csv')[['env_steps', 'success_rate', 'explained_variance', 'approx_kl']].round(3)
     row = {'seed': a.seed, 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
            'load_avg_start_end': [round(load0, 1), round(os.getloadavg()[0], 1)],
-           'success_before': rec['before']['success_rate'], 'success_after': rec['after']['success_rate'],
+           'success_before': round(rec['before']['success_rate'], 3), 'success_after': round(rec['after']['success_rate'], 3),
            'episode_length_before_after': [round(rec['before']['episode_length'], 1), round(rec['after']['episode_length'], 1)],
            'env_steps': steps, 'bc_seconds': bc_seconds, 'rl_seconds': round(rec['rl_seconds'], 1), 'wall_seconds': round(time.time() - t_all, 1),
            'rollout_success_by_iteration': curve['success_rate'].tolist(), 'explained_variance_by_iteration': curve['explained_variance'].tolist(),
            'settings': {k: to_plain(cfg[k]) for k in ('policy', 'training', 'advantage')} | {'max_steps': a.max_steps, 'eval_episodes': a.eval_episodes},
-           'params': {k: v for k, v in vars(a).items() if k not in ('no_record',)}}
+           'params': {k: v for k, v in vars(a).items() if k not in ('no_record', 'exploratory')}}
     res |= {'device': cpu_name(), 'torch': torch.__version__, 'platform': platform.platform(), 'task': 'Lift',
             'obs': 'state (19-d robomimic low-dim)', 'policy': 'maniflow_state', 'sampler_eval': 'euler', 'bc_command': bc_command(a, 'lift.zarr', 'bc')}
-    res.setdefault('rl_runs', {})[str(a.seed)] = row
+    if a.exploratory: res.setdefault('exploratory', []).append({'not_a_result': a.exploratory} | row)
+    else: res.setdefault('rl_runs', {})[str(a.seed)] = row
     print(json.dumps(row, indent=1))
     if not a.no_record: RESULTS.write_text(json.dumps(res, indent=1) + '\n')
 
