@@ -287,41 +287,35 @@ def test_refusals(tmp_path, capsys):
         write_ours(tmp_path, 'maniflow', sd, MF | {'qk_norm': True})
     with pytest.raises(UserError, match='pointwise'): write_ours(tmp_path, 'maniflow', sd, MF | {'pointcloud_encoder_cfg': PC_CFG})
 
-def test_resume_from_import(tmp_path):
-    "The legacy trainer resumes from an imported checkpoint: the weights come in and training goes on."
+def imported_run(tmp_path, seed:int, *overrides) -> tuple:
+    "An imported ManiFlow checkpoint of a tiny 2-step run, with `resume_checkpoint_path` pointing at it: (config, model tensors)."
     from maniflow_nb.data import make_synthetic_store
-    from maniflow_nb.workspace import TrainWorkspace
     store = make_synthetic_store(tmp_path / 's.zarr', n_episodes=3, episode_len=10, n_points=P)
-    sd = random_sd(maniflow_layout(2, 32, 16, 16, 24) + normalizer_layout(), seed=4)
-    out = write_ours(tmp_path, 'maniflow', sd, MF, [f'task.dataset_path={store}', 'trainer=legacy', 'training.batch_size=4',
-                                                    'training.num_epochs=1', 'training.max_train_steps=2', 'training.max_val_steps=1',
-                                                    'trainer.accelerator=cpu', f'run_dir={tmp_path}/run'])
+    sd = random_sd(maniflow_layout(2, 32, 16, 16, 24) + normalizer_layout(), seed=seed)
+    out = write_ours(tmp_path, 'maniflow', sd, MF, [f'task.dataset_path={store}', 'training.batch_size=4', 'training.num_epochs=1',
+                                                    'training.max_train_steps=2', 'training.max_val_steps=1',
+                                                    'trainer.accelerator=cpu', f'run_dir={tmp_path}/run', *overrides])
     cfg = OmegaConf.create(load_checkpoint(out)['config'])
     cfg.training.resume_checkpoint_path = str(out)
+    return cfg, load_checkpoint(out)['model']
+
+def test_resume_from_import(tmp_path):
+    "The legacy trainer resumes from an imported checkpoint: the weights come in and training goes on."
+    from maniflow_nb.workspace import TrainWorkspace
+    cfg, imported = imported_run(tmp_path, 4, 'trainer=legacy')
     ws = TrainWorkspace(cfg)
     assert ws.resume() is not None
-    imported = load_checkpoint(out)['model']
     assert all(torch.equal(v, imported[k]) for k, v in ws.model.state_dict().items())
     ws.run()
     assert ws.global_step == 2 and not torch.equal(ws.model.state_dict()['model.x_in.weight'], imported['model.x_in.weight'])
 
 def test_lightning_resumes_from_import(tmp_path):
     "Lightning resumes from an imported checkpoint too: training starts from the imported weights and goes on."
-    from maniflow_nb.data import make_synthetic_store
     from maniflow_nb.lightning import fit
     from maniflow_nb.policies import make_policy
-    store = make_synthetic_store(tmp_path / 's.zarr', n_episodes=3, episode_len=10, n_points=P)
-    sd = random_sd(maniflow_layout(2, 32, 16, 16, 24) + normalizer_layout(), seed=5)
-    out = write_ours(tmp_path, 'maniflow', sd, MF, [f'task.dataset_path={store}', 'trainer=lightning', 'training.batch_size=4',
-                                                    'training.num_epochs=1', 'training.max_train_steps=2', 'training.max_val_steps=1',
-                                                    'trainer.accelerator=cpu', 'trainer.progress_bar=false', 'logger=csv',
-                                                    f'run_dir={tmp_path}/run'])
-    cfg = OmegaConf.create(load_checkpoint(out)['config'])
-    cfg.training.resume_checkpoint_path = str(out)
-    imported = load_checkpoint(out)['model']
+    cfg, imported = imported_run(tmp_path, 5, 'trainer=lightning', 'trainer.progress_bar=false', 'logger=csv')
     res = fit(cfg)
-    trained = res['module'].policy.state_dict()
-    fresh = make_policy(cfg, None).state_dict()
+    trained, fresh = res['module'].policy.state_dict(), make_policy(cfg, None).state_dict()
     gap = lambda a: sum(float((a[k].float() - imported[k].float()).norm()) for k in imported if 'normalizer' not in k and k in a)
     assert res['global_step'] == 2 and not torch.equal(trained['model.x_in.weight'], imported['model.x_in.weight'])
     assert gap(trained) < 0.05 * gap(fresh), (gap(trained), gap(fresh))     # two small steps away from the import, not from a new init
