@@ -5,6 +5,7 @@ under-trained policy) -> PPO with flow_sde (train_maniflow_state_rl_lift's setti
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python bench/robosuite_rl.py [--seed 0] [--bc-checkpoint CK] [--skip-env-checks]
         [--demos 20] [--bc-epochs 100] [--bc-snapshot-epochs 30] [--total-timesteps 40000] [--eval-episodes 20]
         [--num-envs 16] [--exploratory NOTE] [override ...]
+    python bench/robosuite_rl.py --diagnose --bc-checkpoint CK   # how CK's Euler episodes fail; stochastic vs Euler success
 
 One seed per call (each under ~10 min on 2 cores); the row is stored under `rl_runs[seed]` of bench/results/robosuite_rl.json
 (other seeds' rows kept). --bc-checkpoint reuses a BC checkpoint made by the same recipe (pretrain below)."""
@@ -19,6 +20,8 @@ from maniflow_nb.config import compose_config, to_plain
 import maniflow_nb.rl as rl
 import shutil
 from maniflow_nb.checkpoint import load_checkpoint
+from maniflow_nb.envs import ObsWindow
+from maniflow_nb.ppo import EVAL_SEED_STRIDE
 from maniflow_nb.robosuite_env import EXPERT_TASKS, RobosuiteExpertPolicy, RobosuiteRunner, RobosuiteVecEnv, robosuite_demos, state_dim
 
 RESULTS = Path(__file__).resolve().parent/'results'/'robosuite_rl.json'
@@ -62,6 +65,59 @@ def pretrain(a, tmp) -> Path:
     src = rd/'checkpoints'/f'last-epoch={a.bc_snapshot_epochs - 1:04d}.ckpt'
     return Path(shutil.copy(src, Path(tmp)/'bc.ckpt'))       # no '=' in the path (a Hydra override value)
 
+def failure_modes(ck, n_episodes=40, num_envs=20, max_steps=200, seed=10_000) -> dict:
+    """How the Euler episodes of a Lift checkpoint end: success, or a failure by where the policy commanded the gripper
+    closed (action > 0: robosuite's Panda gripper acts on the sign) relative to the cube (eef-cube distance)."""
+    pol, pcfg = rl.load_pretrained(ck, add_value_head=False)
+    env, cats = RobosuiteVecEnv('Lift', to_plain(pcfg.task.shape_meta), num_envs, max_steps), []
+    for b in range(-(-n_episodes // num_envs)):
+        s = seed + b * EVAL_SEED_STRIDE
+        window, g = ObsWindow(env.reset(s), pol.n_obs_steps), torch.Generator().manual_seed(s)
+        done, succ = torch.zeros(num_envs, dtype=torch.bool), torch.zeros(num_envs, dtype=torch.bool)
+        dmin, dclose = np.full(num_envs, 9.), np.full(num_envs, 9.)
+        while not done.all():
+            act = pol.sample_actions(window.obs, 'ode', generator=g)['action'].clamp(-1, 1)
+            for i in range(act.shape[1]):
+                for k, e in enumerate(env.envs):
+                    if done[k]: continue
+                    d = float(np.linalg.norm(e._raw['cube_pos'] - e._raw['robot0_eef_pos'])); dmin[k] = min(dmin[k], d)
+                    if act[k, i, -1] > 0: dclose[k] = min(dclose[k], d)
+                obs, _, dn, sc = env.step(act[:, i], ~done); window.push(obs, ~done); succ |= sc & ~done; done |= dn
+        cats += ['success' if succ[k] else 'never closed' if dclose[k] > 8 else 'closed only > 2 cm from the cube' if dclose[k] > 0.02
+                 else 'closed within 2 cm, not lifted' for k in range(num_envs)]
+        fails = [dmin[k] for k in range(num_envs) if not succ[k]]
+    env.close()
+    return {'checkpoint': str(ck), 'episodes': len(cats), 'counts': {c: cats.count(c) for c in sorted(set(cats))},
+            'closest_approach_of_failures_last_batch_m': [round(float(x), 3) for x in sorted(fails)]}
+
+def sampler_noise(ck, steps=(4, 10), modes=(('single', 0.2), ('joint', 0.2), ('joint', 0.4)), num_envs=32, seed=5) -> list:
+    "Success of one 32-env rollout per (denoising steps, flow_sde mode, noise level) next to Euler's, same scenes."
+    from maniflow_nb.ppo import collect_rollout, evaluate_success
+    rows = []
+    for K in steps:
+        pol, pcfg = rl.load_pretrained(ck, overrides={'policy.num_inference_steps': K})
+        env = RobosuiteVecEnv('Lift', to_plain(pcfg.task.shape_meta), num_envs, 200)
+        rows.append({'K': K, 'sampler': 'euler', 'success': evaluate_success(pol, env, seed=seed)['success_rate']})
+        for mode, a in modes:
+            ro = collect_rollout(pol, env, 25, a, mode, torch.Generator().manual_seed(0), seed=seed)
+            rows.append({'K': K, 'sampler': f'flow_sde {mode}', 'noise_level': a, 'success': round(ro['success'].float().mean().item(), 3)})
+        env.close()
+    return rows
+
+def diagnose(a, res):
+    "`--diagnose`: failure modes and sampler noise of --bc-checkpoint, into res['diagnosis']."
+    t0 = time.time()
+    res['diagnosis'] = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), 'device': cpu_name(),
+                        'failure_modes': failure_modes(a.bc_checkpoint), 'sampler_noise': sampler_noise(a.bc_checkpoint)}
+    res['diagnosis']['seconds'] = round(time.time() - t0, 1)
+    print(json.dumps(res['diagnosis'], indent=1))
+    if not a.no_record: record({'diagnosis': res['diagnosis']})
+
+def record(update:dict):
+    "Merge `update` into the results file as it is now (other scripts may have written it meanwhile); atomic."
+    res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    tmp = RESULTS.with_suffix('.tmp'); tmp.write_text(json.dumps(res | update, indent=1) + '\n'); tmp.replace(RESULTS)
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--demos', type=int, default=20); p.add_argument('--bc-epochs', type=int, default=100)
@@ -72,9 +128,13 @@ def main():
     p.add_argument('--seed', type=int, default=0); p.add_argument('--no-record', action='store_true')
     p.add_argument('--exploratory', default=None, metavar='NOTE', help='record the row under `exploratory` (with this note), not as a result')
     p.add_argument('overrides', nargs='*', help='more train_maniflow_state_rl_lift overrides')
+    p.add_argument('--diagnose', action='store_true', help="record the failure modes and sampler noise of --bc-checkpoint (no RL)")
     a = p.parse_args()
     t_all, load0 = time.time(), os.getloadavg()[0]
     res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if a.diagnose:
+        if not a.bc_checkpoint: p.error('--diagnose needs --bc-checkpoint')
+        return diagnose(a, res)
     for k in ('success_before', 'success_after', 'params', 'env_steps', 'bc_seconds', 'rl_seconds', 'wall_seconds', 'eval_episodes', 'eval_seed'):
         res.pop(k, None)                                                   # the single-run layout before rl_runs
     if not a.skip_env_checks:

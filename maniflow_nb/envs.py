@@ -6,7 +6,7 @@
 __all__ = ['WORKSPACE', 'OBS_KEYS', 'VISUAL_KEYS', 'STORE_KEYS', 'VIDEO_EPISODES', 'VEC_REWARDS', 'metaworld_tasks', 'check_task',
            'linearize_depth', 'Camera', 'MetaWorldEnv', 'episode_seed', 'expert_episode', 'collect_demos', 'ObsWindow',
            'to_policy', 'rollout', 'ExpertPolicy', 'RandomPolicy', 'MetaWorldRunner', 'label_frames', 'video_grid',
-           'write_video', 'reset_seeds', 'VecEnv']
+           'write_video', 'reset_seeds', 'check_reward', 'step_reward', 'VecEnv']
 
 # %% ../nbs/08_envs.ipynb #3714912e
 import os
@@ -475,7 +475,7 @@ def _summarize(res, seeds) -> dict:
             'episodes': res}
 
 # %% ../nbs/08_envs.ipynb #f02dbac1
-VEC_REWARDS = ('success', 'dense')
+VEC_REWARDS = ('success', 'dense', 'progress')
 
 def reset_seeds(seed, n:int) -> list:
     "Per-env reset seeds: a list as given, an int `s` as `s*1000+i`, None as None."
@@ -483,13 +483,22 @@ def reset_seeds(seed, n:int) -> list:
     if len(seed) != n: raise UserError(f"{len(seed)} reset seeds for {n} envs")
     return [int(s) for s in seed]
 
+def check_reward(reward:str) -> str:
+    "`reward` if it is one of `VEC_REWARDS`, else a clear error."
+    if reward not in VEC_REWARDS: raise ConfigError(f"task.env_runner.reward is {reward!r}, expected one of {list(VEC_REWARDS)}")
+    return reward
+
+def step_reward(mode:str, success:bool, dense:float, phi:float) -> tuple:
+    "`(reward, new potential)` of one env step in reward `mode` (`phi`: the dense reward before the step)."
+    return {'success': float(success), 'dense': dense, 'progress': float(success) + dense - phi}[mode], dense
+
 class VecEnv:
     "N gymnasium envs behind the RL rollouts' interface: dict observations (N,...) in the policy's keys, an active mask."
     def __init__(self, make_env,          # () -> env; picklable (a functools.partial) when n_procs > 1
                  num_envs:int, obs_meta:dict, # policy key -> (env key, type, shape)
-                 reward:str='success',   # 'success' (1 at success) or 'dense' (the simulator's shaped reward)
+                 reward:str='success',   # 'success' (1 at success), 'dense' (the simulator's shaped reward) or 'progress'
                  n_procs:int=1):         # > 1: gymnasium AsyncVectorEnv (spawn)
-        if reward not in VEC_REWARDS: raise ConfigError(f"task.env_runner.reward is {reward!r}, expected 'success' or 'dense'")
+        check_reward(reward)
         self.num_envs, self.reward, self.obs_meta = num_envs, reward, obs_meta
         if n_procs > 1: self.vec, self.envs = gym.vector.AsyncVectorEnv([make_env] * num_envs, context='spawn'), None
         else: self.vec, self.envs = None, [make_env() for _ in range(num_envs)]
@@ -510,6 +519,7 @@ def reset(self:VecEnv, seed=None) -> dict:
     seeds = reset_seeds(seed, self.num_envs)
     if self.vec is not None: self._last = self._unbatch(self.vec.reset(seed=seeds if seed is not None else None)[0])
     else: self._last = [e.reset(seed=s)[0] for e, s in zip(self.envs, seeds)]
+    self._phi = [0.0] * self.num_envs                  # the `progress` potential: 0 at the reset state
     return self._obs(self._last)
 
 @patch
@@ -524,7 +534,7 @@ def step(self:VecEnv, action, active) -> tuple:
     for i, x in enumerate(res):
         if x is None or not active[i]: continue
         self._last[i] = x[0]; S[i], T[i] = bool(x[2]), bool(x[3])
-        R[i] = float(x[2]) if self.reward == 'success' else float(x[1])
+        R[i], self._phi[i] = step_reward(self.reward, bool(x[2]), float(x[1]), self._phi[i])
     return self._obs(self._last), R, S | T, S
 
 @patch

@@ -23,7 +23,7 @@ from fastcore.basics import patch
 from .config import ConfigError, UserError, in_batch_job
 from .timeline import Timeline
 from .data import ReplayBuffer, check_replaceable, store_attrs
-from .envs import Camera, ObsWindow, MetaWorldRunner, VecEnv, episode_seed, _summarize, _device
+from .envs import Camera, ObsWindow, MetaWorldRunner, VecEnv, check_reward, episode_seed, _summarize, _device
 from .pointcloud import rgbd_to_point_cloud
 
 # %% ../nbs/08a_robosuite.ipynb #c52fb56f
@@ -378,17 +378,16 @@ def check_obs_shapes(task:str, obs_meta:dict):
                               f"was the checkpoint trained on another task?")
 
 def _with_reward(env_meta, reward:str) -> dict:
-    "env_meta with robosuite's shaped reward on for `reward='dense'`."
-    if reward not in ('success', 'dense'): raise ConfigError(f"task.env_runner.reward is {reward!r}, expected 'success' or 'dense'")
+    "env_meta with robosuite's shaped reward on for `reward='dense'` or `'progress'`."
     m = as_env_meta(env_meta)
-    m['env_kwargs']['reward_shaping'] = reward == 'dense'
+    m['env_kwargs']['reward_shaping'] = check_reward(reward) != 'success'
     return m
 
 # %% ../nbs/08a_robosuite.ipynb #a23fdf6a
 class RobosuiteVecEnv(VecEnv):
     "N robosuite envs behind the vectorized-env interface (`envs.VecEnv`): dict observations (N,...) in the policy's keys."
     def __init__(self, env_meta, shape_meta:dict, num_envs:int, max_steps:int=400, # task or env_meta; policy shape_meta
-                 reward:str='success',   # 'success' (1 at success) or 'dense' (robosuite's shaped reward)
+                 reward:str='success',   # 'success' (1 at success), 'dense' (robosuite's shaped reward) or 'progress'
                  n_procs:int=1,          # > 1: gymnasium AsyncVectorEnv (spawn, one process per env)
                  **env_kwargs):          # more `RobosuiteEnv` arguments (camera, bounds, image_size)
         om, meta = robosuite_obs_meta(shape_meta), _with_reward(env_meta, reward)

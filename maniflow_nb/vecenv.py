@@ -20,7 +20,7 @@ from .envs import MetaWorldEnv, VecEnv, _obs_meta, _env_kwargs
 class MetaWorldVecEnv(VecEnv):
     "N MetaWorld envs behind the vectorized-env interface (`envs.VecEnv`): dict observations (N,...) in the policy's keys."
     def __init__(self, task:str, shape_meta:dict, num_envs:int, max_steps:int=200,
-                 reward:str='success',   # 'success' (1 at success) or 'dense' (MetaWorld's shaped reward)
+                 reward:str='success',   # 'success' (1 at success), 'dense' (MetaWorld's shaped reward) or 'progress' (`envs.VecEnv`)
                  n_procs:int=1):         # > 1: gymnasium AsyncVectorEnv (spawn)
         om = _obs_meta(shape_meta)
         super().__init__(functools.partial(MetaWorldEnv, task, **_env_kwargs(om), max_steps=max_steps), num_envs, om, reward, n_procs)
