@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['TB_TRAIN', 'TB_EVAL', 'QUIET_WARNINGS', 'LIGHTNING_INFO', 'MetricsCSV', 'wandb_run_id', 'wandb_init',
-           'progress_bar_on', 'step_loss', 'tb_dir', 'MediaSinks', 'has_moviepy', 'key_frames', 'log_image',
+           'progress_bar_on', 'step_loss', 'tb_dir', 'MediaSinks', 'key_frames', 'log_image', 'gif_summary',
            'log_video', 'action_figure', 'figure_image', 'Loggers', 'is_rank_zero', 'RunLock', 'quiet_third_party',
            'epoch_means', 'run_summary']
 
 # %% ../nbs/21_runlog.ipynb #86eca9c6
-import os, sys, csv, json, time, errno, fcntl, hashlib, logging, warnings, contextlib, importlib.util
+import os, io, sys, csv, json, time, errno, fcntl, hashlib, logging, warnings, contextlib
 from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
@@ -96,8 +96,6 @@ class MediaSinks:
         else: self.wandb.log(data, step=step)
 
 # %% ../nbs/21_runlog.ipynb #0062e83a
-def has_moviepy() -> bool: return importlib.util.find_spec('moviepy') is not None
-
 def key_frames(path,        # a video file (mp4 or gif)
                n:int=4) -> np.ndarray:
     "`n` evenly spaced frames of a video, side by side: one `(H, n*W, 3)` uint8 image."
@@ -112,14 +110,21 @@ def log_image(sinks:MediaSinks, tag:str, img:np.ndarray, step:int):
     if sinks.wandb is not None:
         import wandb; sinks.wandb_log({tag: wandb.Image(img)}, step)
 
+def gif_summary(tag:str, frames,  # (T,H,W,3) uint8 frames
+                fps:int=10):
+    "A TensorBoard image summary holding `frames` as an animated GIF (looping)."
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    ims, buf = [Image.fromarray(np.asarray(f)[..., :3]) for f in frames], io.BytesIO()
+    ims[0].save(buf, format='GIF', save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0)
+    img = Summary.Image(height=ims[0].height, width=ims[0].width, colorspace=3, encoded_image_string=buf.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=img)])
+
 def log_video(sinks:MediaSinks, tag:str, path, step:int, fps:int=10):
-    "A video file to wandb, and to TensorBoard as a clip (with moviepy) or as its key frames (`tag` + '_frames')."
+    "A video file to wandb, and to TensorBoard as an animated GIF (`gif_summary`)."
     if sinks.tb is not None:
-        if has_moviepy():
-            import imageio.v2 as imageio
-            v = np.stack([np.asarray(f)[..., :3] for f in imageio.mimread(str(path), memtest=False)])
-            sinks.tb.add_video(tag, v.transpose(0, 3, 1, 2)[None], step, fps=fps)
-        else: sinks.tb.add_image(f'{tag}_frames', key_frames(path), step, dataformats='HWC')
+        import imageio.v2 as imageio
+        sinks.tb.file_writer.add_summary(gif_summary(tag, imageio.mimread(str(path), memtest=False), fps), step)
     if sinks.wandb is not None:
         import wandb; sinks.wandb_log({tag: wandb.Video(str(path), format=Path(path).suffix[1:])}, step)
 

@@ -1,8 +1,8 @@
 """A run tells its story (issue 15): what a user sees in the terminal (progress, no third-party noise, the model and
 end-of-run summaries) and what lands in TensorBoard and wandb (action-chunk figures, rollout videos, eval results)."""
-import fcntl, os, struct, subprocess, sys, termios, pty, re
+import fcntl, io, os, struct, subprocess, sys, termios, pty, re
 from pathlib import Path
-import numpy as np, pytest
+import numpy as np, pytest, imageio.v2 as iio
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 from maniflow_nb.data import make_synthetic_store
@@ -85,10 +85,9 @@ def grid_video(path) -> Path:
     return write_video(video_grid(clips), path)
 
 def test_rollout_video_during_lightning_training(store, tmp_path):
-    "The env-rollout callback logs the runner's first (grid) video: key frames in TensorBoard (no moviepy), the file in wandb."
+    "The env-rollout callback logs the runner's first (grid) video: an animated GIF in TensorBoard, the file in wandb."
     from maniflow_nb.config import compose_config
     from maniflow_nb.lightning import fit, EnvEval
-    from maniflow_nb.runlog import has_moviepy
     video = grid_video(tmp_path/'grid')
     class Runner:
         def run(self, policy): return {'test_mean_score': 0.5, 'video_paths': [str(video)]}
@@ -96,9 +95,9 @@ def test_rollout_video_during_lightning_training(store, tmp_path):
                          'logger.wandb.enabled=true', 'trainer.progress_bar=false', 'training.sample_every=0')[5:])
     fit(cfg, callbacks=[EnvEval(Runner, every=1)])
     acc = events(tmp_path/'run'/'tensorboard'/'train')
-    tag = 'rollout/video' if has_moviepy() else 'rollout/video_frames'
-    got = acc.Images(tag) if not has_moviepy() else acc.Tensors(tag)
-    assert len(got) == 2 and got[0].width == 4 * 96, (got[0].width, got[0].height)    # 4 key frames of the 2x2 grid
+    got = acc.Images('rollout/video')
+    assert len(got) == 2 and (got[0].width, got[0].height) == (96, 96), (got[0].width, got[0].height)   # the 2x2 grid of 48x48 clips
+    assert len(iio.mimread(io.BytesIO(got[0].encoded_image_string), format='GIF')) == len(iio.mimread(str(video), memtest=False))
     assert len(list((tmp_path/'run'/'wandb').glob('offline-run-*/files/media/videos/rollout/video*'))) == 2
 
 def test_eval_logs_into_the_run(tmp_path):
@@ -110,18 +109,18 @@ def test_eval_logs_into_the_run(tmp_path):
     log_eval({'test_mean_score': 0.75, 'mean_reward': 3.0, 'video_paths': [str(video)]}, cfg, tmp_path, step=40)
     acc = events(tmp_path/'tensorboard'/'eval')
     assert [(e.step, e.value) for e in acc.Scalars('eval/test_mean_score')] == [(40, 0.75)]
-    assert acc.Images('eval/video_frames')[0].step == 40
+    assert acc.Images('eval/video')[0].step == 40
     assert list(tmp_path.glob('wandb/offline-run-*/files/media/videos/eval/video*'))
 
 @pytest.mark.slow
 def test_real_rollout_video_in_legacy_training(store, tmp_path):
-    "A MetaWorld rollout every epoch with videos on: the grid's key frames reach TensorBoard."
+    "A MetaWorld rollout every epoch with videos on: the grid video reaches TensorBoard."
     r = subprocess.run(train_args(store, tmp_path/'run', 'legacy', 'logger.tensorboard=true', 'trainer.progress_bar=false',
                                   'training.num_epochs=1', 'training.eval_every=1', 'task.env_runner.n_episodes=1',
                                   'task.env_runner.max_steps=10', 'task.env_runner.video=true'),
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert events(tmp_path/'run'/'tensorboard'/'train').Images('rollout/video_frames')
+    assert events(tmp_path/'run'/'tensorboard'/'train').Images('rollout/video')
 
 def test_job_notebook_ends_with_curves_and_frames(tmp_path):
     "The papermill job `nbs/train.ipynb`, evaluated: its executed record ends with the run's curves (also in run_dir) and key frames of its labelled grid."
