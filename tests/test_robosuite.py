@@ -76,7 +76,7 @@ def test_demos_and_hdf5_round_trip(tmp_path):
 
 
 def test_vecenv_interface():
-    with pytest.raises(ConfigError, match="'success' or 'dense'"): RobosuiteVecEnv('Lift', state_meta('Lift'), 1, reward='shaped')
+    with pytest.raises(ConfigError, match=r"expected one of \['success', 'dense', 'progress'\]"): RobosuiteVecEnv('Lift', state_meta('Lift'), 1, reward='shaped')
     env = RobosuiteVecEnv('Lift', state_meta('Lift'), 2, max_steps=4, reward='dense')
     try:
         obs = env.reset(seed=[5, 6])
