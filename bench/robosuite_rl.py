@@ -90,7 +90,7 @@ def failure_modes(ck, n_episodes=40, num_envs=20, max_steps=200, seed=10_000) ->
     return {'checkpoint': str(ck), 'episodes': len(cats), 'counts': {c: cats.count(c) for c in sorted(set(cats))},
             'closest_approach_of_failures_last_batch_m': [round(float(x), 3) for x in sorted(fails)]}
 
-def sampler_noise(ck, steps=(4, 10), modes=(('single', 0.2), ('joint', 0.2), ('joint', 0.4)), num_envs=32, seed=5) -> list:
+def sampler_noise(ck, steps=(1, 2, 4, 10), modes=(('single', 0.2), ('joint', 0.2), ('joint', 0.4)), num_envs=32, seed=5) -> list:
     "Success of one 32-env rollout per (denoising steps, flow_sde mode, noise level) next to Euler's, same scenes."
     from maniflow_nb.ppo import collect_rollout, evaluate_success
     rows = []
