@@ -108,8 +108,12 @@ teaches the policy its ten demonstration scenes, not the puck: the 5x-trained ch
 does move its step-0 action with the demo's point cloud (1.37, the expert's demos differ by 1.84), but on held-out
 scenes its hand still comes down 7.0 cm off the target over the puck on average (the suite's checkpoint: 7.0 cm) and
 succeeds 15 %; the
-40-demo, 3024-step one moves by 0.39 (expert 1.40) and succeeds 10 %. (These three checks ran on diagnostic checkpoints
-and are not in the JSON.) Not explained yet: why both encoders ignore the object's points even when
+40-demo, 3024-step one moves by 0.39 (expert 1.40) and succeeds 10 %. Nor does taking absolute positions away help:
+translating the whole observed scene (point cloud and the hand / finger positions of the agent state) by a random xy
+offset per training window, so that only relative positions carry information, gives 15.0 % (±5 cm) and 18.3 %
+(±10 cm) at 600 steps (step-0 sensitivity still 0.003) and 20.0 % (±10 cm) at 3000 steps: within the noise of 60
+episodes. (These checks ran on diagnostic checkpoints, the augmentation by a patched dataset; they are not in the
+JSON.) Not explained yet: why both encoders ignore the object's points even when
 there are ~20 of them (the crop runs above) or 40 demonstrations. ManiFlow's 64 farthest-point-sampled tokens keep ~1
 point within 3 cm of the puck (66 % of frames), but DP3 max-pools all 512 points and is just as blind. What the
 policies need is a representation that resolves a 2–4 cm object's position to ~1 cm; whether more points on the object
