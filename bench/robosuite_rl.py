@@ -8,7 +8,8 @@ under-trained policy) -> PPO with flow_sde (train_maniflow_state_rl_lift's setti
     python bench/robosuite_rl.py --diagnose --bc-checkpoint CK   # how CK's Euler episodes fail; stochastic vs Euler success
 
 One seed per call (each under ~10 min on 2 cores); the row is stored under `rl_runs[seed]` of bench/results/robosuite_rl.json
-(other seeds' rows kept). --bc-checkpoint reuses a BC checkpoint made by the same recipe (pretrain below)."""
+(other seeds' rows kept; `--record-as KEY` stores it under `KEY[seed]` instead, e.g. the runs from the fully trained BC
+policy: `--bc-checkpoint last-epoch=0099.ckpt --bc-snapshot-epochs 100 --record-as rl_runs_from_full_bc`). --bc-checkpoint reuses a BC checkpoint made by the same recipe (pretrain below)."""
 import os
 os.environ.setdefault('MUJOCO_GL', 'egl')
 import argparse, datetime, json, platform, subprocess, sys, tempfile, time
@@ -113,10 +114,15 @@ def diagnose(a, res):
     print(json.dumps(res['diagnosis'], indent=1))
     if not a.no_record: record({'diagnosis': res['diagnosis']})
 
-def record(update:dict):
-    "Merge `update` into the results file as it is now (other scripts may have written it meanwhile); atomic."
-    res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    tmp = RESULTS.with_suffix('.tmp'); tmp.write_text(json.dumps(res | update, indent=1) + '\n'); tmp.replace(RESULTS)
+def record(update):
+    "Apply `update` (a dict to merge, or a function of the current results returning one) to the results file as it is"
+    " now, under a lock (several runs may finish together); written atomically."
+    import fcntl
+    with open(RESULTS.with_suffix('.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        res |= update(res) if callable(update) else update
+        tmp = RESULTS.with_suffix('.tmp'); tmp.write_text(json.dumps(res, indent=1) + '\n'); tmp.replace(RESULTS)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -128,6 +134,7 @@ def main():
     p.add_argument('--seed', type=int, default=0); p.add_argument('--no-record', action='store_true')
     p.add_argument('--exploratory', default=None, metavar='NOTE', help='record the row under `exploratory` (with this note), not as a result')
     p.add_argument('overrides', nargs='*', help='more train_maniflow_state_rl_lift overrides')
+    p.add_argument('--record-as', default='rl_runs', help="the JSON key the row goes to (rows per seed), e.g. rl_runs_from_full_bc")
     p.add_argument('--diagnose', action='store_true', help="record the failure modes and sampler noise of --bc-checkpoint (no RL)")
     a = p.parse_args()
     t_all, load0 = time.time(), os.getloadavg()[0]
@@ -160,9 +167,10 @@ def main():
            'params': {k: v for k, v in vars(a).items() if k not in ('no_record', 'exploratory')}}
     res |= {'device': cpu_name(), 'torch': torch.__version__, 'platform': platform.platform(), 'task': 'Lift',
             'obs': 'state (19-d robomimic low-dim)', 'policy': 'maniflow_state', 'sampler_eval': 'euler', 'bc_command': bc_command(a, 'lift.zarr', 'bc')}
-    if a.exploratory: res.setdefault('exploratory', []).append({'not_a_result': a.exploratory} | row)
-    else: res.setdefault('rl_runs', {})[str(a.seed)] = row
     print(json.dumps(row, indent=1))
-    if not a.no_record: RESULTS.write_text(json.dumps(res, indent=1) + '\n')
+    if a.no_record: return
+    meta = {k: res[k] for k in ('device', 'torch', 'platform', 'task', 'obs', 'policy', 'sampler_eval', 'bc_command', 'vecenv_steps_per_second', 'expert_success') if k in res}
+    if a.exploratory: record(lambda now: meta | {'exploratory': now.get('exploratory', []) + [{'not_a_result': a.exploratory} | row]})
+    else: record(lambda now: meta | {a.record_as: now.get(a.record_as, {}) | {str(a.seed): row}})
 
 if __name__ == '__main__': main()
