@@ -16,8 +16,8 @@ from maniflow_nb.config import to_plain
 from maniflow_nb.rl import load_pretrained
 from maniflow_nb.ppo import evaluate_batched
 from maniflow_nb.robosuite_env import RobosuiteVecEnv, robosuite_demos, state_dim
+from robosuite_rl import record     # the results file's locked read-modify-write
 
-RESULTS = Path(__file__).resolve().parent/'results'/'robosuite_rl.json'
 BIN = Path(sys.executable).parent
 
 def bc_command(a, store, rd) -> list:
@@ -51,9 +51,6 @@ def main():
            'bc_seconds': round(t_bc, 1), 'eval_seconds': round(t_eval, 1), 'load_avg': round(os.getloadavg()[0], 1),
            'params': vars(a) | {'bc_command': bc_command(a, 'demos.zarr', 'bc')}}
     print(json.dumps(row, indent=1))
-    if not a.no_record:
-        res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        res.setdefault('bc_success', {})[a.task] = row
-        tmp = RESULTS.with_suffix('.tmp'); tmp.write_text(json.dumps(res, indent=1) + '\n'); tmp.replace(RESULTS)
+    if not a.no_record: record(lambda now: {'bc_success': now.get('bc_success', {}) | {a.task: row}})
 
 if __name__ == '__main__': main()
