@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['NOISE_T', 'DATA_T', 'PATHS', 'TIME_SAMPLERS', 'ODE_METHODS', 'LOG_SQRT_2PI', 'SDE_MODES', 'make_path',
            'check_convention', 'randn_like_on', 'sample_path', 'sample_time', 'time_grid', 'euler_chain', 'ode_sample',
-           'flow_sde_std', 'flow_sde_mean', 'flow_sde_step', 'gaussian_log_prob', 'sde_chain', 'flow_sde_log_prob']
+           'flow_sde_std', 'flow_sde_mean', 'flow_sde_step', 'gaussian_log_prob', 'noise_mask', 'sde_chain',
+           'flow_sde_log_prob']
 
 # %% ../nbs/12_flow.ipynb #52610044
 import math
@@ -111,9 +112,10 @@ def ode_sample(velocity,         # callable (x, t (B,), dt) -> velocity
 # %% ../nbs/12_flow.ipynb #e9cd1214
 def flow_sde_std(t:Tensor, # grid times t_i (...)
                  dt:float, # step δ = 1/K
-                 a:float,  # noise level
+                 a,        # noise level: a float, or one per action dimension (Da,) that broadcasts against t
                 ) -> Tensor:
     "The per-step standard deviation `s_i = σ_i·sqrt(δ)` of the `flow_sde` step."
+    a = a.to(t) if torch.is_tensor(a) else a
     sigma = a * torch.sqrt((1 - t) / torch.clamp(t, min=dt))
     return sigma * math.sqrt(dt)
 
@@ -132,7 +134,7 @@ def flow_sde_step(x:Tensor, u:Tensor, t:Tensor, dt:float, a:float,
                  ) -> tuple:
     "One stochastic step: `(x_next, mean, std)`; with `a = 0` exactly the Euler step."
     mean = flow_sde_mean(x, u, t, dt, a)
-    std = flow_sde_std(t, dt, a).reshape(-1, *([1] * (x.dim() - 1))).expand_as(x)
+    std = flow_sde_std(t.reshape(-1, *([1] * (x.dim() - 1))), dt, a).expand_as(x)
     if eps is None: eps = randn_like_on(x, generator)
     return mean + std*eps, mean, std
 
@@ -143,11 +145,12 @@ def gaussian_log_prob(x:Tensor, mean:Tensor, std:Tensor, # (B,T,Da)
                       mask:Tensor=None,                  # (T,) or (B,T) or (B,T,Da) bool: what is summed
                      ) -> Tensor:
     "Σ over the masked entries of `log N(x; mean, std²)`, per batch element (B,)."
-    if (std <= 0).any(): raise ValueError("flow_sde log-prob needs a noise level > 0 (got a step std of 0): "
-                                          "a = 0 is the deterministic Euler sampler and has no density")
-    lp = -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - LOG_SQRT_2PI
-    if mask is not None: lp = lp * _expand_mask(mask, x).to(lp)
-    return lp.flatten(1).sum(1)
+    m = torch.ones_like(x, dtype=torch.bool) if mask is None else _expand_mask(mask, x)
+    if (std[m] <= 0).any(): raise ValueError("flow_sde log-prob needs a noise level > 0 (got a step std of 0): "
+                                             "a = 0 is the deterministic Euler sampler and has no density")
+    s = torch.where(m, std, torch.ones_like(std))
+    lp = -((x - mean) ** 2) / (2 * s**2) - torch.log(s) - LOG_SQRT_2PI
+    return torch.where(m, lp, torch.zeros_like(lp)).flatten(1).sum(1)
 
 def _expand_mask(mask, x):
     "Broadcast a (T,), (B,T) or full mask to x's shape (B,T,...)."
@@ -161,10 +164,22 @@ SDE_MODES = ('single', 'joint')
 def _check_mode(mode):
     if mode not in SDE_MODES: raise ValueError(f"unknown flow_sde mode '{mode}', expected one of {SDE_MODES}")
 
+def _noisy(a) -> bool:
+    "Whether noise level(s) `a` (all >= 0) give any noise at all."
+    a = torch.as_tensor(a)
+    if (a < 0).any(): raise ValueError(f"flow_sde noise level {a.tolist()} is negative, expected >= 0")
+    return bool((a > 0).any())
+
+def noise_mask(mask, a, x:Tensor): # log-prob mask (see `gaussian_log_prob`) or None; noise level(s); a state (B,T,Da)
+    "The log-prob mask without the action dimensions whose noise level is 0 (they take the Euler step: no density)."
+    if not torch.is_tensor(a) or a.dim() == 0: return mask
+    m = torch.ones_like(x, dtype=torch.bool) if mask is None else _expand_mask(mask, x)
+    return m & (a.to(x.device) > 0)
+
 def sde_chain(velocity,          # callable (x, t (B,), dt) -> velocity (B,T,Da)
               x0:Tensor,         # noise (B,T,Da)
               num_steps:int,     # K
-              a:float=0.5,       # noise level
+              a=0.5,             # noise level: a float or one per action dimension (Da,); 0 on a dimension: Euler there
               mode:str='single', # 'single' | 'joint'
               mask:Tensor=None,  # what the log-prob sums over (see `gaussian_log_prob`)
               step_index:Tensor=None, # (B,) the stochastic step in single mode; drawn if None
@@ -176,15 +191,15 @@ def sde_chain(velocity,          # callable (x, t (B,), dt) -> velocity (B,T,Da)
     if mode == 'single' and step_index is None:
         step_index = torch.randint(0, num_steps, (B,), generator=generator).to(x0.device)
     j = step_index if mode == 'single' else torch.full((B,), -1, dtype=torch.long, device=x0.device)
-    xs, lp = [x0], torch.zeros(B, device=x0.device)
+    xs, lp, noisy, mask = [x0], torch.zeros(B, device=x0.device), _noisy(a), noise_mask(mask, a, x0)
     for i in range(num_steps):
         x, t = xs[-1], ts[i].expand(B)
         u = velocity(x, t, dt)
         xn, mean, std = flow_sde_step(x, u, t, dt, a, generator=generator)
         if mode == 'single': xn = torch.where(_bmask(j == i, x), xn, x + u*dt)
-        if a > 0: lp = lp + _step_lp(xn, mean, std, mask, j, i, mode)
+        if noisy: lp = lp + _step_lp(xn, mean, std, mask, j, i, mode)
         xs.append(xn)
-    return torch.stack(xs, 1), j, (lp if a > 0 else torch.full((B,), float('nan'), device=x0.device))
+    return torch.stack(xs, 1), j, (lp if noisy else torch.full((B,), float('nan'), device=x0.device))
 
 def _bmask(b, x): return b.reshape(-1, *([1] * (x.dim() - 1)))
 
@@ -197,20 +212,20 @@ def _step_lp(xn, mean, std, mask, j, i, mode):
 def flow_sde_log_prob(velocity,         # callable (x, t (B,), dt) -> velocity; gradients flow through it
                       chain:Tensor,     # stored chain (B,K+1,T,Da)
                       step_index:Tensor,# (B,) the stochastic step (single mode; ignored in joint mode)
-                      a:float=0.5, mode:str='single', mask:Tensor=None,
+                      a=0.5, mode:str='single', mask:Tensor=None, # noise level(s) as in `sde_chain`
                      ) -> Tensor:
     "Log-prob (B,) of a stored `flow_sde` chain under `velocity`; single mode evaluates only step j."
     _check_mode(mode)
-    if a <= 0: raise ValueError(f"flow_sde log-prob needs noise_level > 0, got {a}")
+    if not _noisy(a): raise ValueError(f"flow_sde log-prob needs noise_level > 0, got {torch.as_tensor(a).tolist()}")
     B, K = chain.shape[0], chain.shape[1] - 1
     dt, ts = 1.0 / K, time_grid(K, chain.device)
     if mode == 'single':
         rows = torch.arange(B, device=chain.device)
         x, xn, t = chain[rows, step_index], chain[rows, step_index + 1], ts[step_index]
         _, mean, std = flow_sde_step(x, velocity(x, t, dt), t, dt, a, eps=torch.zeros_like(x))
-        return gaussian_log_prob(xn, mean, std, mask)
+        return gaussian_log_prob(xn, mean, std, noise_mask(mask, a, x))
     x, xn = chain[:, :-1].flatten(0, 1), chain[:, 1:].flatten(0, 1)         # (B*K,T,Da), batch-major
     t = ts[:-1].repeat(B)
     _, mean, std = flow_sde_step(x, velocity(x, t, dt), t, dt, a, eps=torch.zeros_like(x))
     m = mask if mask is None or mask.dim() == 1 else mask.repeat_interleave(K, 0)
-    return gaussian_log_prob(xn, mean, std, m).reshape(B, K).sum(1)
+    return gaussian_log_prob(xn, mean, std, noise_mask(m, a, x)).reshape(B, K).sum(1)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['PPO_DEFAULTS', 'EVAL_SEED_STRIDE', 'execute_chunk', 'collect_rollout', 'compute_gae', 'loss_mask', 'policy_loss',
-           'value_loss', 'explained_variance', 'check_noise_level', 'split_params', 'PPOTrainer', 'evaluate_success',
-           'evaluate_batched', 'ppo_loop']
+           'value_loss', 'explained_variance', 'check_noise_level', 'split_params', 'noise_levels', 'PPOTrainer',
+           'evaluate_success', 'evaluate_batched', 'ppo_loop']
 
 # %% ../nbs/51_ppo.ipynb #5e43dc92
 import time
@@ -33,7 +33,7 @@ def execute_chunk(env, window:ObsWindow, actions:Tensor, # actions (N,Ta,Da), al
 
 # %% ../nbs/51_ppo.ipynb #a3e6090e
 def collect_rollout(policy, env, num_steps:int,   # policy calls per env (S)
-                    noise_level:float=0.5, mode:str='single', # flow_sde noise level and mode
+                    noise_level=0.5, mode:str='single', # flow_sde noise level(s) (a float or `noise_levels`) and mode
                     generator=None, seed:int=None) -> dict:    # sampling generator; env reset seed
     "A rollout `{obs: {k: (S,N,To,...)}, chain (S,N,K+1,T,Da), step_index, log_prob, values (S+1,N), rewards (S,N), dones (S+1,N), ...}`."
     window, done = ObsWindow(env.reset(seed), policy.n_obs_steps), torch.zeros(env.num_envs, dtype=torch.bool)
@@ -93,7 +93,7 @@ def explained_variance(pred:Tensor, target:Tensor) -> float:
 # %% ../nbs/51_ppo.ipynb #97604a8e
 PPO_DEFAULTS = dict(noise_level=0.5, noise_mode='single', learning_rate=1e-4, critic_lr_ratio=10.0, clip_range=0.2,
                     value_clip_range=0.2, vf_coef=0.5, batch_size=256, update_epochs=4, max_grad_norm=1.0, target_kl=None,
-                    gamma=0.99, gae_lambda=0.95, weight_decay=0.0, freeze_encoder=False)
+                    gamma=0.99, gae_lambda=0.95, weight_decay=0.0, freeze_encoder=False, noise_dims=None)
 
 def check_noise_level(a:float):
     "Training needs a noise level > 0; raise a clear error otherwise."
@@ -108,6 +108,17 @@ def split_params(policy:nn.Module,
     return [p for n, p in named if not n.startswith('value_head.')], [p for n, p in named if n.startswith('value_head.')]
 
 # %% ../nbs/51_ppo.ipynb #a69164d1
+def noise_levels(a:float, # the noise level
+                 dims,    # action dimensions that get noise (None: all)
+                 action_dim:int):
+    "The `flow_sde` noise level(s): `a` (all dimensions), or `(Da,)` with `a` on `dims` and 0 elsewhere."
+    if dims is None: return a
+    dims = list(dims)
+    if not dims or len(set(dims)) != len(dims) or any(type(d) is not int or not 0 <= d < action_dim for d in dims):
+        raise ConfigError(f"noise_dims is {dims}, expected distinct action dimensions in 0..{action_dim - 1} (null: all)")
+    return torch.zeros(action_dim).index_fill_(0, torch.tensor(dims), float(a))
+
+# %% ../nbs/51_ppo.ipynb #844d7332
 class PPOTrainer:
     "PPO for a flow policy with `flow_sde` log-probs and a value head; settings as in `PPO_DEFAULTS`."
     def __init__(self, policy:nn.Module, **kw):
@@ -116,13 +127,14 @@ class PPOTrainer:
         check_noise_level(self.cfg['noise_level'])
         if getattr(policy, 'value_head', None) is None: raise ConfigError("PPO needs a policy with a value head (policy.add_value_head=true)")
         self.policy, c = policy.eval(), self.cfg
+        self.noise = noise_levels(c['noise_level'], c['noise_dims'], policy.action_dim)   # what flow_sde takes
         self.actor_params, self.critic_params = split_params(policy, c['freeze_encoder'])
         self.actor_opt = torch.optim.AdamW(self.actor_params, lr=c['learning_rate'], weight_decay=c['weight_decay'])
         self.critic_opt = torch.optim.AdamW(self.critic_params, lr=c['learning_rate'] * c['critic_lr_ratio'], weight_decay=c['weight_decay'])
 
     def rollout(self, env, num_steps:int, generator=None, seed:int=None) -> dict:
         "`collect_rollout` with this trainer's noise settings."
-        return collect_rollout(self.policy, env, num_steps, self.cfg['noise_level'], self.cfg['noise_mode'], generator, seed)
+        return collect_rollout(self.policy, env, num_steps, self.noise, self.cfg['noise_mode'], generator, seed)
 
 # %% ../nbs/51_ppo.ipynb #ea314d01
 def _flatten_valid(ro:dict, adv:Tensor, ret:Tensor) -> dict:
@@ -149,7 +161,7 @@ def _ppo_step(self:PPOTrainer, mb:dict, train_actor:bool) -> dict:
     loss, st = c['vf_coef'] * vl, {'value_loss': vl.item()}
     if train_actor:
         W = window_mask(Timeline.of(pol), dev)
-        logp = flow_sde_log_prob(pol.velocity_fn(cond), mb['chain'].to(dev), mb['step_index'].to(dev), c['noise_level'], c['noise_mode'], W)
+        logp = flow_sde_log_prob(pol.velocity_fn(cond), mb['chain'].to(dev), mb['step_index'].to(dev), self.noise, c['noise_mode'], W)
         pl, pst = policy_loss(logp, mb['log_prob'].to(dev), mb['adv'].to(dev), c['clip_range'])
         loss, st = loss + pl, st | pst | {'policy_loss': pl.item()}
     self.actor_opt.zero_grad(); self.critic_opt.zero_grad(); loss.backward()
