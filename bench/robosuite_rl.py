@@ -91,25 +91,47 @@ def failure_modes(ck, n_episodes=40, num_envs=20, max_steps=200, seed=10_000) ->
     return {'checkpoint': str(ck), 'episodes': len(cats), 'counts': {c: cats.count(c) for c in sorted(set(cats))},
             'closest_approach_of_failures_last_batch_m': [round(float(x), 3) for x in sorted(fails)]}
 
-def sampler_noise(ck, steps=(1, 2, 4, 10), modes=(('single', 0.2), ('joint', 0.2), ('joint', 0.4)), num_envs=32, seed=5) -> list:
-    "Success of one 32-env rollout per (denoising steps, flow_sde mode, noise level) next to Euler's, same scenes."
-    from maniflow_nb.ppo import collect_rollout, evaluate_success
+SDE_MODES = (('single', 0.2, None), ('joint', 0.2, None), ('joint', 0.4, None), ('single', 0.2, 'varying'), ('single', 0.4, 'varying'), ('joint', 0.4, 'varying'))
+
+def sampler_noise(ck, steps=(1, 2, 4, 10), modes=SDE_MODES, num_envs=32, seed=5) -> list:
+    "Success of one 32-env rollout per (denoising steps, flow_sde mode, noise level, noise_dims) next to Euler's, same scenes."
+    from maniflow_nb.ppo import collect_rollout, evaluate_success, noise_levels
     rows = []
     for K in steps:
         pol, pcfg = rl.load_pretrained(ck, overrides={'policy.num_inference_steps': K})
         env = RobosuiteVecEnv('Lift', to_plain(pcfg.task.shape_meta), num_envs, 200)
         rows.append({'K': K, 'sampler': 'euler', 'success': evaluate_success(pol, env, seed=seed)['success_rate']})
-        for mode, a in modes:
-            ro = collect_rollout(pol, env, 25, a, mode, torch.Generator().manual_seed(0), seed=seed)
-            rows.append({'K': K, 'sampler': f'flow_sde {mode}', 'noise_level': a, 'success': round(ro['success'].float().mean().item(), 3)})
+        for mode, a, dims in modes:
+            nd = rl.resolve_noise_dims(dims, pol)
+            ro = collect_rollout(pol, env, 25, noise_levels(a, nd, pol.action_dim), mode, torch.Generator().manual_seed(0), seed=seed)
+            rows.append({'K': K, 'sampler': f'flow_sde {mode}', 'noise_level': a, 'noise_dims': nd, 'success': round(ro['success'].float().mean().item(), 3)})
         env.close()
     return rows
+
+def noise_dependence(ck, n_draws=4, num_envs=32, seed=5) -> dict:
+    """Whether the Euler episodes of a checkpoint fail by scene or by the sampler's initial noise x_0: the same scenes
+    played with `n_draws` different x_0 generators; scenes that always / never / sometimes succeed."""
+    from maniflow_nb.ppo import execute_chunk
+    pol, pcfg = rl.load_pretrained(ck, add_value_head=False)
+    env, rows = RobosuiteVecEnv('Lift', to_plain(pcfg.task.shape_meta), num_envs, 200), []
+    for d in range(n_draws):
+        window, g = ObsWindow(env.reset(seed), pol.n_obs_steps), torch.Generator().manual_seed(1000 + d)
+        done, succ = torch.zeros(num_envs, dtype=torch.bool), torch.zeros(num_envs, dtype=torch.bool)
+        while not done.all():
+            _, done, s, _ = execute_chunk(env, window, pol.sample_actions(window.obs, 'ode', generator=g)['action'].clamp(-1, 1), done)
+            succ |= s
+        rows.append(succ.float())
+    env.close()
+    S = torch.stack(rows).mean(0)
+    return {'checkpoint': str(ck), 'scenes': num_envs, 'noise_draws': n_draws, 'success_per_draw': [round(r.mean().item(), 3) for r in rows],
+            'scenes_always': int((S == 1).sum()), 'scenes_never': int((S == 0).sum()), 'scenes_sometimes': int(((S > 0) & (S < 1)).sum())}
 
 def diagnose(a, res):
     "`--diagnose`: failure modes and sampler noise of --bc-checkpoint, into res['diagnosis']."
     t0 = time.time()
     res['diagnosis'] = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), 'device': cpu_name(),
-                        'failure_modes': failure_modes(a.bc_checkpoint), 'sampler_noise': sampler_noise(a.bc_checkpoint)}
+                        'failure_modes': failure_modes(a.bc_checkpoint), 'noise_dependence': noise_dependence(a.bc_checkpoint),
+                        'sampler_noise': sampler_noise(a.bc_checkpoint)}
     res['diagnosis']['seconds'] = round(time.time() - t0, 1)
     print(json.dumps(res['diagnosis'], indent=1))
     if not a.no_record: record({'diagnosis': res['diagnosis']})

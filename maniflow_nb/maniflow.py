@@ -212,6 +212,7 @@ class ManiFlowPolicy(nn.Module):
                  path:str='condot',                    # probability path (maniflow_nb.flow.PATHS)
                  time_sampler:str='beta',              # training-time sampler of the flow term
                  num_inference_steps:int=10,           # sampler steps K
+                 init_noise_scale:float=1.0,           # std of the sampler's initial noise x_0 (0: x_0 = 0, a deterministic policy)
                  sampler:str='euler',                  # euler | midpoint | rk4 | dopri5
                  denoise_timesteps:int=10,             # grid of the consistency term's t
                  flow_batch_ratio:float=0.75,          # share of the batch in the flow term (rest: consistency)
@@ -224,6 +225,8 @@ class ManiFlowPolicy(nn.Module):
                                                    "(hub weights), which maniflow_nb does not ship; set it to false")
         _check_obs_type(obs_type, shape_meta)
         self._check_options(path, time_sampler, sampler, num_inference_steps, flow_batch_ratio)
+        if not init_noise_scale >= 0: raise ValueError(f"policy.init_noise_scale={init_noise_scale}, expected >= 0")
+        self.init_noise_scale = float(init_noise_scale)
         self.timeline = Timeline(horizon, n_obs_steps, n_action_steps)   # checks 1 <= To <= T, To-1+Ta <= T
         self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
         self.action_dim = int(math.prod(shape_meta['action']['shape']))
@@ -333,9 +336,9 @@ def _check_action(self:ManiFlowPolicy, a:Tensor):
 # %% ../nbs/14_maniflow.ipynb #db8abcf5
 @patch
 def _noise(self:ManiFlowPolicy, B, generator):
-    "Initial noise (B,T,Da): from `generator` on its own device (a CPU generator gives the same numbers on any device)."
+    "Initial noise (B,T,Da) × `init_noise_scale`: from `generator` on its own device (a CPU generator gives the same numbers on any device)."
     dev = generator.device if generator is not None else self.device
-    return torch.randn((B, self.horizon, self.action_dim), generator=generator, device=dev).to(self.device)
+    return torch.randn((B, self.horizon, self.action_dim), generator=generator, device=dev).to(self.device) * self.init_noise_scale
 
 @patch
 def _outputs(self:ManiFlowPolicy, x1:Tensor) -> dict:

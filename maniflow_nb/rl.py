@@ -115,6 +115,7 @@ def _policy_overrides(cfg) -> dict:
     "Policy-config keys an RL config may change."
     ov = {}
     if cfg.policy.get('num_inference_steps'): ov['policy.num_inference_steps'] = cfg.policy.num_inference_steps
+    if cfg.policy.get('init_noise_scale') is not None: ov['policy.init_noise_scale'] = cfg.policy.init_noise_scale
     return ov
 
 def _check_timeline(cfg, pcfg):
@@ -127,7 +128,8 @@ def tworoutes_start(cfg, run_dir:Path) -> tuple:
     "`(policy, policy config)` of a TwoRoutes run without a checkpoint: demos into `task.dataset_path`, then BC."
     store = Path(cfg.task.dataset_path)
     if not store.is_absolute(): store = run_dir/store
-    pcfg = OmegaConf.create(tworoutes_config(num_inference_steps=cfg.policy.num_inference_steps or 4))
+    kw = {k.split('.', 1)[1]: v for k, v in _policy_overrides(cfg).items()}     # num_inference_steps, init_noise_scale
+    pcfg = OmegaConf.create(tworoutes_config(**{'num_inference_steps': 4} | kw))
     _check_timeline(cfg, pcfg)
     t = cfg.task
     return tworoutes_pretrained(store, pcfg, t.demo_episodes, t.bc_steps, t.bc_batch_size, cfg.seed), pcfg
@@ -236,7 +238,8 @@ def run_rl(cfg) -> dict:
     after = evaluate_rl(policy, cfg, pcfg, n_eval)
     videos = rl_videos(policy, cfg, pcfg, run_dir/'videos', min(n_eval, VIDEO_EPISODES))
     rec = {'env_name': env_name, 'before': before, 'after': after, 'rl_seconds': rl_seconds, 'checkpoint': str(latest.absolute()),
-           'env_steps': last.get('env_steps', steps0), 'total_timesteps': cfg.training.total_timesteps, 'video_paths': videos}
+           'env_steps': last.get('env_steps', steps0), 'total_timesteps': cfg.training.total_timesteps, 'video_paths': videos,
+           'init_noise_scale': getattr(policy, 'init_noise_scale', None), 'noise_dims': trainer.cfg['noise_dims']}
     with atomic_path(rec_path) as tmp: Path(tmp).write_text(json.dumps(rec, indent=1))
     print(f"success {before['success_rate']:.3f} -> {after['success_rate']:.3f}; checkpoint {latest}")
     if videos: print(f"videos of {min(n_eval, VIDEO_EPISODES)} evaluation episodes in {run_dir/'videos'} (grid: {Path(videos[0]).name})")
