@@ -5,7 +5,7 @@ under-trained policy) -> PPO with flow_sde (train_maniflow_state_rl_lift's setti
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python bench/robosuite_rl.py [--seed 0] [--bc-checkpoint CK] [--skip-env-checks]
         [--demos 20] [--bc-epochs 100] [--bc-snapshot-epochs 30] [--total-timesteps 40000] [--eval-episodes 20]
         [--num-envs 16] [--exploratory NOTE] [override ...]
-    python bench/robosuite_rl.py --diagnose --bc-checkpoint CK   # how CK's Euler episodes fail; stochastic vs Euler success
+    python bench/robosuite_rl.py --diagnose --bc-checkpoint CK   # how CK's Euler episodes fail; scene vs initial-noise dependence; stochastic vs Euler success
 
 One seed per call (each under ~10 min on 2 cores); the row is stored under `rl_runs[seed]` of bench/results/robosuite_rl.json
 (other seeds' rows kept; `--record-as KEY` stores it under `KEY[seed]` instead, e.g. the runs from the fully trained BC

@@ -102,7 +102,7 @@ def test_metaworld_state_run_from_a_training_checkpoint(tmp_path):
           'policy.num_inference_steps=2', 'debug=true', 'task.env_runner.max_steps=12', 'task.env_runner.num_episodes=1',
           'training.device=cpu']
     rec = run_rl(compose_config('train_maniflow_state_rl', ov))
-    assert set(rec) == {'env_name', 'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps', 'video_paths'}
+    assert set(rec) == {'env_name', 'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps', 'video_paths', 'init_noise_scale', 'noise_dims'}
     assert rec['env_name'] == 'reach-v3'
     check_videos(tmp_path/'rl', rec, 'reach-v3_seed10000', 1)
     ck2 = torch.load(rec['checkpoint'], weights_only=True)
