@@ -145,7 +145,7 @@ def gaussian_log_prob(x:Tensor, mean:Tensor, std:Tensor, # (B,T,Da)
                       mask:Tensor=None,                  # (T,) or (B,T) or (B,T,Da) bool: what is summed
                      ) -> Tensor:
     "Σ over the masked entries of `log N(x; mean, std²)`, per batch element (B,)."
-    m = torch.ones_like(x, dtype=torch.bool) if mask is None else _expand_mask(mask, x)
+    m = _expand_mask(mask, x)
     if (std[m] <= 0).any(): raise ValueError("flow_sde log-prob needs a noise level > 0 (got a step std of 0): "
                                              "a = 0 is the deterministic Euler sampler and has no density")
     s = torch.where(m, std, torch.ones_like(std))
@@ -153,7 +153,8 @@ def gaussian_log_prob(x:Tensor, mean:Tensor, std:Tensor, # (B,T,Da)
     return torch.where(m, lp, torch.zeros_like(lp)).flatten(1).sum(1)
 
 def _expand_mask(mask, x):
-    "Broadcast a (T,), (B,T) or full mask to x's shape (B,T,...)."
+    "Broadcast a (T,), (B,T) or full mask to x's shape (B,T,...); None: everything."
+    if mask is None: return torch.ones_like(x, dtype=torch.bool)
     if mask.dim() == 1: mask = mask[None]
     while mask.dim() < x.dim(): mask = mask.unsqueeze(-1)
     return mask.expand_as(x)
@@ -173,8 +174,7 @@ def _noisy(a) -> bool:
 def noise_mask(mask, a, x:Tensor): # log-prob mask (see `gaussian_log_prob`) or None; noise level(s); a state (B,T,Da)
     "The log-prob mask without the action dimensions whose noise level is 0 (they take the Euler step: no density)."
     if not torch.is_tensor(a) or a.dim() == 0: return mask
-    m = torch.ones_like(x, dtype=torch.bool) if mask is None else _expand_mask(mask, x)
-    return m & (a.to(x.device) > 0)
+    return _expand_mask(mask, x) & (a.to(x.device) > 0)
 
 def sde_chain(velocity,          # callable (x, t (B,), dt) -> velocity (B,T,Da)
               x0:Tensor,         # noise (B,T,Da)
