@@ -7,8 +7,8 @@ __all__ = ['ROBOSUITE_TASKS', 'EXPERT_TASKS', 'ROBOSUITE_TYPE', 'LOW_DIM_KEYS', 
            'OBJECT_DIMS', 'CAN_BIN', 'check_robosuite_task', 'make_env_meta', 'load_env_meta', 'as_env_meta',
            'robosuite_kwargs', 'state_dim', 'numpy_seeded', 'RobosuiteEnv', 'RobosuiteExpert', 'split_state',
            'expert_episode', 'collect_robosuite_demos', 'write_robomimic_hdf5', 'env_meta_from_dataset',
-           'robosuite_demos', 'robosuite_obs_meta', 'robosuite_env_kwargs', 'check_obs_shapes', 'RobosuiteVecEnv',
-           'runner_env_meta', 'vecenv_from_config', 'RobosuiteRunner', 'RobosuiteExpertPolicy']
+           'robosuite_demos', 'robosuite_obs_meta', 'robosuite_env_kwargs', 'check_obs_shapes', 'env_reward',
+           'RobosuiteVecEnv', 'runner_env_meta', 'vecenv_from_config', 'RobosuiteRunner', 'RobosuiteExpertPolicy']
 
 # %% ../nbs/08a_robosuite.ipynb #e5cafa2e
 import os
@@ -67,9 +67,11 @@ def load_env_meta(env_meta) -> dict:
     m.setdefault('env_kwargs', {}); m['type'] = ROBOSUITE_TYPE
     return m
 
+def _is_task_name(env_meta) -> bool: return isinstance(env_meta, str) and not env_meta.lstrip().startswith('{')
+
 def as_env_meta(env_meta) -> dict:
     "`load_env_meta` of an env_meta, or `make_env_meta` of a task name."
-    return make_env_meta(env_meta) if isinstance(env_meta, str) and not env_meta.lstrip().startswith('{') else load_env_meta(env_meta)
+    return make_env_meta(env_meta) if _is_task_name(env_meta) else load_env_meta(env_meta)
 
 def robosuite_kwargs(env_meta) -> tuple:
     "`(env_name, kwargs)` for `robosuite.make` from an `env_meta`: our rendering, no hard resets, 1.4 controller keys."
@@ -378,10 +380,19 @@ def check_obs_shapes(task:str, obs_meta:dict):
                               f"was the checkpoint trained on another task?")
 
 def _with_reward(env_meta, reward:str) -> dict:
-    "env_meta with robosuite's shaped reward on for `reward='dense'` or `'progress'`."
-    m = as_env_meta(env_meta)
-    m['env_kwargs']['reward_shaping'] = check_reward(reward) != 'success'
+    "env_meta with robosuite's shaped reward on for `reward='dense'` or `'progress'`; a contradicting `reward_shaping` is an error."
+    m, shaped = as_env_meta(env_meta), check_reward(reward) != 'success'
+    given = None if _is_task_name(env_meta) else m['env_kwargs'].get('reward_shaping')   # a task name sets nothing
+    if given is not None and bool(given) != shaped:
+        raise ConfigError(f"env_meta.env_kwargs.reward_shaping is {str(bool(given)).lower()} but the reward is {reward!r}, which "
+                          f"{'needs' if shaped else 'is the sparse success reward, not'} robosuite's shaped reward: set "
+                          f"task.env_runner.env_meta.env_kwargs.reward_shaping={str(shaped).lower()} or choose the reward that matches")
+    m['env_kwargs']['reward_shaping'] = shaped
     return m
+
+def env_reward(env_meta) -> str:
+    "The reward an env_meta asks for: 'dense' when its `env_kwargs.reward_shaping` is true, else 'success'."
+    return 'dense' if as_env_meta(env_meta)['env_kwargs'].get('reward_shaping') else 'success'
 
 # %% ../nbs/08a_robosuite.ipynb #a23fdf6a
 class RobosuiteVecEnv(VecEnv):
@@ -479,7 +490,7 @@ def run(self:RobosuiteRunner, policy, progress:bool=None) -> dict:
     "Evaluate `policy`: `test_mean_score`, `success_seed<s>`, `mean_reward`, `mean_length`, `video_paths`, `episodes`."
     training, device, eps, res = getattr(policy, 'training', None), _device(policy), self._episodes(), []
     if training is not None: policy.eval()
-    env = RobosuiteVecEnv(self.env_meta, self.shape_meta, self.num_envs, self.max_steps, n_procs=self.n_procs, camera=self.camera)
+    env = RobosuiteVecEnv(self.env_meta, self.shape_meta, self.num_envs, self.max_steps, env_reward(self.env_meta), self.n_procs, camera=self.camera)
     bar = tqdm(total=len(eps), desc=f'eval {self.task}', unit='ep', disable=in_batch_job() if progress is None else not progress)
     try:
         for k in range(0, len(eps), self.num_envs):
