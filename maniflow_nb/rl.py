@@ -23,7 +23,7 @@ from .checkpoint import read_checkpoint, save_checkpoint, load_checkpoint, pick_
 from .runlog import MetricsCSV, wandb_init
 from .policies import make_policy
 from .tworoutes import TwoRoutesEnv, tworoutes_config, tworoutes_pretrained, tworoutes_frames
-from .ppo import PPOTrainer, check_noise_level, evaluate_success, evaluate_batched, ppo_loop
+from .ppo import PPOTrainer, check_noise_level, check_advantage, evaluate_success, evaluate_batched, ppo_loop
 
 # %% ../nbs/52_rl.ipynb #f220ffb9
 def load_pretrained(path,                      # legacy, Lightning or RL checkpoint
@@ -68,9 +68,17 @@ def check_rl_config(cfg):
     if not 0 < t.clip_range < 1: raise ConfigError(f"training.clip_range is {t.clip_range}, expected in (0, 1)")
     if not 0 < cfg.advantage.gamma <= 1 or not 0 <= cfg.advantage.gae_lambda <= 1:
         raise ConfigError(f"advantage.gamma={cfg.advantage.gamma}, gae_lambda={cfg.advantage.gae_lambda}: expected 0 < gamma <= 1 and 0 <= gae_lambda <= 1")
+    est, G = _estimator(cfg)
+    check_advantage(est, G)
+    if not isinstance(G, int) or G < 1 or t.num_envs % G:
+        raise ConfigError(f"advantage.group_size is {G!r}, expected a positive divisor of training.num_envs ({t.num_envs})")
     if cfg.task.env_runner.env_name != 'tworoutes' and not cfg.policy.checkpoint:
         raise ConfigError(f"policy.checkpoint is not set: PPO on {cfg.task.env_runner.env_name} fine-tunes a pretrained policy (policy.checkpoint=PATH)")
     check_rl_dataset(cfg)
+
+def _estimator(cfg) -> tuple:
+    "`(advantage.estimator, advantage.group_size)`; configs written before they existed mean GAE over single scenes."
+    return cfg.advantage.get('estimator', 'gae'), cfg.advantage.get('group_size', 1)
 
 def check_rl_dataset(cfg):
     "`task.dataset_path` of an RL run: read for a robosuite env's env_meta (it must exist); MetaWorld runs refuse one."
@@ -88,6 +96,7 @@ def debug_config(cfg):
     t = cfg.training
     t.total_timesteps, t.num_envs, t.num_steps_per_rollout, t.batch_size = min(t.total_timesteps, 200), min(t.num_envs, 2), min(t.num_steps_per_rollout, 3), min(t.batch_size, 8)
     t.update_epochs, t.critic_warmup_iters, cfg.task.env_runner.num_episodes = 1, min(t.critic_warmup_iters, 1), min(cfg.task.env_runner.num_episodes, 2)
+    if isinstance(G := _estimator(cfg)[1], int) and G > t.num_envs: t.num_envs = G   # one group of advantage.group_size envs
     return cfg
 
 # %% ../nbs/52_rl.ipynb #040e7afa
@@ -98,7 +107,7 @@ def ppo_settings(cfg, policy=None) -> dict: # the policy to train (`policy.noise
                 clip_range=t.clip_range, value_clip_range=t.value_clip_range, vf_coef=t.vf_coef, batch_size=t.batch_size,
                 update_epochs=t.update_epochs, max_grad_norm=t.max_grad_norm, target_kl=t.target_kl,
                 gamma=cfg.advantage.gamma, gae_lambda=cfg.advantage.gae_lambda, freeze_encoder=t.freeze_encoder,
-                noise_dims=resolve_noise_dims(p.get('noise_dims'), policy))
+                noise_dims=resolve_noise_dims(p.get('noise_dims'), policy), **dict(zip(('advantage', 'group_size'), _estimator(cfg))))
 
 VARYING_RANGE = 1e-4   # an action dimension whose demo range (max − min) is at most this is "constant"
 
@@ -239,7 +248,8 @@ def run_rl(cfg) -> dict:
     videos = rl_videos(policy, cfg, pcfg, run_dir/'videos', min(n_eval, VIDEO_EPISODES))
     rec = {'env_name': env_name, 'before': before, 'after': after, 'rl_seconds': rl_seconds, 'checkpoint': str(latest.absolute()),
            'env_steps': last.get('env_steps', steps0), 'total_timesteps': cfg.training.total_timesteps, 'video_paths': videos,
-           'init_noise_scale': getattr(policy, 'init_noise_scale', None), 'noise_dims': trainer.cfg['noise_dims']}
+           'init_noise_scale': getattr(policy, 'init_noise_scale', None), 'noise_dims': trainer.cfg['noise_dims'],
+           'advantage': trainer.cfg['advantage'], 'group_size': trainer.cfg['group_size']}
     with atomic_path(rec_path) as tmp: Path(tmp).write_text(json.dumps(rec, indent=1))
     print(f"success {before['success_rate']:.3f} -> {after['success_rate']:.3f}; checkpoint {latest}")
     if videos: print(f"videos of {min(n_eval, VIDEO_EPISODES)} evaluation episodes in {run_dir/'videos'} (grid: {Path(videos[0]).name})")

@@ -13,6 +13,7 @@ from torch import Tensor
 from fastcore.basics import patch
 from .data import ReplayBuffer
 from .dataset import SequenceDataset
+from .config import UserError
 from .ema import EMAModel
 from .optim import lr_factor
 from .policies import make_policy
@@ -28,12 +29,18 @@ class TwoRoutesEnv:
                  pit:bool=True):                       # False: no pit (how the demonstrator sees the world)
         self.num_envs, self.max_steps, self.pit = num_envs, max_steps, pit
 
-    def reset(self, seed:int=None) -> dict:
+    def reset(self, seed=None) -> dict: # an int (one draw for all envs), a list (env i from seed[i]) or None
         "Start positions (0,-0.8) ± 0.05: `{'agent_pos': (N,2)}`."
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.p = torch.tensor(self.start) + (torch.rand(self.num_envs, 2, generator=g) - 0.5) * 0.1
+        self.p = torch.tensor(self.start) + (self._uniform(seed) - 0.5) * 0.1
         self.t, self.done = torch.zeros(self.num_envs, dtype=torch.long), torch.zeros(self.num_envs, dtype=torch.bool)
         return {self.obs_key: self.p.clone()}
+
+    def _uniform(self, seed) -> Tensor:
+        "(N,2) uniforms in [0,1): one generator for an int seed, one per env for a list."
+        if seed is None or isinstance(seed, (int, np.integer)):
+            return torch.rand(self.num_envs, 2, generator=None if seed is None else torch.Generator().manual_seed(int(seed)))
+        if len(seed) != self.num_envs: raise UserError(f"{len(seed)} reset seeds for {self.num_envs} envs")
+        return torch.stack([torch.rand(2, generator=torch.Generator().manual_seed(int(s))) for s in seed])
 
     def in_box(self, p): return (p[:, 0].abs() < self.box) & (p[:, 1].abs() < self.box)
     def in_pit(self, p): return (p[:, 0] > self.box) & (p[:, 1].abs() < self.box)

@@ -82,6 +82,14 @@ def test_tworoutes_cli_run_resume_and_evaluator(tmp_path, capsys):
     assert 'resuming from' in capsys.readouterr().out and rec2['before'] == rec['before']
     assert len(pd.read_csv(rd/'metrics.csv')) == len(m)
 
+def test_tworoutes_group_advantage_run(tmp_path):
+    "advantage.estimator=group travels from the config to the trainer and into eval.json; the run trains and evaluates."
+    from maniflow_nb.config import compose_config
+    from maniflow_nb.rl import run_rl
+    rec = run_rl(compose_config('train_tworoutes_rl', [f'run_dir={tmp_path}', *TINY, 'advantage.estimator=group', 'advantage.group_size=2']))
+    assert (rec['advantage'], rec['group_size']) == ('group', 2) and rec['env_steps'] >= 200
+    assert json.loads((tmp_path/'eval.json').read_text())['advantage'] == 'group'
+
 def _metaworld_state_checkpoint(path):
     "A (untrained) maniflow-train-style checkpoint of a small state policy for reach-v3."
     from maniflow_nb.config import compose_config, to_plain
@@ -102,7 +110,7 @@ def test_metaworld_state_run_from_a_training_checkpoint(tmp_path):
           'policy.num_inference_steps=2', 'debug=true', 'task.env_runner.max_steps=12', 'task.env_runner.num_episodes=1',
           'training.device=cpu']
     rec = run_rl(compose_config('train_maniflow_state_rl', ov))
-    assert set(rec) == {'env_name', 'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps', 'video_paths', 'init_noise_scale', 'noise_dims'}
+    assert set(rec) == {'env_name', 'before', 'after', 'rl_seconds', 'checkpoint', 'env_steps', 'total_timesteps', 'video_paths', 'init_noise_scale', 'noise_dims', 'advantage', 'group_size'}
     assert rec['env_name'] == 'reach-v3'
     check_videos(tmp_path/'rl', rec, 'reach-v3_seed10000', 1)
     ck2 = torch.load(rec['checkpoint'], weights_only=True)
