@@ -163,11 +163,12 @@ class PPOTrainer:
                                seed if G == 1 else group_seeds(seed, env.num_envs, G))
 
 # %% ../nbs/51_ppo.ipynb #ea314d01
-def _flatten_valid(ro:dict, adv:Tensor, ret:Tensor) -> dict:
+def _flatten_valid(ro:dict, adv:Tensor, ret:Tensor,
+                  center:bool=True) -> dict: # False: scale only (group advantages are centred per group already)
     "The valid calls of a rollout as flat tensors (M,...), with normalized advantages."
     m = loss_mask(ro['dones'])
     a = adv[m]
-    a = (a - a.mean()) / (a.std() + 1e-8) if a.numel() > 1 else a * 0
+    a = ((a - a.mean()) if center else a) / (a.std() + 1e-8) if a.numel() > 1 else a * 0
     return {'obs': {k: v[m] for k, v in ro['obs'].items()}, 'chain': ro['chain'][m], 'step_index': ro['step_index'][m],
             'log_prob': ro['log_prob'][m], 'values': ro['values'][:-1][m], 'adv': a, 'returns': ret[m]}
 
@@ -207,7 +208,7 @@ def update(self:PPOTrainer, ro:dict,          # from `collect_rollout`
     c = self.cfg
     adv, ret = compute_gae(ro['rewards'], ro['values'], ro['dones'], c['gamma'], c['gae_lambda'])
     if c['advantage'] == 'group': adv = group_advantages(ro['rewards'], ro['dones'], c['group_size'])
-    d = _flatten_valid(ro, adv, ret)
+    d = _flatten_valid(ro, adv, ret, center=c['advantage'] != 'group')
     M, rows, first = len(d['adv']), [], None
     for epoch in range(c['update_epochs']):
         kls = []
