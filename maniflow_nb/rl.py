@@ -96,7 +96,7 @@ def debug_config(cfg):
     t = cfg.training
     t.total_timesteps, t.num_envs, t.num_steps_per_rollout, t.batch_size = min(t.total_timesteps, 200), min(t.num_envs, 2), min(t.num_steps_per_rollout, 3), min(t.batch_size, 8)
     t.update_epochs, t.critic_warmup_iters, cfg.task.env_runner.num_episodes = 1, min(t.critic_warmup_iters, 1), min(cfg.task.env_runner.num_episodes, 2)
-    if isinstance(G := _estimator(cfg)[1], int) and G > t.num_envs: t.num_envs = G   # one group of advantage.group_size envs
+    if isinstance(G := _estimator(cfg)[1], int) and G > t.num_envs >= 1: t.num_envs = G   # one group of advantage.group_size envs
     return cfg
 
 # %% ../nbs/52_rl.ipynb #040e7afa
