@@ -23,7 +23,7 @@ from .checkpoint import read_checkpoint, save_checkpoint, load_checkpoint, pick_
 from .runlog import MetricsCSV, wandb_init
 from .policies import make_policy
 from .tworoutes import TwoRoutesEnv, tworoutes_config, tworoutes_pretrained, tworoutes_frames
-from .ppo import PPOTrainer, check_noise_level, check_advantage, evaluate_success, evaluate_batched, ppo_loop
+from .ppo import PPOTrainer, check_noise_level, check_advantage, check_group_size, evaluate_success, evaluate_batched, ppo_loop
 
 # %% ../nbs/52_rl.ipynb #f220ffb9
 def load_pretrained(path,                      # legacy, Lightning or RL checkpoint
@@ -69,9 +69,7 @@ def check_rl_config(cfg):
     if not 0 < cfg.advantage.gamma <= 1 or not 0 <= cfg.advantage.gae_lambda <= 1:
         raise ConfigError(f"advantage.gamma={cfg.advantage.gamma}, gae_lambda={cfg.advantage.gae_lambda}: expected 0 < gamma <= 1 and 0 <= gae_lambda <= 1")
     est, G = _estimator(cfg)
-    check_advantage(est, G)
-    if not isinstance(G, int) or G < 1 or t.num_envs % G:
-        raise ConfigError(f"advantage.group_size is {G!r}, expected a positive divisor of training.num_envs ({t.num_envs})")
+    check_advantage(est, G); check_group_size(G, t.num_envs)
     if cfg.task.env_runner.env_name != 'tworoutes' and not cfg.policy.checkpoint:
         raise ConfigError(f"policy.checkpoint is not set: PPO on {cfg.task.env_runner.env_name} fine-tunes a pretrained policy (policy.checkpoint=PATH)")
     check_rl_dataset(cfg)
